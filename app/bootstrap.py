@@ -1,0 +1,55 @@
+"""Build everything a front end needs from a configuration, in one place.
+
+Engines and clients are created here (lazily, on first use) and handed to
+services and read models; nothing opens a connection at import time.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.engine import Engine
+
+from .config import Config
+from .sources import OrderStore, open_order_store, sql_engine
+
+
+@dataclass
+class Workspace:
+    config: Config
+    _engines: dict[str, Engine] = field(default_factory=dict)
+    _orders: OrderStore | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def role(self) -> str:
+        return self.config.role
+
+    def has(self, source: str) -> bool:
+        return source in self.config.sources
+
+    def engine(self, source: str) -> Engine:
+        """The SQLAlchemy engine of ``cart`` or ``dispatch``."""
+        with self._lock:
+            if source not in self._engines:
+                self._engines[source] = sql_engine(self.config.source(source))
+            return self._engines[source]
+
+    def orders(self) -> OrderStore:
+        with self._lock:
+            if self._orders is None:
+                self._orders = open_order_store(self.config.source("orders").url)
+            return self._orders
+
+    def close(self) -> None:
+        with self._lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+            if self._orders is not None:
+                self._orders.close()
+                self._orders = None
+
+
+def bootstrap(config: Config) -> Workspace:
+    return Workspace(config=config)

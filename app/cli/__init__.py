@@ -1,0 +1,103 @@
+"""The headless command line: the same services as the GUI, one command each.
+
+Each ``cmd_*`` module registers its subcommands with ``register(subparsers)``
+and sets ``handler(ctx, args) -> int`` on them. Errors meant for the operator
+(``ConsoleError``) become one sentence on stderr and their exit code.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from dataclasses import dataclass, field
+
+from ..errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
+
+COMMAND_MODULES = ("cmd_status", "cmd_db", "cmd_read", "cmd_actions", "cmd_simulate")
+GUI_PAGES = ("overview", "notifications", "duplicates", "failed", "charts", "audit")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one sentence and exit code 2."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        raise UsageError(f"{self.prog}: {message} (see --help).")
+
+
+@dataclass
+class CliContext:
+    args: argparse.Namespace
+    out: object = field(default_factory=lambda: sys.stdout)
+    _workspace: object = None
+
+    @property
+    def json(self) -> bool:
+        return bool(getattr(self.args, "json", False))
+
+    @property
+    def workspace(self):
+        if self._workspace is None:
+            self._workspace = open_workspace(self.args)
+        return self._workspace
+
+    def emit(self, payload, text: str | None = None) -> None:
+        """Print ``payload`` as JSON with --json, else ``text`` (or the JSON)."""
+        if self.json or text is None:
+            from ..sources import json_default
+            print(json.dumps(payload, default=json_default, indent=2), file=self.out)
+        else:
+            print(text, file=self.out)
+
+
+def open_workspace(args):
+    from ..bootstrap import bootstrap
+    from ..config import load_config
+    if getattr(args, "demo", False):
+        from ..demo import ensure_demo_workspace
+        config = ensure_demo_workspace(reset=getattr(args, "reset", False))
+    else:
+        config = load_config(getattr(args, "config", None))
+    return bootstrap(config)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="main.py", description="Notification Console: keep notification delivery honest.")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="FILE", help="configuration file (TOML)")
+    where.add_argument("--demo", action="store_true", help="use the embedded demo workspace")
+    parser.add_argument("--reset", action="store_true", help="with --demo: recreate the demo workspace")
+    parser.add_argument("--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit")
+    parser.add_argument("--page", choices=GUI_PAGES, default="overview", help="page to show (with --screenshot)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse and run one CLI command; return its exit code (GUI: None handled by main)."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.reset and not args.demo:
+            raise UsageError("--reset only goes with --demo.")
+        if args.command is None:
+            return -1  # no command: the caller opens the GUI
+        ctx = CliContext(args=args)
+        try:
+            return int(args.handler(ctx, args) or 0)
+        finally:
+            if ctx._workspace is not None:
+                ctx._workspace.close()
+    except ConsoleError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted.", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        return 0
+    except SystemExit as exc:  # argparse --help
+        return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE

@@ -1,0 +1,5 @@
+"""Filled in by its issue."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,292 @@
+"""The console's configuration: one TOML file, one entry per source.
+
+```toml
+[sources.orders]
+url = "mongodb://host:27017/orders"
+[sources.cart]
+url = "mysql+pymysql://user@host:3306/cart"
+[sources.dispatch]
+url = "mysql+pymysql://user@host:3306/dispatch"
+[console]
+role = "admin"                 # viewer | operator | admin
+[thresholds]
+dispatch_stuck_minutes = 5
+cart_in_progress_minutes = 2
+order_missed_minutes = 10
+duplicate_window_hours = 24
+[mail]
+transport = "outbox"           # smtp | outbox
+host = "localhost"
+port = 25
+sender = "console@example.com"
+admin_to = "admin@example.com"
+outbox_dir = "~/nc-outbox"
+[[duplicate_rules]]            # optional, any number
+name = "assets"
+source = "cart"
+table = "assets"
+key = ["md5", "asset_type"]
+time_column = "created_at"
+id_column = "id"
+window_hours = 24
+```
+
+Passwords never live in the file: they come from ``NC_<SOURCE>_PASSWORD`` or
+the OS keyring (service ``notification-console``, user = source name).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import platformdirs
+
+from .errors import ConfigError
+
+APP_NAME = "notification-console"
+SOURCE_NAMES = ("orders", "cart", "dispatch")
+ROLES = ("viewer", "operator", "admin")
+SQL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "postgresql",
+               "postgresql+psycopg2", "sqlite", "sqlite+pysqlite")
+MONGO_SCHEMES = ("mongodb", "mongodb+srv", "mongomock")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+def data_dir() -> Path:
+    """Where the console keeps its demo workspace and local files."""
+    override = os.environ.get("NC_DATA_DIR")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+def default_config_path() -> Path:
+    override = os.environ.get("NC_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    url: str
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0].lower()
+
+    @property
+    def kind(self) -> str:
+        return "mongo" if self.scheme in MONGO_SCHEMES else "sql"
+
+    def password(self) -> str | None:
+        """The password from NC_<SOURCE>_PASSWORD, else the OS keyring, else None."""
+        env = os.environ.get(f"NC_{self.name.upper()}_PASSWORD")
+        if env is not None:
+            return env
+        if os.environ.get("NC_NO_KEYRING"):
+            return None
+        try:
+            import keyring
+            return keyring.get_password(APP_NAME, self.name)
+        except Exception:  # no keyring backend on this machine: not an error
+            return None
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    dispatch_stuck_minutes: float = 5
+    cart_in_progress_minutes: float = 2
+    order_missed_minutes: float = 10
+    duplicate_window_hours: float = 24
+
+
+@dataclass(frozen=True)
+class MailConfig:
+    transport: str = "outbox"
+    host: str = "localhost"
+    port: int = 25
+    sender: str = "notification-console@localhost"
+    admin_to: str = "admin@localhost"
+    outbox_dir: str = ""
+    starttls: bool = False
+    username: str = ""
+    timeout_seconds: float = 10.0
+
+    def password(self) -> str | None:
+        return os.environ.get("NC_MAIL_PASSWORD")
+
+
+@dataclass(frozen=True)
+class DuplicateRule:
+    """An extra duplicate watch defined by an admin in the config file."""
+
+    name: str
+    source: str
+    table: str
+    key: tuple[str, ...]
+    time_column: str
+    id_column: str = "id"
+    window_hours: float = 24
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    sources: dict[str, SourceConfig]
+    role: str = "admin"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    mail: MailConfig = field(default_factory=MailConfig)
+    duplicate_rules: tuple[DuplicateRule, ...] = ()
+    demo: bool = False
+
+    def source(self, name: str) -> SourceConfig:
+        if name not in SOURCE_NAMES:
+            raise ConfigError(
+                f"Unknown source '{name}': choose one of {', '.join(SOURCE_NAMES)}.")
+        if name not in self.sources:
+            where = f" in {self.path}" if self.path else ""
+            raise ConfigError(f"Source '{name}' is not configured{where}: add a [sources.{name}] table with a url.")
+        return self.sources[name]
+
+    def with_role(self, role: str) -> "Config":
+        if role not in ROLES:
+            raise ConfigError(f"Unknown role '{role}': choose viewer, operator or admin.")
+        return replace(self, role=role)
+
+
+def _where(path: Path, key: str) -> str:
+    return f"{path}: key '{key}'"
+
+
+def _number(path: Path, section: dict, key: str, default: float, dotted: str) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"{_where(path, dotted)} must be a positive number, not {value!r}.")
+    return value
+
+
+def validate_url(path: Path | None, name: str, url: object) -> str:
+    where = f"{path}: key 'sources.{name}.url'" if path else f"source '{name}'"
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"{where} must be a URL such as mysql+pymysql://user@host:3306/{name}, not {url!r}.")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in SQL_SCHEMES + MONGO_SCHEMES:
+        raise ConfigError(f"{where} has the unsupported scheme '{scheme}': use mongodb:// for orders, "
+                          "or mysql+pymysql://, postgresql:// or sqlite:/// for cart and dispatch.")
+    if name == "orders" and scheme not in MONGO_SCHEMES:
+        raise ConfigError(f"{where} must be a mongodb:// URL: the order database is MongoDB.")
+    if name != "orders" and scheme in MONGO_SCHEMES:
+        raise ConfigError(f"{where} must be an SQL URL (mysql+pymysql://, postgresql://, sqlite:///): the {name} database is SQL.")
+    if scheme.startswith("sqlite") or scheme == "mongomock":
+        return url
+    rest = url.split("://", 1)[1]
+    netloc = rest.split("/", 1)[0]
+    if ":" in netloc.rsplit("@", 1)[0] and "@" in netloc:
+        raise ConfigError(f"{where} holds a password: remove it and set NC_{name.upper()}_PASSWORD or the keyring instead.")
+    if not netloc.rsplit("@", 1)[-1]:
+        raise ConfigError(f"{where} names no host.")
+    host_port = netloc.rsplit("@", 1)[-1]
+    if host_port.count(":") == 1:
+        port = host_port.split(":")[1]
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{where} has an invalid port '{port}'.")
+    return url
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate the configuration file; raise ConfigError with one sentence."""
+    explicit = path is not None
+    p = Path(path).expanduser() if path is not None else default_config_path()
+    if not p.exists():
+        hint = "" if explicit else " (create it, pass --config FILE, or try --demo)"
+        raise ConfigError(f"Configuration file {p} does not exist{hint}.")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} cannot be read: {exc}.") from None
+    return parse_config(raw, p)
+
+
+def parse_config(raw: dict, p: Path | None) -> Config:
+    p = p or Path("<config>")
+    known = {"sources", "console", "thresholds", "mail", "duplicate_rules"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{_where(p, key)} is unknown: the sections are {', '.join(sorted(known))}.")
+    sources_raw = raw.get("sources", {})
+    if not isinstance(sources_raw, dict):
+        raise ConfigError(f"{_where(p, 'sources')} must be a table of sources.")
+    sources: dict[str, SourceConfig] = {}
+    for name, entry in sources_raw.items():
+        if name not in SOURCE_NAMES:
+            raise ConfigError(f"{_where(p, 'sources.' + name)} names an unknown source: "
+                              f"the sources are {', '.join(SOURCE_NAMES)}.")
+        if not isinstance(entry, dict) or "url" not in entry:
+            raise ConfigError(f"{_where(p, 'sources.' + name)} must be a table with a url.")
+        extra = set(entry) - {"url"}
+        if extra:
+            raise ConfigError(f"{_where(p, 'sources.' + name + '.' + sorted(extra)[0])} is unknown: a source has only a url.")
+        sources[name] = SourceConfig(name, validate_url(p, name, entry["url"]))
+
+    console = raw.get("console", {})
+    role = console.get("role", "admin") if isinstance(console, dict) else None
+    if role not in ROLES:
+        raise ConfigError(f"{_where(p, 'console.role')} must be viewer, operator or admin, not {role!r}.")
+
+    th_raw = raw.get("thresholds", {})
+    if not isinstance(th_raw, dict):
+        raise ConfigError(f"{_where(p, 'thresholds')} must be a table.")
+    defaults = Thresholds()
+    for key in th_raw:
+        if not hasattr(defaults, key):
+            raise ConfigError(f"{_where(p, 'thresholds.' + key)} is unknown.")
+    thresholds = Thresholds(**{
+        key: _number(p, th_raw, key, getattr(defaults, key), "thresholds." + key)
+        for key in defaults.__dataclass_fields__})
+
+    mail_raw = raw.get("mail", {})
+    if not isinstance(mail_raw, dict):
+        raise ConfigError(f"{_where(p, 'mail')} must be a table.")
+    mdef = MailConfig()
+    for key in mail_raw:
+        if not hasattr(mdef, key):
+            raise ConfigError(f"{_where(p, 'mail.' + key)} is unknown.")
+    mail = replace(mdef, **mail_raw)
+    if mail.transport not in ("smtp", "outbox"):
+        raise ConfigError(f"{_where(p, 'mail.transport')} must be smtp or outbox, not {mail.transport!r}.")
+    if isinstance(mail.port, bool) or not isinstance(mail.port, int) or not 0 < mail.port < 65536:
+        raise ConfigError(f"{_where(p, 'mail.port')} must be a port number, not {mail.port!r}.")
+
+    rules = []
+    rules_raw = raw.get("duplicate_rules", [])
+    if not isinstance(rules_raw, list):
+        raise ConfigError(f"{_where(p, 'duplicate_rules')} must be an array of tables ([[duplicate_rules]]).")
+    for i, r in enumerate(rules_raw):
+        base = f"duplicate_rules[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(f"{_where(p, base)} must be a table.")
+        for need in ("name", "source", "table", "key", "time_column"):
+            if need not in r:
+                raise ConfigError(f"{_where(p, base + '.' + need)} is missing.")
+        if r["source"] not in SOURCE_NAMES:
+            raise ConfigError(f"{_where(p, base + '.source')} must be orders, cart or dispatch.")
+        key = r["key"]
+        if isinstance(key, str):
+            key = [key]
+        names = [r["table"], r["time_column"], r.get("id_column", "id"), *key]
+        for n in names:
+            if not isinstance(n, str) or not _IDENT.match(n):
+                raise ConfigError(f"{_where(p, base)} has the invalid column or table name {n!r}.")
+        rules.append(DuplicateRule(
+            name=str(r["name"]), source=r["source"], table=r["table"], key=tuple(key),
+            time_column=r["time_column"], id_column=r.get("id_column", "id"),
+            window_hours=_number(p, r, "window_hours", 24, base + ".window_hours")))
+    return Config(path=p, sources=sources, role=role, thresholds=thresholds, mail=mail,
+                  duplicate_rules=tuple(rules))

@@ -1,0 +1,336 @@
+"""Connections to the monitored databases, built in one place and injected.
+
+* SQL sources (cart, dispatch): a SQLAlchemy engine from any URL; MySQL and
+  MariaDB run through PyMySQL with the session clock on UTC.
+* The order store (MongoDB): ``open_order_store`` is the one factory; it
+  returns a real pymongo database for ``mongodb://`` URLs and a mongomock one
+  for ``mongomock://`` URLs (tests, the demo). Every order-side module takes
+  an ``OrderStore`` and never builds its own client.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
+
+from .config import SourceConfig
+from .errors import ConfigError, SourceUnavailable
+
+CONNECT_TIMEOUT_S = 5
+
+
+def _is_mysql(url) -> bool:
+    return url.get_backend_name() in ("mysql", "mariadb")
+
+
+def sql_engine(source: SourceConfig, *, pool_size: int = 5, echo: bool = False) -> Engine:
+    """Engine for a cart or dispatch URL, with the password from env or keyring."""
+    try:
+        url = make_url(source.url)
+    except ArgumentError as exc:
+        raise ConfigError(f"The {source.name} URL {source.url!r} cannot be parsed: {exc}.") from None
+    password = source.password()
+    if password is not None and url.password is None and url.get_backend_name() != "sqlite":
+        url = url.set(password=password)
+    kwargs: dict = {"echo": echo, "future": True}
+    if url.get_backend_name() == "sqlite":
+        path = url.database
+        if path and path != ":memory:" and not Path(path).parent.exists():
+            raise SourceUnavailable(f"The {source.name} SQLite database folder {Path(path).parent} does not exist.")
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    else:
+        kwargs.update(pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size, max_overflow=pool_size * 2)
+        if _is_mysql(url):
+            if url.drivername in ("mysql", "mariadb"):
+                url = url.set(drivername=url.get_backend_name() + "+pymysql")
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": 120,
+                                      "write_timeout": 120, "charset": "utf8mb4"}
+        elif url.get_backend_name() == "postgresql":
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise ConfigError(f"The {source.name} URL {source.url!r} names an unsupported driver: {exc}.") from None
+    _install_session_setup(engine)
+    engine.info = {"source": source.name}  # type: ignore[attr-defined]
+    return engine
+
+
+def _install_session_setup(engine: Engine) -> None:
+    backend = engine.url.get_backend_name()
+    if backend in ("mysql", "mariadb"):
+        @event.listens_for(engine, "connect")
+        def _utc(dbapi_conn, _record):  # every timestamp the console reads or writes is UTC
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SET time_zone = '+00:00'")
+    elif backend == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    elif backend == "postgresql":
+        @event.listens_for(engine, "connect")
+        def _pg_utc(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("SET TIME ZONE 'UTC'")
+            cur.close()
+            dbapi_conn.commit()
+
+
+def describe_db_error(source: str, exc: BaseException) -> str:
+    """One sentence for a database error, naming what the operator can fix."""
+    orig = getattr(exc, "orig", exc)
+    code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
+    detail = str(orig.args[1]) if code is not None and len(orig.args) > 1 else str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if code == 1045:
+        return (f"The {source} database refused the login ({detail}): check the user in the URL "
+                f"and NC_{source.upper()}_PASSWORD or the keyring.")
+    if code in (2003, 2005, 2006, 2013):
+        return f"The {source} database cannot be reached: {detail}."
+    if code == 1049:
+        return f"The {source} database does not exist: {detail}."
+    if code in (1142, 1143, 1227, 1044):
+        return f"The {source} database user lacks the privilege: {detail}."
+    if "password authentication failed" in detail or "no password supplied" in detail:
+        return f"The {source} database refused the login: check NC_{source.upper()}_PASSWORD or the keyring."
+    if "could not connect" in detail or "Connection refused" in detail or "timeout expired" in detail:
+        return f"The {source} database cannot be reached: {detail}."
+    return f"The {source} database failed: {detail}."
+
+
+def check_sql(engine: Engine) -> None:
+    """Connect once; raise SourceUnavailable with one sentence on failure."""
+    name = getattr(engine, "info", {}).get("source", "sql")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        raise SourceUnavailable(describe_db_error(name, exc)) from None
+
+
+# --------------------------------------------------------------------------
+# Order store
+
+class _LockedCollection:
+    """A mongomock collection whose every call holds the store's lock.
+
+    A real server applies each single-document operation atomically; mongomock
+    does not guard against threads, so the factory adds the lock here. ``find``
+    returns a list (materialised under the lock): order-side code passes
+    ``sort``/``limit``/``skip`` as keyword arguments and iterates.
+    """
+
+    _WRITES = {"insert_one", "insert_many", "update_one", "update_many", "replace_one",
+               "delete_one", "delete_many", "find_one_and_update", "find_one_and_replace",
+               "find_one_and_delete", "bulk_write", "create_index", "drop", "drop_index"}
+
+    def __init__(self, coll, store: "OrderStore"):
+        self._coll = coll
+        self._store = store
+
+    def find(self, *args, **kwargs):
+        with self._store.lock:
+            return list(self._coll.find(*args, **kwargs))
+
+    def aggregate(self, *args, **kwargs):
+        with self._store.lock:
+            return list(self._coll.aggregate(*args, **kwargs))
+
+    def __getattr__(self, name):
+        attr = getattr(self._coll, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def locked(*args, **kwargs):
+            with self._store.lock:
+                result = attr(*args, **kwargs)
+                if name in self._WRITES:
+                    self._store.dirty = True
+                return result
+        return locked
+
+
+class _LockedDatabase:
+    def __init__(self, db, store: "OrderStore"):
+        self._db = db
+        self._store = store
+        self.name = db.name
+
+    def __getitem__(self, name):
+        return _LockedCollection(self._db[name], self._store)
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in ("list_collection_names", "command", "drop_collection", "create_collection"):
+            attr = getattr(self._db, name)
+
+            def locked(*a, **k):
+                with self._store.lock:
+                    return attr(*a, **k)
+            return locked
+        return self[name]
+
+
+_MEMORY_CLIENTS: dict[str, object] = {}
+_MEMORY_LOCK = threading.Lock()
+
+
+@dataclass
+class OrderStore:
+    """The order database, real or mock, plus where (if anywhere) a mock persists."""
+
+    db: object
+    kind: str                     # "mongodb" | "mongomock"
+    client: object
+    file: Path | None = None
+    lock: threading.RLock | None = None
+    dirty: bool = False
+
+    def __getitem__(self, name):
+        return self.db[name]
+
+    def checkpoint(self) -> None:
+        """Persist a file-backed mock store (the demo); nothing for a real server."""
+        if self.file is None or not self.dirty:
+            return
+        from bson import json_util
+        with self.lock:
+            raw = self.db._db  # the mongomock database behind the lock
+            names = raw.list_collection_names()
+            dump = {"collections": {name: list(raw[name].find()) for name in names},
+                    "indexes": {name: _index_specs(raw[name]) for name in names}}
+            self.dirty = False
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json_util.dumps(dump), encoding="utf-8")
+        os.replace(tmp, self.file)
+
+    def close(self) -> None:
+        self.checkpoint()
+        if self.kind == "mongodb":
+            self.client.close()
+
+
+def _load_mock_file(db, path: Path) -> None:
+    from bson import json_util
+    if not path.exists():
+        return
+    dump = json_util.loads(path.read_text(encoding="utf-8"))
+    for name, specs in dump.get("indexes", {}).items():
+        for spec in specs:
+            db[name].create_index([tuple(k) for k in spec["key"]], name=spec["name"],
+                                  unique=spec.get("unique", False))
+    for name, docs in dump.get("collections", {}).items():
+        if docs:
+            db[name].insert_many(docs)
+
+
+def _index_specs(coll) -> list[dict]:
+    specs = []
+    for name, info in coll.index_information().items():
+        if name == "_id_":
+            continue
+        specs.append({"name": name, "key": [list(k) for k in info["key"]],
+                      "unique": bool(info.get("unique", False))})
+    return specs
+
+
+def open_order_store(url: str) -> OrderStore:
+    """The one factory for the order database.
+
+    ``mongodb://host/db`` and ``mongodb+srv://`` → pymongo; ``mongomock://name``
+    → an in-memory store shared by name inside this process;
+    ``mongomock:///abs/path/orders.json`` → an in-memory store loaded from and
+    checkpointed to that file (the demo workspace).
+    """
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("mongodb", "mongodb+srv"):
+        import pymongo
+        parts = urlsplit(url)
+        dbname = unquote(parts.path.lstrip("/")) or "orders"
+        password = os.environ.get("NC_ORDERS_PASSWORD")
+        kwargs = {}
+        if password is not None and parts.username and not parts.password:
+            kwargs["password"] = password
+            kwargs["username"] = unquote(parts.username)
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=CONNECT_TIMEOUT_S * 1000,
+                                     connectTimeoutMS=CONNECT_TIMEOUT_S * 1000, tz_aware=False,
+                                     **kwargs)
+        return OrderStore(db=client[dbname], kind="mongodb", client=client)
+    if scheme == "mongomock":
+        import mongomock
+        rest = url.split("://", 1)[1]
+        lock = threading.RLock()
+        if rest.startswith("/"):
+            path = Path(unquote(rest))
+            client = mongomock.MongoClient(tz_aware=False)
+            raw = client["orders"]
+            store = OrderStore(db=None, kind="mongomock", client=client, file=path, lock=lock)
+            try:
+                _load_mock_file(raw, path)
+            except (ValueError, OSError) as exc:
+                raise SourceUnavailable(f"The order store file {path} cannot be read: {exc}.") from None
+            store.db = _LockedDatabase(raw, store)
+            _start_flusher(store)
+            return store
+        name = rest.strip("/") or "orders"
+        with _MEMORY_LOCK:
+            entry = _MEMORY_CLIENTS.get(name)
+            if entry is None:
+                entry = _MEMORY_CLIENTS[name] = (mongomock.MongoClient(tz_aware=False), threading.RLock())
+        client, lock = entry
+        store = OrderStore(db=None, kind="mongomock", client=client, lock=lock)
+        store.db = _LockedDatabase(client["orders"], store)
+        return store
+    raise ConfigError(f"The orders URL {url!r} must start with mongodb:// (or mongomock:// for tests).")
+
+
+def _start_flusher(store: OrderStore) -> None:
+    """Checkpoint a file-backed store every second while it changes, and at exit."""
+    def loop():
+        while store.file is not None:
+            time.sleep(1.0)
+            try:
+                store.checkpoint()
+            except OSError:
+                pass
+    threading.Thread(target=loop, name="order-store-flusher", daemon=True).start()
+    atexit.register(store.checkpoint)
+
+
+def check_order_store(store: OrderStore) -> None:
+    if store.kind != "mongodb":
+        return
+    try:
+        store.client.admin.command("ping")
+    except Exception as exc:  # pymongo raises many kinds; all mean "not reachable"
+        first = str(exc).split(",")[0].split("\n")[0]
+        raise SourceUnavailable(f"The orders database cannot be reached: {first}.") from None
+
+
+def json_default(value):
+    """JSON encoder for the values read models return (datetimes, decimals, ObjectIds)."""
+    import datetime
+    import decimal
+    if isinstance(value, (datetime.datetime, datetime.date)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    return str(value)
+
+
+def dumps(obj) -> str:
+    return json.dumps(obj, default=json_default, sort_keys=False)

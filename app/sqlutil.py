@@ -1,0 +1,86 @@
+"""Small portable SQL helpers the services and read models share."""
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+
+from sqlalchemy import Table, insert, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+# MySQL/MariaDB error codes worth a retry with jittered backoff.
+DEADLOCK = 1213
+LOCK_WAIT_TIMEOUT = 1205
+DUPLICATE_KEY = 1062
+
+
+def backend(conn_or_engine) -> str:
+    engine = getattr(conn_or_engine, "engine", conn_or_engine)
+    return engine.url.get_backend_name()
+
+
+def utcnow() -> dt.datetime:
+    """Naive UTC now, the form every console timestamp takes."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+def db_now(conn: Connection) -> dt.datetime:
+    """The database's clock in naive UTC: several workstations share one clock."""
+    b = backend(conn)
+    if b in ("mysql", "mariadb"):
+        return conn.execute(text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+    if b == "postgresql":
+        return conn.execute(text("SELECT (now() AT TIME ZONE 'UTC')")).scalar_one()
+    return utcnow()
+
+
+def insert_ignore(conn: Connection, table: Table, values: dict | list[dict]) -> int:
+    """INSERT that silently skips rows colliding with a unique key; returns rows inserted.
+
+    The rowcount is what tells a winner from a loser (never ON DUPLICATE KEY
+    UPDATE, whose rowcount SQLAlchemy reports as 1 for everyone on MySQL).
+    """
+    b = backend(conn)
+    if b in ("mysql", "mariadb"):
+        stmt = insert(table).prefix_with("IGNORE")
+    elif b == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
+    elif b == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        stmt = pg_insert(table).on_conflict_do_nothing()
+    else:  # pragma: no cover - other backends: catch the integrity error row by row
+        rows = values if isinstance(values, list) else [values]
+        n = 0
+        for row in rows:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(table), row)
+                n += 1
+            except IntegrityError:
+                pass
+        return n
+    result = conn.execute(stmt, values)
+    return max(result.rowcount, 0)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    code = orig.args[0] if orig is not None and orig.args and isinstance(orig.args[0], int) else None
+    if code in (DEADLOCK, LOCK_WAIT_TIMEOUT):
+        return True
+    msg = str(orig or exc).lower()
+    return "database is locked" in msg or "deadlock detected" in msg or "could not serialize" in msg
+
+
+def with_retry(fn, *, attempts: int = 8, base_delay: float = 0.02, max_delay: float = 1.0):
+    """Run ``fn()`` again after a deadlock or lock timeout, with full-jitter backoff."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except (OperationalError, DBAPIError) as exc:
+            if not is_retryable(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0, min(max_delay, base_delay * (2 ** attempt))))
+    raise AssertionError("unreachable")
