@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) main.py --demo
 
+# pytest's exit code 5 ("no tests ran") is a failure here, not a pass.
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
 	$(PY) bench/guarded_vs_naive.py
