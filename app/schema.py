@@ -145,6 +145,7 @@ nc_action = Table(
     Column("role", String(16), nullable=False),
     Column("status", String(16), nullable=False),        # running | succeeded | failed | refused
     Column("started_at", NcTime, nullable=False),
+    Column("heartbeat_at", NcTime, nullable=True),      # a running action's last sign of life
     Column("finished_at", NcTime, nullable=True),
     Column("outcome_json", LongText, nullable=True),
     Column("message", Text, nullable=True),
