@@ -21,7 +21,9 @@ from sqlalchemy.dialects import mysql
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data" / "schemas"
 
 # Portable types that become the exact production types on MySQL.
-BigId = BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
+# SQLite autoincrements only an INTEGER PRIMARY KEY (the rowid alias), so big ids are INTEGER there.
+BigId = (BigInteger().with_variant(mysql.BIGINT(unsigned=True), "mysql", "mariadb")
+         .with_variant(Integer(), "sqlite"))
 IntId = Integer().with_variant(mysql.INTEGER(unsigned=True), "mysql", "mariadb")
 Ts3 = DateTime().with_variant(mysql.TIMESTAMP(fsp=3), "mysql", "mariadb")
 Dt3 = DateTime().with_variant(mysql.DATETIME(fsp=3), "mysql", "mariadb")
