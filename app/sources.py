@@ -229,13 +229,15 @@ def _load_mock_file(db, path: Path) -> None:
     if not path.exists():
         return
     dump = json_util.loads(path.read_text(encoding="utf-8"))
+    # Documents first, indexes after: mongomock checks a unique index by
+    # scanning the collection on every insert (quadratic), once on creation.
+    for name, docs in dump.get("collections", {}).items():
+        if docs:
+            db[name].insert_many(docs)
     for name, specs in dump.get("indexes", {}).items():
         for spec in specs:
             db[name].create_index([tuple(k) for k in spec["key"]], name=spec["name"],
                                   unique=spec.get("unique", False))
-    for name, docs in dump.get("collections", {}).items():
-        if docs:
-            db[name].insert_many(docs)
 
 
 def _index_specs(coll) -> list[dict]:
