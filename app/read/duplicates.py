@@ -1,0 +1,549 @@
+"""Duplicate detection on business keys: the rules, and the scans that apply them.
+
+The ``group_*`` functions are PURE: they take row dicts and return
+``DuplicateGroup``s. They are the single statement of the business rules
+(schemas in ``data/schemas``); the scans below feed them rows fetched from
+the databases, and the cleanup service feeds them the rows it has locked.
+
+* cart: a second *sent* row for the same (user_id, cart_hash) created less
+  than ``window`` after the first sent row of its abandonment; a sent row at
+  or beyond the window starts a new abandonment; unsent rows never count.
+* dispatch: more than one notification for the same (user_id, type,
+  issue_id, comment_id, actor_user_id) — comment_id NULL equals NULL —
+  whatever their dispatch_id (legacy NULL ids included).
+* orders: more than one email_log document per (order_id, event).
+* config rules: more than one row/document per key within ``window_hours``
+  (anchored like the cart rule).
+
+In every group the kept member is the earliest (time, then id).
+
+Scans are two-phase, so they stay fast at production size: phase 1 finds the
+candidate keys with a GROUP BY on an index (``db upgrade`` creates them);
+phase 2 fetches only the rows of those keys and applies the rule above.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from sqlalchemy import and_, column, func, or_, select, table, tuple_
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..config import DuplicateRule
+from ..errors import UsageError
+from ..schema import cart_log, notifications
+from ..sqlutil import db_now
+from .models import DuplicateGroup
+
+CART_RULE = "cart_sent_within_window"
+DISPATCH_RULE = "dispatch_same_event"
+ORDER_RULE = "order_email_per_event"
+
+CART_KEY = ("user_id", "cart_hash")
+DISPATCH_KEY = ("user_id", "type", "issue_id", "comment_id", "actor_user_id")
+ORDER_KEY = ("order_id", "event")
+
+# Keys per phase-2 query: small enough for the planner to use index ranges.
+KEY_BATCH = 400
+# Rows a scan catches late: a transaction that committed after the previous
+# scan with an older id or time (clock skew, long transactions).
+LATE_COMMIT_MARGIN = dt.timedelta(minutes=2)
+_MIN_TIME = dt.datetime.min
+
+
+def _id_key(value) -> tuple:
+    if isinstance(value, bool):
+        return (1, str(value))
+    if isinstance(value, int):
+        return (0, value)
+    return (1, str(value))
+
+
+def _time_key(value) -> dt.datetime:
+    return value if isinstance(value, dt.datetime) else _MIN_TIME
+
+
+# --------------------------------------------------------------------------
+# The rules (pure)
+
+def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tuple[str, ...],
+               time_field: str, id_field: str = "id", window: dt.timedelta | None = None,
+               evidence_fields: tuple[str, ...] = (), id_as_str: bool = False) -> list[DuplicateGroup]:
+    """Group rows sharing ``key_fields``; with ``window``, anchored chains.
+
+    A chain is anchored at the earliest row of a key; each later row whose
+    time is less than ``window`` after the anchor joins it; the first row at
+    or beyond the window anchors the next chain. Without ``window`` every row
+    of a key is one group. Only groups of two or more are returned, ordered
+    by first time, then kept id.
+    """
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_key[tuple(row.get(k) for k in key_fields)].append(row)
+    groups: list[DuplicateGroup] = []
+    for key, members in by_key.items():
+        members.sort(key=lambda r: (_time_key(r.get(time_field)), _id_key(r.get(id_field))))
+        chains: list[list[dict]] = []
+        for row in members:
+            if chains and (window is None or
+                           _time_key(row.get(time_field)) - _time_key(chains[-1][0].get(time_field)) < window):
+                chains[-1].append(row)
+            else:
+                chains.append([row])
+        for chain in chains:
+            if len(chain) < 2:
+                continue
+            ids = [str(r[id_field]) if id_as_str else r[id_field] for r in chain]
+            evidence = []
+            for r in chain:
+                ev = {"id": str(r[id_field]) if id_as_str else r[id_field]}
+                for f in (time_field, *evidence_fields):
+                    if f in r and f != id_field:
+                        ev[f] = r[f]
+                evidence.append(ev)
+            groups.append(DuplicateGroup(
+                source=source, rule=rule, key=dict(zip(key_fields, key)), keep_id=ids[0],
+                member_ids=ids, first_at=chain[0].get(time_field), last_at=chain[-1].get(time_field),
+                evidence=evidence))
+    groups.sort(key=lambda g: (_time_key(g.first_at), _id_key(g.keep_id)))
+    return groups
+
+
+def group_cart_rows(rows: Iterable[dict], window_hours: float = 24) -> list[DuplicateGroup]:
+    """Cart duplicates: sent rows of one (user_id, cart_hash) within the window of the first."""
+    sent = [r for r in rows if r.get("email_sent")]
+    return group_rows(sent, source="cart", rule=CART_RULE, key_fields=CART_KEY, time_field="created_at",
+                      window=dt.timedelta(hours=window_hours), evidence_fields=("sent_at", "cart_value"))
+
+
+def group_dispatch_rows(rows: Iterable[dict]) -> list[DuplicateGroup]:
+    """Dispatch duplicates: notifications of the same semantic event for the same user."""
+    return group_rows(rows, source="dispatch", rule=DISPATCH_RULE, key_fields=DISPATCH_KEY,
+                      time_field="created_at", evidence_fields=("dispatch_id", "is_read"))
+
+
+def group_order_logs(docs: Iterable[dict]) -> list[DuplicateGroup]:
+    """Order duplicates: more than one email_log document per (order_id, event)."""
+    return group_rows(docs, source="orders", rule=ORDER_RULE, key_fields=ORDER_KEY, time_field="sent_at",
+                      id_field="_id", id_as_str=True,
+                      evidence_fields=("to", "subject", "message_id", "transport"))
+
+
+def group_rule_rows(rows: Iterable[dict], rule: DuplicateRule) -> list[DuplicateGroup]:
+    """Duplicates of a config-defined rule: rows of one key within ``window_hours``."""
+    return group_rows(rows, source=rule.source, rule=rule.name, key_fields=tuple(rule.key),
+                      time_field=rule.time_column, id_field=rule.id_column,
+                      window=dt.timedelta(hours=rule.window_hours), id_as_str=rule.source == "orders")
+
+
+# --------------------------------------------------------------------------
+# Helpers shared by the scans
+
+def resolve_since(conn_or_now, since) -> dt.datetime | None:
+    """``since`` as an absolute naive-UTC time (a timedelta counts back from the DB clock)."""
+    if since is None or isinstance(since, dt.datetime):
+        return since
+    if isinstance(since, dt.timedelta):
+        now = conn_or_now if isinstance(conn_or_now, dt.datetime) else db_now(conn_or_now)
+        return now - since
+    raise UsageError(f"--since must be a duration such as 30m, 24h or 7d, not {since!r}.")
+
+
+def like_any(columns, text: str) -> ColumnElement:
+    """``text`` matched literally (a bound, escaped LIKE pattern) in any of ``columns``."""
+    return or_(*[c.contains(text, autoescape=True) for c in columns])
+
+
+def _int_or_none(text: str | None):
+    if text is None:
+        return None
+    t = text.strip()
+    return int(t) if re.fullmatch(r"\d{1,18}", t) else None
+
+
+def _batched(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _key_match(cols, key: tuple) -> ColumnElement:
+    """Row matches ``key``, NULL equal to NULL (MySQL ``<=>``, SQLite ``IS``)."""
+    return and_(*[c.is_(None) if v is None else c == v for c, v in zip(cols, key)])
+
+
+def _keys_clause(cols, keys: list[tuple]) -> ColumnElement:
+    if all(v is not None for k in keys for v in k):
+        return tuple_(*cols).in_(keys)
+    return or_(*[_key_match(cols, k) for k in keys])
+
+
+def _finish(groups: list[DuplicateGroup], since, limit) -> list[DuplicateGroup]:
+    if since is not None:
+        groups = [g for g in groups if g.last_at is not None and g.last_at >= since]
+    groups.sort(key=lambda g: (_time_key(g.last_at), _id_key(g.keep_id)), reverse=True)
+    return groups[:limit] if limit is not None else groups
+
+
+# --------------------------------------------------------------------------
+# SQL scans
+
+@dataclass(frozen=True)
+class SqlRuleSpec:
+    """How one rule reads one SQL table: key, time and id columns, filter, grouping."""
+
+    source: str
+    rule: str
+    table: object
+    key_cols: tuple
+    time_col: object
+    id_col: object
+    fetch_cols: tuple
+    where: tuple = ()                    # always-on conditions (cart: sent rows only)
+    group: object = None                 # rows -> groups
+    filter_cols: tuple = ()
+    filter_int_cols: tuple = ()
+    changed_cols: tuple = ()             # time columns that mark a row as touched later (cart: sent_at)
+
+
+def _cart_spec(workspace) -> SqlRuleSpec:
+    t = cart_log.c
+    window = workspace.config.thresholds.duplicate_window_hours
+    return SqlRuleSpec(
+        source="cart", rule=CART_RULE, table=cart_log, key_cols=(t.user_id, t.cart_hash),
+        time_col=t.created_at, id_col=t.id,
+        fetch_cols=(t.id, t.user_id, t.cart_hash, t.created_at, t.sent_at, t.email_sent, t.cart_value),
+        where=(t.email_sent == 1,), group=lambda rows: group_cart_rows(rows, window),
+        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
+
+
+def _dispatch_spec(workspace) -> SqlRuleSpec:
+    t = notifications.c
+    return SqlRuleSpec(
+        source="dispatch", rule=DISPATCH_RULE, table=notifications,
+        key_cols=(t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id),
+        time_col=t.created_at, id_col=t.id,
+        fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.created_at,
+                    t.dispatch_id, t.is_read),
+        group=group_dispatch_rows, filter_cols=(t.type, t.dispatch_id, t.message),
+        filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id))
+
+
+def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
+    # Identifiers were validated by the config loader; they still only ever
+    # enter the query as quoted identifiers through table()/column().
+    key_cols = tuple(column(k) for k in rule.key)
+    time_col, id_col = column(rule.time_column), column(rule.id_column)
+    cols = {c.name: c for c in (id_col, *key_cols, time_col)}
+    t = table(rule.table, *cols.values())
+    return SqlRuleSpec(
+        source=rule.source, rule=rule.name, table=t, key_cols=tuple(t.c[k] for k in rule.key),
+        time_col=t.c[rule.time_column], id_col=t.c[rule.id_column], fetch_cols=tuple(t.c),
+        group=lambda rows: group_rule_rows(rows, rule),
+        filter_cols=tuple(t.c[k] for k in rule.key))
+
+
+def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
+    if not filter_text:
+        return None
+    clauses = [like_any(spec.filter_cols, filter_text)] if spec.filter_cols else []
+    n = _int_or_none(filter_text)
+    if n is not None:
+        clauses += [c == n for c in spec.filter_int_cols]
+    return or_(*clauses) if clauses else None
+
+
+def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tuple]:
+    """Phase 1: keys with more than one qualifying row, latest activity first.
+
+    With ``filter_text`` the keys are those of the rows matching it (a
+    literal, bound LIKE); phase 2 still fetches every member of those keys.
+    """
+    flt = _filter_clause(spec, filter_text)
+    last = func.max(spec.time_col).label("last_at")
+    stmt = select(*spec.key_cols, last).where(*spec.where)
+    if flt is not None:
+        stmt = stmt.where(flt).group_by(*spec.key_cols)
+    else:
+        stmt = stmt.group_by(*spec.key_cols).having(func.count() > 1)
+        if since is not None:
+            stmt = stmt.having(last >= since)
+    stmt = stmt.order_by(last.desc())
+    return [tuple(r[:-1]) for r in conn.execute(stmt)]
+
+
+def _rows_for_keys(conn, spec: SqlRuleSpec, keys: list[tuple]) -> list[dict]:
+    """Phase 2: every qualifying row of ``keys`` (batched, index ranges)."""
+    rows: list[dict] = []
+    for batch in _batched(keys, KEY_BATCH):
+        stmt = select(*spec.fetch_cols).where(*spec.where, _keys_clause(spec.key_cols, batch))
+        rows.extend(dict(r._mapping) for r in conn.execute(stmt))
+    return rows
+
+
+def _scan_sql(conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
+    keys = _candidate_keys(conn, spec, since=since, filter_text=filter_text)
+    if limit is None:
+        return _finish(spec.group(_rows_for_keys(conn, spec, keys)), since, None)
+    # With a limit: take candidate keys by latest activity until enough
+    # groups pass the window check (a key may hold no group within it).
+    groups: list[DuplicateGroup] = []
+    for batch in _batched(keys, max(limit, KEY_BATCH)):
+        groups.extend(spec.group(_rows_for_keys(conn, spec, batch)))
+        if len([g for g in groups if since is None or (g.last_at and g.last_at >= since)]) >= limit:
+            break
+    return _finish(groups, since, limit)
+
+
+# --------------------------------------------------------------------------
+# Order store scans
+
+@dataclass(frozen=True)
+class MongoRuleSpec:
+    source: str
+    rule: str
+    collection: str
+    key_fields: tuple
+    time_field: str
+    group: object
+    filter_fields: tuple = ()
+    filter_int_fields: tuple = ()
+
+
+def _order_spec() -> MongoRuleSpec:
+    return MongoRuleSpec(source="orders", rule=ORDER_RULE, collection="email_log", key_fields=ORDER_KEY,
+                         time_field="sent_at", group=group_order_logs,
+                         filter_fields=("event", "to", "subject", "message_id"),
+                         filter_int_fields=("order_id",))
+
+
+def _config_mongo_spec(rule: DuplicateRule) -> MongoRuleSpec:
+    return MongoRuleSpec(source="orders", rule=rule.name, collection=rule.table, key_fields=tuple(rule.key),
+                         time_field=rule.time_column, group=lambda docs: group_rule_rows(docs, rule),
+                         filter_fields=tuple(rule.key))
+
+
+def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict:
+    if not filter_text:
+        return {}
+    pattern = re.escape(filter_text)  # literal text, never an operator or a pattern
+    ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in spec.filter_fields]
+    n = _int_or_none(filter_text)
+    if n is not None:
+        ors += [{f: n} for f in spec.filter_int_fields]
+    return {"$or": ors}
+
+
+def _mongo_candidates(db, spec: MongoRuleSpec, *, match: dict, since, limit, min_count: int = 2) -> list[tuple]:
+    group_id = {f"k{i}": f"${f}" for i, f in enumerate(spec.key_fields)}
+    pipeline: list[dict] = []
+    if match:
+        pipeline.append({"$match": match})
+    pipeline += [
+        {"$group": {"_id": group_id, "n": {"$sum": 1}, "last": {"$max": f"${spec.time_field}"}}},
+        {"$match": {"n": {"$gte": min_count}, **({"last": {"$gte": since}} if since is not None else {})}},
+        {"$sort": {"last": -1}},
+    ]
+    if limit is not None:
+        pipeline.append({"$limit": int(limit)})
+    out = []
+    for doc in db[spec.collection].aggregate(pipeline):
+        out.append(tuple(doc["_id"].get(f"k{i}") for i in range(len(spec.key_fields))))
+    return out
+
+
+def _mongo_docs_for_keys(db, spec: MongoRuleSpec, keys: list[tuple]) -> list[dict]:
+    docs: list[dict] = []
+    for batch in _batched(keys, KEY_BATCH):
+        query = {"$or": [dict(zip(spec.key_fields, k)) for k in batch]}
+        docs.extend(db[spec.collection].find(query))
+    return docs
+
+
+def _scan_mongo(db, spec: MongoRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
+    if filter_text:
+        # The filter picks keys; every member of a picked key is fetched.
+        picked = _mongo_candidates(db, spec, match=_mongo_filter(spec, filter_text), since=None, limit=None,
+                                   min_count=1)
+        picked_set = set(picked)
+        keys = [k for k in _mongo_candidates(db, spec, match={}, since=since, limit=None) if k in picked_set]
+    else:
+        keys = _mongo_candidates(db, spec, match={}, since=since, limit=None)
+    groups: list[DuplicateGroup] = []
+    for batch in _batched(keys, KEY_BATCH if limit is None else max(limit, KEY_BATCH)):
+        groups.extend(spec.group(_mongo_docs_for_keys(db, spec, batch)))
+        if limit is not None and len(_finish(list(groups), since, None)) >= limit:
+            break
+    return _finish(groups, since, limit)
+
+
+# --------------------------------------------------------------------------
+# Public entry points
+
+def _specs(workspace, source: str, rules: str | None = None):
+    """The specs of ``source``: its built-in rule and the config-defined ones."""
+    if source == "orders":
+        specs = [_order_spec()]
+        specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules if r.source == "orders"]
+    elif source in ("cart", "dispatch"):
+        specs = [_cart_spec(workspace) if source == "cart" else _dispatch_spec(workspace)]
+        specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
+    else:
+        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+    if rules is not None:
+        specs = [s for s in specs if s.rule == rules]
+    return specs
+
+
+def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = None,
+                    filter_text: str | None = None, rule: str | None = None) -> list[DuplicateGroup]:
+    """Every duplicate group of ``source`` (built-in rule plus config rules), newest activity first.
+
+    ``since`` (datetime, or timedelta back from the database clock) keeps
+    groups whose last member is at or after it; ``filter_text`` (literal)
+    keeps groups whose key or members match it; ``limit`` bounds the groups.
+    """
+    groups: list[DuplicateGroup] = []
+    if source == "orders":
+        db = workspace.orders().db
+        since_at = resolve_since(_utc_now(), since)
+        for spec in _specs(workspace, source, rule):
+            groups.extend(_scan_mongo(db, spec, since=since_at, limit=limit, filter_text=filter_text))
+    else:
+        with workspace.engine(source).connect() as conn:
+            since_at = resolve_since(conn, since)
+            for spec in _specs(workspace, source, rule):
+                groups.extend(_scan_sql(conn, spec, since=since_at, limit=limit, filter_text=filter_text))
+    return _finish(groups, since_at, limit)
+
+
+def _utc_now() -> dt.datetime:
+    from ..sqlutil import utcnow
+    return utcnow()
+
+
+# --------------------------------------------------------------------------
+# Incremental scans
+
+@dataclass(frozen=True)
+class ScanCursor:
+    """Where the previous scan of one source stopped (kept by the caller, per console).
+
+    ``last_ids`` maps rule → highest id seen; ``scanned_at`` is the database
+    clock when that scan began (rows changed after it are re-read, minus a
+    margin for late commits).
+    """
+
+    source: str
+    scanned_at: dt.datetime
+    last_ids: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IncrementalScan:
+    """The groups of every key touched since ``cursor``, and the next cursor.
+
+    ``touched`` holds (rule, key tuple) of every key looked at: a caller that
+    keeps a group list replaces the groups of these keys with ``groups``
+    (a touched key with no group left has none any more).
+    """
+
+    groups: list
+    touched: set
+    cursor: ScanCursor
+    full: bool = False
+
+
+def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
+    """(rule, key tuple) of a group, as in ``IncrementalScan.touched``."""
+    return (group.rule, tuple(group.key.values()))
+
+
+def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime) -> tuple[set, object]:
+    keys: set = set()
+    top = last_id
+    stmt = select(spec.id_col, *spec.key_cols).where(spec.id_col > last_id).order_by(spec.id_col)
+    for row in conn.execute(stmt):
+        keys.add(tuple(row[1:]))
+        top = row[0]
+    for col in (spec.time_col, *spec.changed_cols):
+        stmt = select(*spec.key_cols).where(col >= changed_since).distinct()
+        keys.update(tuple(r) for r in conn.execute(stmt))
+    return keys, top
+
+
+def _max_id(conn, spec: SqlRuleSpec):
+    return conn.execute(select(func.max(spec.id_col))).scalar() or 0
+
+
+def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | None = None, *,
+                                filter_text: str | None = None) -> IncrementalScan:
+    """Groups touched since ``cursor`` (all groups, with ``full=True``, when there is none).
+
+    Phase 1 reads only the keys of rows added (id above the high-water mark)
+    or changed (time at or after the previous scan, minus a late-commit
+    margin) since the previous scan; phase 2 applies the rule to those keys.
+    """
+    if source == "orders":
+        return _incremental_orders(workspace, cursor, filter_text)
+    specs = _specs(workspace, source)
+    with workspace.engine(source).connect() as conn:
+        now = db_now(conn)
+        if cursor is None:
+            last_ids = {s.rule: _max_id(conn, s) for s in specs}
+            groups = []
+            for spec in specs:
+                groups.extend(_scan_sql(conn, spec, since=None, limit=None, filter_text=filter_text))
+            return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
+                                   cursor=ScanCursor(source, now, last_ids), full=True)
+        changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
+        groups, touched, last_ids = [], set(), dict(cursor.last_ids)
+        for spec in specs:
+            keys, top = _touched_sql(conn, spec, cursor.last_ids.get(spec.rule, 0), changed_since)
+            last_ids[spec.rule] = top
+            keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
+            touched.update((spec.rule, k) for k in keys)
+            found = spec.group(_rows_for_keys(conn, spec, keys))
+            if filter_text:
+                found = _text_filter(found, filter_text)
+            groups.extend(found)
+    return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
+                           cursor=ScanCursor(source, now, last_ids))
+
+
+def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> IncrementalScan:
+    db = workspace.orders().db
+    now = _utc_now()
+    specs = _specs(workspace, "orders")
+    if cursor is None:
+        groups = []
+        for spec in specs:
+            groups.extend(_scan_mongo(db, spec, since=None, limit=None, filter_text=filter_text))
+        return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
+                               cursor=ScanCursor("orders", now, {}), full=True)
+    changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
+    groups, touched = [], set()
+    for spec in specs:
+        keys = set()
+        for doc in db[spec.collection].find({spec.time_field: {"$gte": changed_since}},
+                                            projection={f: 1 for f in spec.key_fields}):
+            keys.add(tuple(doc.get(f) for f in spec.key_fields))
+        touched.update((spec.rule, k) for k in keys)
+        found = spec.group(_mongo_docs_for_keys(db, spec, sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))))
+        if filter_text:
+            found = _text_filter(found, filter_text)
+        groups.extend(found)
+    return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
+                           cursor=ScanCursor("orders", now, {}))
+
+
+def _text_filter(groups: list[DuplicateGroup], text: str) -> list[DuplicateGroup]:
+    """Groups whose key or evidence contains ``text`` (literal, case-insensitive)."""
+    needle = text.lower()
+
+    def hit(g: DuplicateGroup) -> bool:
+        values = list(g.key.values()) + [v for ev in g.evidence for v in ev.values()]
+        return any(needle in str(v).lower() for v in values if v is not None)
+    return [g for g in groups if hit(g)]

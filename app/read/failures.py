@@ -1,0 +1,275 @@
+"""Failed, stuck and missed items per source, newest first, one bounded page at a time.
+
+* dispatch: ``failed`` rows; ``pending`` rows older than
+  ``thresholds.dispatch_stuck_minutes`` (stuck). Attempts from the console's
+  ``nc_dispatch_attempt`` (0 when the console never retried the row).
+* cart: unsent rows older than ``thresholds.cart_in_progress_minutes``: with
+  an error message they failed, without one they are stuck. Attempts = rows
+  for the same (user_id, cart_hash).
+* orders: a stage's images present longer than
+  ``thresholds.order_missed_minutes`` with no ``email_log`` document for the
+  stage's event (missed). Legacy documents (a single image object, or null,
+  instead of a list) read the same. Attempts = the console's email claims.
+
+Every query is bounded by ``limit`` (default ``DEFAULT_LIMIT``) and uses an
+index ``db upgrade`` creates or the production schema has; ``filter_text``
+is matched literally (a bound, escaped LIKE; for documents an escaped regex).
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import and_, func, or_, select, tuple_
+
+from ..errors import UsageError
+from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
+from ..sqlutil import db_now, utcnow
+from .duplicates import _int_or_none, like_any, resolve_since
+from .models import FAILED_KINDS, FailedItem
+
+DEFAULT_LIMIT = 200
+# Orders examined per page when looking for missed emails.
+ORDER_PAGE = 1000
+STAGES = (("pickup", "pickup_images_added"), ("delivery", "delivery_images_added"))
+
+
+def _check_kinds(kinds) -> set[str]:
+    if kinds is None:
+        return set(FAILED_KINDS)
+    kinds = set(kinds)
+    bad = kinds - set(FAILED_KINDS)
+    if bad:
+        raise UsageError(f"Unknown kind '{sorted(bad)[0]}': choose failed, stuck or missed.")
+    return kinds
+
+
+def error_class(error: str | None) -> str | None:
+    """The error's class: the text before the first colon (e.g. ``SMTPRecipientsRefused``)."""
+    if not error:
+        return None
+    head = error.split(":", 1)[0].strip()
+    return head if head and len(head) <= 80 and " " not in head else None
+
+
+def _age(now: dt.datetime, at: dt.datetime | None) -> float:
+    return max(0.0, (now - at).total_seconds()) if at is not None else 0.0
+
+
+def failed_items(workspace, source: str, *, kinds=None, filter_text: str | None = None, since=None,
+                 limit: int | None = None, before: tuple | None = None) -> list[FailedItem]:
+    """Items of ``source`` needing an admin, newest first, at most ``limit``.
+
+    ``since`` (datetime or timedelta) keeps items created at or after it;
+    ``before`` = (created_at, id) of the last item of the previous page.
+    """
+    kinds = _check_kinds(kinds)
+    limit = DEFAULT_LIMIT if limit is None else int(limit)
+    if limit <= 0:
+        return []
+    if source == "dispatch":
+        return _dispatch_failed(workspace, kinds, filter_text, since, limit, before)
+    if source == "cart":
+        return _cart_failed(workspace, kinds, filter_text, since, limit, before)
+    if source == "orders":
+        return _orders_missed(workspace, kinds, filter_text, since, limit)
+    raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+
+
+def _page(stmt, time_col, id_col, before, limit):
+    if before is not None:
+        at, last_id = before
+        stmt = stmt.where(or_(time_col < at, and_(time_col == at, id_col < last_id)))
+    return stmt.order_by(time_col.desc(), id_col.desc()).limit(limit)
+
+
+def _merge(items: list[FailedItem], limit: int) -> list[FailedItem]:
+    items.sort(key=lambda i: (i.created_at or dt.datetime.min, i.id), reverse=True)
+    return items[:limit]
+
+
+# --------------------------------------------------------------------------
+# dispatch
+
+def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> list[FailedItem]:
+    t = dispatch_log.c
+    a = nc_dispatch_attempt.c
+    th = workspace.config.thresholds
+    items: list[FailedItem] = []
+    with workspace.engine("dispatch").connect() as conn:
+        now = db_now(conn)
+        since_at = resolve_since(now, since)
+        cols = (t.id, t.dispatch_id, t.dispatch_type, t.issue_id, t.comment_id, t.actor_user_id,
+                t.recipients_count, t.status, t.created_at, t.completed_at, t.error_message)
+        wanted = []
+        if "failed" in kinds:
+            wanted.append(("failed", t.status == "failed"))
+        if "stuck" in kinds:
+            stuck_before = now - dt.timedelta(minutes=th.dispatch_stuck_minutes)
+            wanted.append(("stuck", and_(t.status == "pending", t.created_at < stuck_before)))
+        for kind, cond in wanted:
+            # One index range per status (status, created_at), newest first.
+            stmt = select(*cols).where(cond)
+            if since_at is not None:
+                stmt = stmt.where(t.created_at >= since_at)
+            if filter_text:
+                clauses = [like_any((t.error_message, t.dispatch_id), filter_text)]
+                n = _int_or_none(filter_text)
+                if n is not None:
+                    clauses += [t.id == n, t.issue_id == n]
+                stmt = stmt.where(or_(*clauses))
+            page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
+            attempts = {}
+            if page:
+                ids = [r["id"] for r in page]
+                attempts = dict(conn.execute(select(a.log_id, a.attempts).where(a.log_id.in_(ids))).all())
+            for r in page:
+                items.append(FailedItem(
+                    source="dispatch", id=r["id"], kind=kind, status=r["status"],
+                    age_seconds=_age(now, r["created_at"]), error=r["error_message"],
+                    attempts=int(attempts.get(r["id"], 0)), created_at=r["created_at"],
+                    detail={"dispatch_id": r["dispatch_id"], "dispatch_type": r["dispatch_type"],
+                            "issue_id": r["issue_id"], "comment_id": r["comment_id"],
+                            "actor_user_id": r["actor_user_id"], "recipients_count": r["recipients_count"],
+                            "error_class": error_class(r["error_message"])}))
+    return _merge(items, limit)
+
+
+# --------------------------------------------------------------------------
+# cart
+
+def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[FailedItem]:
+    if not kinds & {"failed", "stuck"}:
+        return []
+    t = cart_log.c
+    th = workspace.config.thresholds
+    with workspace.engine("cart").connect() as conn:
+        now = db_now(conn)
+        since_at = resolve_since(now, since)
+        in_progress_until = now - dt.timedelta(minutes=th.cart_in_progress_minutes)
+        stmt = select(t.id, t.user_id, t.cart_hash, t.cart_value, t.created_at, t.error_message) \
+            .where(t.email_sent == 0, t.created_at < in_progress_until)
+        if kinds == {"failed"}:
+            stmt = stmt.where(t.error_message.is_not(None))
+        elif kinds == {"stuck"}:
+            stmt = stmt.where(t.error_message.is_(None))
+        if since_at is not None:
+            stmt = stmt.where(t.created_at >= since_at)
+        if filter_text:
+            clauses = [like_any((t.error_message, t.cart_hash), filter_text)]
+            n = _int_or_none(filter_text)
+            if n is not None:
+                clauses += [t.id == n, t.user_id == n]
+            stmt = stmt.where(or_(*clauses))
+        page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
+        attempts: dict = {}
+        sent_keys: set = set()
+        keys = sorted({(r["user_id"], r["cart_hash"]) for r in page})
+        for i in range(0, len(keys), 400):
+            batch = keys[i:i + 400]
+            q = select(t.user_id, t.cart_hash, func.count(), func.max(t.email_sent)) \
+                .where(tuple_(t.user_id, t.cart_hash).in_(batch)).group_by(t.user_id, t.cart_hash)
+            for uid, h, n, any_sent in conn.execute(q):
+                attempts[(uid, h)] = int(n)
+                if any_sent:
+                    sent_keys.add((uid, h))
+    items = []
+    for r in page:
+        key = (r["user_id"], r["cart_hash"])
+        kind = "failed" if r["error_message"] else "stuck"
+        items.append(FailedItem(
+            source="cart", id=r["id"], kind=kind, status="failed" if r["error_message"] else "unsent",
+            age_seconds=_age(now, r["created_at"]), error=r["error_message"],
+            attempts=attempts.get(key, 1), created_at=r["created_at"],
+            detail={"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
+                    "cart_already_emailed": key in sent_keys, "error_class": error_class(r["error_message"])}))
+    return items
+
+
+# --------------------------------------------------------------------------
+# orders
+
+def stage_images(order: dict, stage: str) -> list[dict]:
+    """The images of one stage as a list, whatever the document's shape.
+
+    Current documents hold a list; legacy ones a single image object or null.
+    """
+    images = order.get("images") or {}
+    if not isinstance(images, dict):
+        return []
+    value = images.get(stage)
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if v is not None]
+    return []
+
+
+def first_image_at(order: dict, images: list[dict]) -> dt.datetime | None:
+    times = [i.get("uploaded_at") for i in images if isinstance(i, dict)
+             and isinstance(i.get("uploaded_at"), dt.datetime)]
+    if times:
+        return min(times)
+    # A legacy image without a time: the order's own last change is the best evidence.
+    for f in ("updated_at", "created_at"):
+        if isinstance(order.get(f), dt.datetime):
+            return order[f]
+    return None
+
+
+def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedItem]:
+    if "missed" not in kinds:
+        return []
+    db = workspace.orders().db
+    now = utcnow()
+    since_at = resolve_since(now, since)
+    grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+    # Orders with any image in either stage (a list with items, or a legacy object).
+    has_images = {"$or": [{f"images.{s}": {"$type": "object"}} for s, _ in STAGES]
+                  + [{f"images.{s}.0": {"$exists": True}} for s, _ in STAGES]}
+    query: dict = {"$and": [has_images]}
+    if since_at is not None:
+        query["$and"].append({"updated_at": {"$gte": since_at}})
+    items: list[FailedItem] = []
+    skip = 0
+    needle = filter_text.lower() if filter_text else None
+    while len(items) < limit:
+        page = db["orders"].find(query, projection={"id": 1, "status": 1, "images": 1, "created_at": 1,
+                                                     "updated_at": 1, "customer_email": 1},
+                                 sort=[("updated_at", -1), ("_id", -1)], skip=skip, limit=ORDER_PAGE)
+        page = list(page)
+        if not page:
+            break
+        skip += len(page)
+        ids = [o.get("id") for o in page]
+        sent = {(d["order_id"], d["event"]) for d in db["email_log"].find(
+            {"order_id": {"$in": ids}}, projection={"order_id": 1, "event": 1})}
+        claims = {(c["order_id"], c["event"]): c for c in db["nc_email_claims"].find({"order_id": {"$in": ids}})}
+        for order in page:
+            for stage, event in STAGES:
+                images = stage_images(order, stage)
+                if not images or (order.get("id"), event) in sent:
+                    continue
+                first = first_image_at(order, images)
+                if first is None or now - first < grace:
+                    continue
+                claim = claims.get((order.get("id"), event))
+                error = None
+                if claim:
+                    error = claim.get("error") or claim.get("last_error")
+                error = error or f"no {event} email in email_log"
+                attempts = int(claim.get("attempts", 1)) if claim else 0
+                item = FailedItem(
+                    source="orders", id=order.get("id"), kind="missed", status=str(order.get("status")),
+                    age_seconds=_age(now, first), error=error, attempts=attempts, created_at=first,
+                    detail={"stage": stage, "event": event, "images": len(images),
+                            "order_oid": str(order.get("_id")), "customer_email": order.get("customer_email"),
+                            "claim_state": claim.get("state") if claim else None})
+                if needle and not (needle in error.lower() or needle in event or
+                                   needle == str(order.get("id"))):
+                    continue
+                items.append(item)
+        if len(page) < ORDER_PAGE:
+            break
+    return _merge(items, limit)
