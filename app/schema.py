@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import (BigInteger, Column, DateTime, Enum, Index, Integer,
+from sqlalchemy import (BigInteger, Column, DateTime, Enum, Index, Integer, LargeBinary,
                         MetaData, Numeric, PrimaryKeyConstraint, SmallInteger,
                         String, Table, Text, UniqueConstraint)
 from sqlalchemy.dialects import mysql
@@ -213,3 +213,33 @@ nc_cursor = Table(
 )
 
 CONSOLE_TABLES = tuple(t.name for t in console_metadata.sorted_tables)
+
+# --------------------------------------------------------------------------
+# Read-side rollups (revision 0002), advanced incrementally from a high-water
+# mark in nc_cursor so chart queries never scan the production log.
+
+# Per minute and series ("dispatch:<dispatch_type>" or "cart"): settled items
+# (completed dispatches / sent cart emails) by their creation minute, their
+# summed latency, and a latency histogram (app.read.stats.BINS little-endian
+# uint32 counts in log-spaced bins).
+nc_latency_minute = Table(
+    "nc_latency_minute", console_metadata,
+    Column("series", String(48), nullable=False),
+    Column("minute", DateTime, nullable=False),
+    Column("settled", Integer, nullable=False, server_default="0"),
+    Column("latency_sum_ms", Numeric(20, 3), nullable=False, server_default="0"),
+    Column("hist", LargeBinary().with_variant(mysql.BLOB(), "mysql", "mariadb"), nullable=False),
+    PrimaryKeyConstraint("series", "minute"),
+    Index("ix_nc_latency_minute_minute", "minute"),
+)
+
+# Rows a rollup saw unsettled (pending or failed); re-checked until they
+# settle or leave the statistics horizon.
+nc_rollup_unsettled = Table(
+    "nc_rollup_unsettled", console_metadata,
+    Column("source", String(16), nullable=False),
+    Column("row_id", BigId, nullable=False, autoincrement=False),
+    Column("created_at", DateTime, nullable=False),
+    PrimaryKeyConstraint("source", "row_id"),
+    Index("ix_nc_rollup_unsettled_created", "source", "created_at"),
+)
