@@ -1,5 +1,43 @@
-"""Filled in by its issue."""
+"""``status [--json]``: per source, reachable or not, schema present or not, row counts.
+
+Like ``pg_isready`` it exits 2 when any configured source cannot be reached,
+after printing the whole report.
+"""
+from __future__ import annotations
+
+from ..errors import EXIT_OK, EXIT_USAGE
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("status", help="reachability, schema and row counts of each source")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(handler=handle_status)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def format_report(report) -> str:
+    lines = [f"role: {report.role}" + ("   (demo workspace)" if report.demo else "")]
+    if not report.sources:
+        lines.append("no sources are configured: add [sources.orders], [sources.cart] or [sources.dispatch].")
+    for s in report.sources:
+        state = "reachable" if s.reachable else "UNREACHABLE"
+        lines.append("")
+        lines.append(f"{s.name:<9} {state}  {s.backend} {s.target}  ({s.elapsed_ms} ms)")
+        if s.reachable:
+            lines.append(f"          production schema: {_yes(s.production_schema)}   "
+                         f"console schema: {_yes(s.console_schema)}")
+            if s.counts:
+                lines.append("          rows: " + ", ".join(f"{k} {v:,}" for k, v in s.counts.items()))
+        if s.reason:
+            lines.append(f"          {s.reason}")
+    return "\n".join(lines)
+
+
+def handle_status(ctx, args) -> int:
+    from ..status import check_all
+    report = check_all(ctx.workspace)
+    ctx.emit(report.to_dict(), format_report(report))
+    return EXIT_OK if report.all_reachable else EXIT_USAGE

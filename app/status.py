@@ -1,0 +1,212 @@
+"""Is each configured source reachable, is its schema in place, how big is it?
+
+The CLI's ``status`` and the GUI's status bar and overview cards both call
+``check_source``/``check_all``; the results are plain dataclasses, safe to
+hand from a worker thread to the GUI.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from sqlalchemy import func, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from . import migrate
+from .config import SOURCE_NAMES, SourceConfig
+from .errors import ConsoleError
+from .schema import PRODUCTION_TABLES
+from .schema_setup import order_schema_ready
+from .sources import check_order_store, describe_db_error
+
+# The tables (collections) whose row counts the report shows, per source.
+COUNTED = {
+    "cart": ("users", "cart_abandonment_log"),
+    "dispatch": ("notification_dispatch_log", "notifications", "issues", "users"),
+    "orders": ("orders", "email_log"),
+}
+ORDER_COLLECTIONS = ("orders", "email_log")
+
+
+@dataclass(frozen=True)
+class SourceStatus:
+    name: str                       # orders | cart | dispatch
+    kind: str                       # sql | mongo
+    backend: str                    # sqlite | mysql | postgresql | mongodb | mongomock
+    target: str                     # where it points, without secrets
+    reachable: bool
+    reason: str | None = None       # one sentence when something is wrong
+    production_schema: bool = False
+    console_schema: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    elapsed_ms: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.production_schema and self.console_schema
+
+    @property
+    def state(self) -> str:
+        """One word for a status bar: ok, schema, or down."""
+        if not self.reachable:
+            return "down"
+        return "ok" if self.ok else "schema"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["ok"] = self.ok
+        d["state"] = self.state
+        return d
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    role: str
+    demo: bool
+    sources: tuple[SourceStatus, ...]
+
+    @property
+    def all_reachable(self) -> bool:
+        return all(s.reachable for s in self.sources)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.all_reachable and all(s.ok for s in self.sources),
+                "all_reachable": self.all_reachable, "role": self.role, "demo": self.demo,
+                "sources": [s.to_dict() for s in self.sources]}
+
+
+def describe_target(source: SourceConfig) -> str:
+    """The URL without user secrets: host/database, or the file."""
+    scheme = source.scheme
+    if scheme == "mongomock":
+        rest = source.url.split("://", 1)[1]
+        return rest if rest.startswith("/") else f"in-memory store '{rest}'"
+    if scheme.startswith("mongodb"):
+        rest = source.url.split("://", 1)[1]
+        return rest.rsplit("@", 1)[-1].split("?", 1)[0]
+    try:
+        url = make_url(source.url)
+    except Exception:  # validated at load time; show it raw if it cannot parse
+        return source.url
+    if url.get_backend_name() == "sqlite":
+        return url.database or ":memory:"
+    host = url.host or "localhost"
+    port = f":{url.port}" if url.port else ""
+    user = f"{url.username}@" if url.username else ""
+    return f"{user}{host}{port}/{url.database or ''}"
+
+
+def _backend(source: SourceConfig) -> str:
+    if source.kind == "mongo":
+        return "mongomock" if source.scheme == "mongomock" else "mongodb"
+    return source.scheme.split("+", 1)[0].replace("mariadb", "mysql")
+
+
+# A host that accepts TCP but never answers (a firewall, a hung server) would
+# otherwise hold the check for the driver's read timeout: the report answers
+# within this deadline whatever the driver does.
+DEADLINE_S = 8.0
+
+
+def check_source(workspace, name: str, timeout: float = DEADLINE_S) -> SourceStatus:
+    """Check one configured source within ``timeout`` seconds; never raises for a database problem."""
+    source = workspace.config.source(name)
+    box: list[SourceStatus] = []
+    worker = threading.Thread(target=lambda: box.append(_check_now(workspace, name)),
+                              name=f"status-{name}", daemon=True)
+    started = time.monotonic()
+    worker.start()
+    worker.join(timeout)
+    if box:
+        return box[0]
+    return SourceStatus(name=name, kind=source.kind, backend=_backend(source),
+                        target=describe_target(source), reachable=False,
+                        reason=(f"The {name} database did not answer within {timeout:g} s: check the "
+                                f"host and port in sources.{name}.url and the network."),
+                        elapsed_ms=int((time.monotonic() - started) * 1000))
+
+
+def _check_now(workspace, name: str) -> SourceStatus:
+    source = workspace.config.source(name)
+    started = time.monotonic()
+    base = {"name": name, "kind": source.kind, "backend": _backend(source),
+            "target": describe_target(source)}
+    try:
+        if source.kind == "mongo":
+            fields = _check_orders(workspace)
+        else:
+            fields = _check_sql(workspace, name)
+    except ConsoleError as exc:
+        fields = {"reachable": False, "reason": exc.message}
+    except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        fields = {"reachable": False, "reason": describe_db_error(name, exc)}
+    elapsed = int((time.monotonic() - started) * 1000)
+    return SourceStatus(**base, **fields, elapsed_ms=elapsed)
+
+
+def _check_sql(workspace, name: str) -> dict:
+    engine = workspace.engine(name)
+    try:
+        conn = engine.connect()
+    except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        return {"reachable": False, "reason": describe_db_error(name, exc)}
+    with conn:
+        present = set(inspect(conn).get_table_names())
+        metadata, wanted = PRODUCTION_TABLES[name]
+        missing = [t for t in wanted if t not in present]
+        counts = {}
+        for table in COUNTED[name]:
+            if table in present:
+                counts[table] = int(conn.execute(
+                    select(func.count()).select_from(metadata.tables[table])).scalar_one())
+        production = not missing
+    console = production and migrate.console_schema_ready(engine)
+    reason = None
+    if missing:
+        reason = (f"The {name} database has no {', '.join(missing)} table: point sources.{name}.url "
+                  f"at the production {name} database.")
+    elif not console:
+        reason = f"The {name} database lacks the console's own tables: run `{migrate.UPGRADE_HINT}`."
+    return {"reachable": True, "reason": reason, "production_schema": production,
+            "console_schema": console, "counts": counts}
+
+
+def _check_orders(workspace) -> dict:
+    import pymongo.errors
+    store = workspace.orders()
+    check_order_store(store)
+    try:
+        names = set(store.db.list_collection_names())
+        counts = {c: int(store.db[c].estimated_document_count()) for c in ORDER_COLLECTIONS if c in names}
+        console = order_schema_ready(store)
+    except pymongo.errors.PyMongoError as exc:
+        first = str(exc).split(",")[0].split("\n")[0]
+        return {"reachable": False, "reason": f"The orders database failed: {first}."}
+    # MongoDB creates collections on first write: an empty store is "present"
+    # once the console's own schema marker exists or orders exist.
+    production = "orders" in names or console
+    reason = None
+    if not console:
+        reason = f"The orders database lacks the console's own collections and indexes: run `{migrate.UPGRADE_HINT}`."
+    return {"reachable": True, "reason": reason, "production_schema": production,
+            "console_schema": console, "counts": counts}
+
+
+def configured_sources(workspace) -> list[str]:
+    return [n for n in SOURCE_NAMES if workspace.has(n)]
+
+
+def check_all(workspace) -> StatusReport:
+    """Check every configured source in parallel, so one dead host costs one timeout."""
+    names = configured_sources(workspace)
+    box: dict[str, SourceStatus] = {}
+    threads = [threading.Thread(target=lambda n=n: box.__setitem__(n, check_source(workspace, n)),
+                                name=f"status-all-{n}", daemon=True) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = tuple(box[n] for n in names)
+    return StatusReport(role=workspace.role, demo=workspace.config.demo, sources=results)
