@@ -1,0 +1,156 @@
+"""Cleanup of duplicate groups (preview, apply with archive) and undo.
+
+* ``--dry-run`` shows exactly which rows each group keeps (the earliest) and
+  which it would archive; it reads only, so every role may preview.
+* ``--apply`` (admin) locks the planned rows in primary-key order, groups
+  the rows it actually holds again with the same business rules the read
+  side uses (``app.read.duplicates``), and moves the extra members into the
+  archive in the same transaction as their removal, together with the
+  action's outcome. Several consoles applying at once: the first archives,
+  the others find nothing left to remove. A killed process leaves nothing
+  half done: the transaction rolls back.
+* ``undo`` (admin) restores exactly what an action archived (same ids, same
+  values); it is an action itself, so repeating it does nothing twice.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from ..errors import OperationFailed, UsageError
+from ..faults import fault_point
+from ..read import duplicates as dup
+from ..schema import cart_log, notifications
+from ..schema_setup import require_schema
+from ..sqlutil import db_now, utcnow, with_retry
+from .actions import find_action, run_action
+from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
+
+SQL_TABLES = {"cart": cart_log, "dispatch": notifications}
+ORDER_COLLECTION = "email_log"
+
+
+def _check_source(source: str) -> None:
+    if source not in ("orders", "cart", "dispatch"):
+        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+
+
+def _regroup(workspace, source: str, rows: list[dict]):
+    if source == "cart":
+        return dup.group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
+    if source == "dispatch":
+        return dup.group_dispatch_rows(rows)
+    return dup.group_order_logs(rows)
+
+
+def _group_plan(groups) -> list[dict]:
+    return [{"key": g.to_json()["key"], "keep_id": g.to_json()["keep_id"],
+             "archived_ids": [str(i) if not isinstance(i, int) else i for i in g.remove_ids],
+             "count": g.count} for g in groups]
+
+
+def _outcome(source: str, dry_run: bool, groups, archived_ids: list) -> dict:
+    return {"source": source, "dry_run": dry_run, "groups": _group_plan(groups),
+            "group_count": len(groups), "archived": len(archived_ids),
+            "kept": len(groups), "archived_ids": archived_ids}
+
+
+def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict:
+    """Preview (``dry_run``) or apply the cleanup of every duplicate group of ``source``."""
+    _check_source(source)
+    require_schema(workspace, source)
+    planned = dup.scan_duplicates(workspace, source)
+    if dry_run:
+        would = [i if isinstance(i, int) else str(i) for g in planned for i in g.remove_ids]
+        return dict(_outcome(source, True, planned, would), action_id=None)
+    body = _apply_orders if source == "orders" else _apply_sql
+    return run_action(workspace, kind="cleanup", source=source, params={"dry_run": False},
+                      action_id=action_id, body=lambda ctx: body(workspace, source, planned, ctx))
+
+
+def _apply_sql(workspace, source: str, planned, ctx) -> dict:
+    table = SQL_TABLES[source]
+    member_ids = sorted({int(i) for g in planned for i in g.member_ids})
+
+    def tx() -> dict:
+        ctx.items.clear()
+        with workspace.engine(source).begin() as conn:
+            now = db_now(conn)
+            rows = lock_rows(conn, table, member_ids)
+            groups = [g for g in _regroup(workspace, source, rows) if g.remove_ids]
+            remove = {int(i) for g in groups for i in g.remove_ids}
+            doomed = [r for r in rows if r["id"] in remove]
+            archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
+            fault_point("cleanup.after_archive")
+            outcome = _outcome(source, False, groups, archived)
+            ctx.record([{"id": i, "outcome": "archived", "detail": None} for i in archived], conn=conn)
+            ctx.finish_in(conn, dict(outcome, action_id=ctx.action_id))
+            return outcome
+    return with_retry(tx)
+
+
+def _apply_orders(workspace, source: str, planned, ctx) -> dict:
+    db = workspace.orders().db
+    now = utcnow()
+    archived, done_groups = [], []
+    for g in planned:
+        key = {"order_id": g.key["order_id"], "event": g.key["event"]}
+        current = db[ORDER_COLLECTION].find(key, sort=[("sent_at", 1), ("_id", 1)])
+        for group in _regroup(workspace, source, current):
+            if not group.remove_ids:
+                continue
+            remove = set(map(str, group.remove_ids))
+            doomed = [d for d in current if str(d["_id"]) in remove]
+            removed = archive_documents(db, ORDER_COLLECTION, doomed, ctx.action_id, now)
+            if removed:
+                done_groups.append(group)
+                archived.extend(str(i) for i in removed)
+        fault_point("cleanup.after_archive")
+    ctx.record([{"id": i, "outcome": "archived", "detail": None} for i in archived])
+    workspace.orders().checkpoint()
+    return _outcome(source, False, done_groups, archived)
+
+
+def undo_action_id(target: str) -> str:
+    candidate = f"undo-{target}"
+    if len(candidate) <= 64:
+        return candidate
+    return "undo-" + hashlib.sha256(target.encode()).hexdigest()[:32]
+
+
+def undo(workspace, target: str) -> dict:
+    """Restore what cleanup action ``target`` archived; repeating it restores nothing twice."""
+    target = (target or "").strip()
+    if not target:
+        raise UsageError("Name the cleanup action to undo, e.g. `undo cleanup-1a2b3c`.")
+    entry = find_action(workspace, target)
+    if entry is None:
+        raise UsageError(f"No action {target} is in the audit log of any configured source.")
+    if entry.kind != "cleanup":
+        raise UsageError(f"Action {target} is a {entry.kind}: only cleanup actions can be undone.")
+    if entry.status != "succeeded":
+        raise OperationFailed(f"Action {target} did not succeed ({entry.status}): there is nothing to undo.")
+    source = entry.source
+    require_schema(workspace, source)
+
+    def body(ctx) -> dict:
+        if source == "orders":
+            restored = [str(i) for i in restore_documents(workspace.orders().db, target, utcnow())]
+            ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored])
+            workspace.orders().checkpoint()
+            return {"source": source, "undone_action_id": target, "restored": len(restored),
+                    "restored_ids": restored}
+
+        def tx() -> dict:
+            ctx.items.clear()
+            with workspace.engine(source).begin() as conn:
+                restored = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target, db_now(conn))
+                outcome = {"source": source, "undone_action_id": target, "restored": len(restored),
+                           "restored_ids": [int(i) for i in restored]}
+                ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored], conn=conn)
+                ctx.finish_in(conn, dict(outcome, action_id=ctx.action_id))
+                return outcome
+        return with_retry(tx)
+
+    out = run_action(workspace, kind="undo", source=source, params={"target": target},
+                     action_id=undo_action_id(target), body=body)
+    return dict(out, undo_action_id=out["action_id"], action_id=target)

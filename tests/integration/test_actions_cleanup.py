@@ -1,0 +1,228 @@
+"""Admin actions: roles, idempotent action ids, cleanup with archive, undo, audit."""
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select, text
+
+from app.errors import ActionConflict, PermissionDenied
+from app.schema import cart_log, nc_action, nc_archive, notifications
+from app.services.actions import audit_entries, find_action
+from app.services.cleanup import cleanup, undo
+
+ROOT = Path(__file__).resolve().parents[2]
+H = dt.timedelta(hours=1)
+
+
+def seed_cart_duplicates(engine, now=None):
+    """Three carts: one emailed three times in 24 h, one twice, one once; plus noise."""
+    now = now or dt.datetime(2026, 11, 20, 12, 0, 0)
+    rows = []
+    def row(uid, h, at, sent=True, value="19.99"):
+        rows.append({"user_id": uid, "cart_hash": h * 64, "cart_value": Decimal(value), "email_sent": 1 if sent else 0,
+                     "created_at": at, "sent_at": at + dt.timedelta(seconds=2) if sent else None,
+                     "error_message": None if sent else "SMTP 451 try later"})
+    row(1, "a", now); row(1, "a", now + dt.timedelta(milliseconds=350)); row(1, "a", now + 3 * H)
+    row(2, "b", now); row(2, "b", now + 23 * H + dt.timedelta(minutes=59))
+    row(3, "c", now)
+    row(3, "c", now + 24 * H + dt.timedelta(minutes=1))   # a new abandonment, not a duplicate
+    row(4, "d", now); row(4, "d", now + H, sent=False)   # unsent rows are never duplicates
+    with engine.begin() as conn:
+        conn.execute(insert(cart_log), rows)
+
+
+def table_rows(engine, table):
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
+
+
+def test_cleanup_preview_apply_undo_restores_identical_rows(workspace_factory, sql_url):
+    ws = workspace_factory(cart=sql_url("cart"))
+    engine = ws.engine("cart")
+    seed_cart_duplicates(engine)
+    before = table_rows(engine, cart_log)
+
+    preview = cleanup(ws, "cart", dry_run=True)
+    assert preview["dry_run"] is True and preview["action_id"] is None
+    assert preview["archived"] == 3 and preview["kept"] == 2
+    assert sorted(preview["archived_ids"]) == [2, 3, 5]
+    assert table_rows(engine, cart_log) == before        # a preview changes nothing
+
+    applied = cleanup(ws, "cart", dry_run=False, action_id="clean-1")
+    assert applied["archived"] == 3 and sorted(applied["archived_ids"]) == [2, 3, 5]
+    after = table_rows(engine, cart_log)
+    assert len(before) == len(after) + applied["archived"]
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(nc_archive)).scalar_one() == 3
+
+    restored = undo(ws, "clean-1")
+    assert restored["restored"] == 3 and restored["action_id"] == "clean-1"
+    assert table_rows(engine, cart_log) == before         # same ids, same values
+
+    again = undo(ws, "clean-1")                          # idempotent: nothing twice
+    assert again["replayed"] is True
+    assert table_rows(engine, cart_log) == before
+
+
+def test_same_action_id_twice_has_one_effect_and_other_params_are_refused(workspace_factory, sql_url):
+    ws = workspace_factory(cart=sql_url("cart"))
+    seed_cart_duplicates(ws.engine("cart"))
+    first = cleanup(ws, "cart", dry_run=False, action_id="same-key")
+    # New duplicates appear; the same action id must not act again.
+    seed_cart_duplicates(ws.engine("cart"), now=dt.datetime(2026, 11, 22, 8, 0, 0))
+    second = cleanup(ws, "cart", dry_run=False, action_id="same-key")
+    assert second["replayed"] is True
+    assert second["archived_ids"] == first["archived_ids"]
+    with ws.engine("cart").connect() as conn:
+        assert conn.execute(select(func.count()).select_from(nc_archive)).scalar_one() == first["archived"]
+    from app.services.retry import retry
+    with pytest.raises(ActionConflict, match="other parameters"):
+        retry(ws, "cart", ids=["1"], action_id="same-key")
+
+
+def test_viewer_and_operator_are_refused_and_audited(workspace_factory, sql_url):
+    url = sql_url("cart")
+    admin = workspace_factory(cart=url)
+    seed_cart_duplicates(admin.engine("cart"))
+    before = table_rows(admin.engine("cart"), cart_log)
+    for role in ("viewer", "operator"):
+        ws = workspace_factory(cart=url, role=role, upgrade=False) if False else _with_role(admin, role)
+        with pytest.raises(PermissionDenied, match=f"{role} role may not cleanup"):
+            cleanup(ws, "cart", dry_run=False)
+    viewer = _with_role(admin, "viewer")
+    from app.services.retry import retry
+    with pytest.raises(PermissionDenied, match="viewer role may not retry"):
+        retry(viewer, "cart", ids=["1"])
+    assert table_rows(admin.engine("cart"), cart_log) == before
+    entries, problems = audit_entries(admin, source="cart")
+    refused = [e for e in entries if e.status == "refused"]
+    assert problems == []
+    assert sorted((e.role, e.kind) for e in refused) == [("operator", "cleanup"), ("viewer", "cleanup"), ("viewer", "retry")]
+    assert all("@" in e.operator for e in refused)
+    # A preview reads only: every role may look.
+    assert cleanup(viewer, "cart", dry_run=True)["archived"] == 3
+
+
+def _with_role(ws, role):
+    from app.bootstrap import Workspace
+    other = Workspace(config=ws.config.with_role(role))
+    other._engines = ws._engines  # same databases, another console's role
+    return other
+
+
+def _cleanup_in_process(config, action_id, barrier, queue):
+    from app.bootstrap import bootstrap
+    ws = bootstrap(config)
+    barrier.wait()
+    try:
+        out = cleanup(ws, "cart", dry_run=False, action_id=action_id)
+        queue.put((action_id, out["archived"], sorted(out["archived_ids"])))
+    except Exception as exc:  # reported to the test, which fails on it
+        queue.put((action_id, "error", repr(exc)))
+    finally:
+        ws.close()
+
+
+@pytest.mark.mariadb
+def test_four_processes_apply_the_same_cleanup_at_once(workspace_factory, mariadb_database):
+    ws = workspace_factory(cart=mariadb_database("cart"))
+    engine = ws.engine("cart")
+    for day in range(40):   # 40 rounds of the hand-made pattern: 120 duplicate rows
+        seed_cart_duplicates(engine, now=dt.datetime(2026, 9, 1) + dt.timedelta(days=2 * day))
+    before = table_rows(engine, cart_log)
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_cleanup_in_process, args=(ws.config, f"race-{i}", barrier, queue)) for i in range(4)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(r[1] != "error" for r in results), results
+    archived = [r for r in results if r[1] > 0]
+    assert len(archived) == 1, results                    # one action archives them ...
+    assert archived[0][1] == 120
+    assert sum(r[1] for r in results) == 120              # ... the others archive nothing
+    after = table_rows(engine, cart_log)
+    assert len(before) == len(after) + 120
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(nc_archive)).scalar_one() == 120
+    undo(ws, archived[0][0])
+    assert table_rows(engine, cart_log) == before
+
+
+@pytest.mark.mariadb
+def test_killed_cleanup_is_all_or_nothing(workspace_factory, mariadb_database, tmp_path):
+    url = mariadb_database("cart")
+    ws = workspace_factory(cart=url)
+    engine = ws.engine("cart")
+    seed_cart_duplicates(engine)
+    before = table_rows(engine, cart_log)
+    cfg = tmp_path / "nc.toml"
+    cfg.write_text(f'[sources.cart]\nurl = "{url}"\n')
+    env = dict(os.environ, NC_FAULT="cleanup.after_archive:sleep=60", NC_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--config", str(cfg), "cleanup",
+                             "--source", "cart", "--apply", "--action-id", "killed-1"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:   # wait until its transaction has archived and deleted
+            with engine.connect() as conn:
+                busy = conn.execute(text(
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_modified >= 6")).scalar_one()
+            if busy:
+                break
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        else:
+            pytest.fail("the cleanup never reached its fault point")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert table_rows(engine, cart_log) == before          # nothing removed ...
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(nc_archive)).scalar_one() == 0   # ... nothing archived
+        status = conn.execute(select(nc_action.c.status).where(nc_action.c.action_id == "killed-1")).scalar_one()
+    assert status == "running"   # the audit log shows it never finished
+    out = cleanup(ws, "cart", dry_run=False, action_id="after-kill")
+    assert out["archived"] == 3
+
+
+def test_undo_refuses_unknown_and_non_cleanup_actions(workspace_factory, sql_url):
+    from app.errors import UsageError
+    ws = workspace_factory(cart=sql_url("cart"))
+    with pytest.raises(UsageError, match="No action nope"):
+        undo(ws, "nope")
+
+
+def test_order_email_log_cleanup_and_undo(workspace_factory, order_store_url):
+    ws = workspace_factory(orders=order_store_url)
+    db = ws.orders().db
+    t0 = dt.datetime(2026, 11, 20, 9, 0, 0)
+    docs = [{"order_id": 1042, "event": "pickup_images_added", "to": "admin@example.com", "subject": "s",
+             "message_id": f"<m{i}@h>", "transport": "outbox", "sent_at": t0 + dt.timedelta(seconds=i)} for i in range(3)]
+    docs.append({"order_id": 1042, "event": "delivery_images_added", "to": "admin@example.com", "subject": "s",
+                 "message_id": "<d@h>", "transport": "outbox", "sent_at": t0})
+    db["email_log"].insert_many(docs)
+    before = sorted(db["email_log"].find({}), key=lambda d: str(d["_id"]))
+    preview = cleanup(ws, "orders", dry_run=True)
+    assert preview["archived"] == 2 and preview["kept"] == 1
+    out = cleanup(ws, "orders", dry_run=False, action_id="orders-clean")
+    assert out["archived"] == 2
+    assert db["email_log"].count_documents({}) == 2
+    assert cleanup(ws, "orders", dry_run=False, action_id="orders-clean-2")["archived"] == 0
+    back = undo(ws, "orders-clean")
+    assert back["restored"] == 2
+    assert sorted(db["email_log"].find({}), key=lambda d: str(d["_id"])) == before
+    assert find_action(ws, "undo-orders-clean").status == "succeeded"
