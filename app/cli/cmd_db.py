@@ -11,6 +11,18 @@ def register(sub) -> None:
     up = dbsub.add_parser("upgrade", help="create/upgrade the console's tables and indexes (idempotent)")
     up.add_argument("--json", action="store_true")
     up.set_defaults(handler=handle_upgrade)
+    gr = dbsub.add_parser("grants", help="print the MySQL GRANTs that make a console role real")
+    gr.add_argument("--source", required=True, choices=("cart", "dispatch"))
+    gr.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
+    gr.add_argument("--user", required=True, metavar="'NAME'@'HOST'")
+    gr.add_argument("--database", required=True, metavar="NAME")
+    gr.set_defaults(handler=handle_grants)
+
+
+def handle_grants(ctx, args) -> int:
+    from ..grants import grant_statements
+    print("\n".join(grant_statements(args.source, args.role, args.user, args.database)), file=ctx.out)
+    return 0
 
 
 def handle_upgrade(ctx, args) -> int:
