@@ -1,0 +1,367 @@
+"""Mail transports: real SMTP and the development outbox.
+
+Every stage email and cart email the console sends is handed to exactly one
+``MailTransport.send`` call, which returns the message id or raises:
+
+* ``TransientMailError`` — the server said "try later" (4xx), dropped the
+  connection, timed out or refused it, and the bounded retries with
+  exponential backoff and full jitter (seed 003) are used up;
+* ``PermanentMailError`` — the server refused the message for good (5xx),
+  or the configuration cannot work (no STARTTLS, login refused): no retry.
+
+The outbox (development) writes exactly one HTML file per email, named so
+that concurrent writers on any number of threads and processes never
+collide, and regenerates ``index.html`` atomically after each write.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html as html_lib
+import json
+import os
+import random
+import re
+import smtplib
+import socket
+import ssl
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Callable
+
+from ..config import MailConfig, data_dir
+from ..errors import OperationFailed
+
+
+class MailError(OperationFailed):
+    """The email could not be handed over; the message says why."""
+
+
+class TransientMailError(MailError):
+    """Worth trying again later; raised after the transport's own retries ran out."""
+
+
+class PermanentMailError(MailError):
+    """Trying again will not help: the message or the configuration is refused."""
+
+
+@dataclass
+class Email:
+    to: str
+    subject: str
+    html: str
+    text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Backoff:
+    """Bounded retries with exponential backoff and full jitter.
+
+    Attempt ``n`` (0-based) that fails transiently waits
+    ``uniform(0, min(max_delay, base_delay * 2**n))`` before the next one.
+    ``sleep`` and ``rand`` are injectable so tests run without waiting.
+    """
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    sleep: Callable[[float], None] = time.sleep
+    rand: Callable[[float, float], float] = random.uniform
+
+    def delay(self, attempt: int) -> float:
+        return self.rand(0.0, min(self.max_delay, self.base_delay * (2 ** attempt)))
+
+
+class MailTransport:
+    """Base: ``send`` hands one email over and returns its message id."""
+
+    name = "mail"
+
+    def send(self, email: Email) -> str:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def _with_backoff(self, backoff: Backoff, once: Callable[[], str], what: str) -> str:
+        last: TransientMailError | None = None
+        for attempt in range(max(1, backoff.attempts)):
+            try:
+                return once()
+            except TransientMailError as exc:
+                last = exc
+                if attempt + 1 < backoff.attempts:
+                    backoff.sleep(backoff.delay(attempt))
+        raise TransientMailError(
+            f"{what} failed {max(1, backoff.attempts)} times, last: {last.message if last else 'unknown error'}")
+
+
+def _message_id(domain: str | None = None) -> str:
+    return make_msgid(idstring=uuid.uuid4().hex[:12], domain=domain or "notification-console.local")
+
+
+# --------------------------------------------------------------------------
+# SMTP
+
+def _classify_smtp(exc: BaseException, host: str, port: int) -> MailError:
+    """Turn an smtplib/socket exception into a transient or permanent error."""
+    where = f"{host}:{port}"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _msg in exc.recipients.values()]
+        detail = "; ".join(f"{rcpt}: {code} {_text(msg)}" for rcpt, (code, msg) in exc.recipients.items())
+        if codes and all(400 <= c < 500 for c in codes):
+            return TransientMailError(f"The mail server {where} deferred the recipients ({detail})")
+        return PermanentMailError(f"The mail server {where} refused the recipients ({detail})")
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return PermanentMailError(f"The mail server {where} does not support what the configuration asks: {exc}")
+    if isinstance(exc, smtplib.SMTPResponseException):
+        code = exc.smtp_code
+        text = f"{code} {_text(exc.smtp_error)}"
+        if isinstance(exc, smtplib.SMTPAuthenticationError) and not 400 <= code < 500:
+            return PermanentMailError(f"The mail server {where} refused the login ({text}): "
+                                      "check mail.username and NC_MAIL_PASSWORD")
+        if 400 <= code < 500 or code < 0:
+            return TransientMailError(f"The mail server {where} answered {text}")
+        return PermanentMailError(f"The mail server {where} refused the message ({text})")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return PermanentMailError(f"The mail server {where} presented a certificate that cannot be verified: "
+                                  f"{exc.verify_message or exc}")
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return TransientMailError(f"The mail server {where} closed the connection: {exc}")
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return TransientMailError(f"The mail server {where} did not answer in time")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransientMailError(f"The mail server {where} refused the connection")
+    if isinstance(exc, socket.gaierror):
+        return TransientMailError(f"The mail server name {host} cannot be resolved: {exc}")
+    if isinstance(exc, OSError):
+        return TransientMailError(f"The mail server {where} cannot be reached: {exc}")
+    if isinstance(exc, smtplib.SMTPException):
+        return PermanentMailError(f"The mail server {where} failed: {exc}")
+    return PermanentMailError(f"Sending through {where} failed: {type(exc).__name__}: {exc}")
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value).strip()
+
+
+class SmtpTransport(MailTransport):
+    name = "smtp"
+
+    def __init__(self, *, host: str, port: int, sender: str, starttls: bool = False,
+                 username: str = "", password: str | None = None, timeout: float = 10.0,
+                 backoff: Backoff | None = None, tls_context: ssl.SSLContext | None = None):
+        self.host = host
+        self.port = port
+        self.sender = sender
+        self.starttls = starttls
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        # Verify the server's certificate (smtplib's own default does not).
+        self.tls_context = tls_context
+
+    def build(self, email: Email, message_id: str) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.sender
+        msg["To"] = email.to
+        msg["Subject"] = email.subject
+        msg["Date"] = formatdate(localtime=False, usegmt=True)
+        msg["Message-ID"] = message_id
+        for name, value in (email.headers or {}).items():
+            if name.lower() in ("from", "to", "subject", "date", "message-id"):
+                continue
+            msg[name] = value
+        msg.set_content(email.text or _html_to_text(email.html))
+        msg.add_alternative(email.html, subtype="html")
+        return msg
+
+    def send(self, email: Email) -> str:
+        # One Message-ID for every attempt: a server that got the message but
+        # whose answer was lost sees the same id again.
+        if self.username and self.password is None:
+            raise PermanentMailError("mail.username is set but NC_MAIL_PASSWORD is not: set it to log in")
+        message_id = _message_id(self.sender.rsplit("@", 1)[-1] if "@" in self.sender else None)
+        msg = self.build(email, message_id)
+
+        def once() -> str:
+            try:
+                with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                    smtp.ehlo()
+                    if self.starttls:
+                        smtp.starttls(context=self.tls_context or ssl.create_default_context())
+                        smtp.ehlo()
+                    if self.username:
+                        smtp.login(self.username, self.password)
+                    smtp.send_message(msg)
+            except MailError:
+                raise
+            except Exception as exc:  # smtplib and socket raise many kinds; classify each
+                raise _classify_smtp(exc, self.host, self.port) from None
+            return message_id
+
+        return self._with_backoff(self.backoff, once, f"Sending through {self.host}:{self.port}")
+
+
+def _html_to_text(html: str) -> str:
+    text = re.sub(r"<(br|/p|/div|/tr|/h\d)\s*/?>", "\n", html, flags=re.I)
+    text = re.sub(r"<[^>]+>", "", text)
+    return html_lib.unescape(text).strip() + "\n"
+
+
+# --------------------------------------------------------------------------
+# Development outbox
+
+_META_PREFIX = "<!-- nc-outbox "
+_META_SUFFIX = " -->"
+INDEX_NAME = "index.html"
+
+
+class OutboxTransport(MailTransport):
+    """One HTML file per email in ``directory`` plus a regenerated ``index.html``."""
+
+    name = "outbox"
+
+    def __init__(self, directory: str | os.PathLike, *, sender: str = "", backoff: Backoff | None = None):
+        self.directory = Path(directory).expanduser()
+        self.sender = sender
+        self.backoff = backoff or Backoff(attempts=3, base_delay=0.05, max_delay=0.5)
+
+    def files(self) -> list[Path]:
+        """The email files, oldest first (names start with the UTC time)."""
+        if not self.directory.exists():
+            return []
+        return sorted(p for p in self.directory.iterdir()
+                      if p.suffix == ".html" and p.name != INDEX_NAME and not p.name.startswith("."))
+
+    def send(self, email: Email) -> str:
+        message_id = _message_id("outbox.localhost")
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        # Time first so a listing sorts by time; the uuid makes the name unique
+        # across threads, processes and hosts sharing the folder.
+        name = f"{now:%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:16]}-{_slug(email.subject)}.html"
+        meta = {"to": email.to, "from": self.sender, "subject": email.subject, "message_id": message_id,
+                "created": now.isoformat(timespec="milliseconds") + "Z", "headers": email.headers or {}}
+        body = _META_PREFIX + json.dumps(meta).replace("--", "\\u002d\\u002d") + _META_SUFFIX + "\n" + email.html
+
+        def once() -> str:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                _atomic_write(self.directory / name, body)
+            except OSError as exc:
+                raise TransientMailError(f"The outbox {self.directory} cannot be written: {exc}") from None
+            return message_id
+
+        result = self._with_backoff(self.backoff, once, f"Writing to the outbox {self.directory}")
+        # The email is in the outbox now; an index that cannot be rewritten is
+        # rebuilt by the next write and must not make the caller send again.
+        try:
+            self.write_index()
+        except OSError:
+            pass
+        return result
+
+    def write_index(self) -> None:
+        """Rewrite index.html until the listing it was built from is still current.
+
+        Writers race on the index; each one re-lists after its replace and
+        writes again when a newer email appeared, so the last replace always
+        lists every email written before it.
+        """
+        for _ in range(20):
+            listed = self.files()
+            _atomic_write(self.directory / INDEX_NAME, self._render_index(listed))
+            if self.files() == listed:
+                return
+
+    def _render_index(self, files: list[Path]) -> str:
+        rows = []
+        for path in reversed(files):
+            meta = _read_meta(path)
+            rows.append("<tr><td>{created}</td><td>{to}</td><td><a href=\"{href}\">{subject}</a></td></tr>".format(
+                created=html_lib.escape(meta.get("created", "")), to=html_lib.escape(meta.get("to", "")),
+                href=html_lib.escape(path.name), subject=html_lib.escape(meta.get("subject", path.name))))
+        return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Outbox</title></head><body>\n"
+                f"<h1>Outbox ({len(files)} emails)</h1>\n"
+                "<table><tr><th>Created (UTC)</th><th>To</th><th>Subject</th></tr>\n"
+                + "\n".join(rows) + "\n</table></body></html>\n")
+
+
+def _read_meta(path: Path) -> dict:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            first = fh.readline().strip()
+    except OSError:
+        return {}
+    if first.startswith(_META_PREFIX) and first.endswith(_META_SUFFIX):
+        try:
+            return json.loads(first[len(_META_PREFIX):-len(_META_SUFFIX)])
+        except ValueError:
+            return {}
+    return {}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "email"
+
+
+def _atomic_write(path: Path, content: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        tmp.write_text(content, encoding="utf-8")
+        for attempt in range(5):
+            try:
+                os.replace(tmp, path)
+                return
+            except PermissionError:  # Windows: a reader holds the target open
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+    finally:
+        if tmp.exists():
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------
+# In-memory transport: the simulator and the demo count what would be sent.
+
+class MemoryTransport(MailTransport):
+    name = "memory"
+
+    def __init__(self):
+        self.sent: list[tuple[str, Email]] = []
+        self._lock = threading.Lock()
+
+    def send(self, email: Email) -> str:
+        message_id = _message_id("memory.localhost")
+        with self._lock:
+            self.sent.append((message_id, email))
+        return message_id
+
+
+def outbox_dir(mail: MailConfig) -> Path:
+    return Path(mail.outbox_dir).expanduser() if mail.outbox_dir else data_dir() / "outbox"
+
+
+def transport_from_config(workspace_or_mailconfig, *, backoff: Backoff | None = None) -> MailTransport:
+    """The transport the configuration names (``[mail] transport = smtp | outbox``)."""
+    obj = workspace_or_mailconfig
+    if isinstance(obj, MailConfig):
+        mail = obj
+    elif hasattr(obj, "mail"):
+        mail = obj.mail
+    else:
+        mail = obj.config.mail
+    if mail.transport == "smtp":
+        return SmtpTransport(host=mail.host, port=mail.port, sender=mail.sender, starttls=mail.starttls,
+                             username=mail.username, password=mail.password(),
+                             timeout=mail.timeout_seconds, backoff=backoff)
+    return OutboxTransport(outbox_dir(mail), sender=mail.sender, backoff=backoff)

@@ -1,0 +1,282 @@
+"""Mail transports against a real SMTP server on loopback (aiosmtpd) and the outbox folder."""
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+import threading
+from email import message_from_bytes
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from app.config import MailConfig
+from app.services.mail import (Backoff, Email, OutboxTransport, PermanentMailError, SmtpTransport,
+                               TransientMailError, transport_from_config)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Counting:
+    """Accepts every message; counts them and keeps the parsed messages."""
+
+    def __init__(self):
+        self.messages = []
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.attempts += 1
+            self.messages.append(message_from_bytes(envelope.original_content or envelope.content))
+        return "250 OK"
+
+
+class DeferTwice(Counting):
+    """Answers 451 to the first two messages, then accepts."""
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.attempts += 1
+            if self.attempts <= 2:
+                return "451 4.3.0 Try again later"
+            self.messages.append(message_from_bytes(envelope.original_content or envelope.content))
+        return "250 OK"
+
+
+class Refuse(Counting):
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.attempts += 1
+        return "550 5.7.1 Message rejected"
+
+
+@pytest.fixture
+def smtp_server():
+    started = []
+
+    def start(handler, **kwargs):
+        ctl = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+        ctl.start()
+        started.append(ctl)
+        return ctl
+
+    yield start
+    for ctl in started:
+        ctl.stop()
+
+
+class RecordedBackoff(Backoff):
+    """Backoff with the real policy, recording its delays instead of sleeping."""
+
+    def __init__(self, attempts=4):
+        super().__init__(attempts=attempts, base_delay=0.5, max_delay=8.0)
+        self.slept: list[float] = []
+        self.sleep = self.slept.append
+
+
+def email(n=1) -> Email:
+    return Email(to="admin@example.com", subject=f"Order #{n}: driver added pickup images",
+                 html=f"<p>Order <b>#{n}</b></p>", text=f"Order #{n}\n", headers={"X-NC-Event": "pickup_images_added"})
+
+
+def test_smtp_delivers_once_with_message_id_and_both_parts(smtp_server):
+    handler = Counting()
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=RecordedBackoff())
+    message_id = transport.send(email(7))
+    assert len(handler.messages) == 1
+    msg = handler.messages[0]
+    assert msg["Message-ID"] == message_id
+    assert msg["Subject"] == "Order #7: driver added pickup images"
+    assert msg["To"] == "admin@example.com"
+    assert msg["X-NC-Event"] == "pickup_images_added"
+    assert sorted(p.get_content_type() for p in msg.walk() if not p.is_multipart()) == ["text/html", "text/plain"]
+
+
+def test_smtp_451_twice_then_accepted_is_delivered_once_after_backoff(smtp_server):
+    handler = DeferTwice()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff(attempts=4)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    message_id = transport.send(email())
+    assert handler.attempts == 3
+    assert len(handler.messages) == 1
+    assert handler.messages[0]["Message-ID"] == message_id  # the same id on every attempt
+    assert len(backoff.slept) == 2
+    # full jitter: each delay within [0, base * 2**n]
+    assert 0 <= backoff.slept[0] <= 0.5 and 0 <= backoff.slept[1] <= 1.0
+
+
+def test_backoff_is_exponential_and_capped():
+    b = Backoff(attempts=10, base_delay=0.5, max_delay=8.0, rand=lambda lo, hi: hi)
+    assert [b.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def test_smtp_550_fails_at_once_without_retry(smtp_server):
+    handler = Refuse()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    with pytest.raises(PermanentMailError, match="550"):
+        transport.send(email())
+    assert handler.attempts == 1
+    assert backoff.slept == []
+
+
+def test_smtp_refused_connection_retries_then_gives_up():
+    backoff = RecordedBackoff(attempts=3)
+    transport = SmtpTransport(host="127.0.0.1", port=free_port(), sender="c@example.com", timeout=2, backoff=backoff)
+    with pytest.raises(TransientMailError, match="3 times.*refused the connection"):
+        transport.send(email())
+    assert len(backoff.slept) == 2
+
+
+def test_smtp_login_with_password_from_environment(smtp_server, monkeypatch):
+    seen = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        seen.append((auth_data.login, auth_data.password))
+        return AuthResult(success=auth_data.password == b"s3cret", handled=False)
+
+    handler = Counting()
+    ctl = smtp_server(handler, authenticator=authenticator, auth_require_tls=False)
+    monkeypatch.setenv("NC_MAIL_PASSWORD", "s3cret")
+    config = MailConfig(transport="smtp", host="127.0.0.1", port=ctl.port, sender="c@example.com",
+                        username="console", timeout_seconds=5)
+    transport = transport_from_config(config, backoff=RecordedBackoff())
+    assert isinstance(transport, SmtpTransport)
+    transport.send(email())
+    assert seen == [(b"console", b"s3cret")]
+    assert len(handler.messages) == 1
+
+    monkeypatch.setenv("NC_MAIL_PASSWORD", "wrong")
+    backoff = RecordedBackoff()
+    with pytest.raises(PermanentMailError, match="refused the login"):
+        transport_from_config(config, backoff=backoff).send(email())
+    assert backoff.slept == []
+    assert len(handler.messages) == 1
+
+
+def test_smtp_username_without_password_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("NC_MAIL_PASSWORD", raising=False)
+    config = MailConfig(transport="smtp", host="127.0.0.1", port=free_port(), username="console")
+    backoff = RecordedBackoff()
+    with pytest.raises(PermanentMailError, match="NC_MAIL_PASSWORD"):
+        transport_from_config(config, backoff=backoff).send(email())
+    assert backoff.slept == []
+
+
+def _self_signed(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    import ipaddress
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_smtp_starttls_then_login(smtp_server, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append(session.ssl is not None)
+        return AuthResult(success=True)
+
+    handler = Counting()
+    ctl = smtp_server(handler, tls_context=server_ctx, require_starttls=True, authenticator=authenticator)
+    client_ctx = ssl.create_default_context(cafile=str(cert))
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True,
+                              username="console", password="pw", backoff=RecordedBackoff(), tls_context=client_ctx)
+    transport.send(email())
+    assert logins == [True]
+    assert len(handler.messages) == 1
+
+    # The default context verifies the certificate: a self-signed one is refused for good.
+    strict = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True,
+                           backoff=RecordedBackoff())
+    with pytest.raises(PermanentMailError, match="certificate"):
+        strict.send(email())
+    assert len(handler.messages) == 1
+
+
+def test_starttls_on_a_server_without_it_fails_at_once(smtp_server):
+    handler = Counting()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True, backoff=backoff)
+    with pytest.raises(PermanentMailError, match="STARTTLS"):
+        transport.send(email())
+    assert backoff.slept == []
+
+
+# --------------------------------------------------------------------------
+# Outbox
+
+def test_outbox_one_file_per_email_and_index(tmp_path):
+    outbox = OutboxTransport(tmp_path / "outbox")
+    ids = [outbox.send(email(n)) for n in range(3)]
+    files = outbox.files()
+    assert len(files) == 3 and len(set(ids)) == 3
+    index = (tmp_path / "outbox" / "index.html").read_text()
+    for f in files:
+        assert f.name in index
+    assert "Outbox (3 emails)" in index
+    assert "Order #2: driver added pickup images" in index
+    assert "<b>#1</b>" in files[1].read_text()
+    assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.endswith(".part")]
+
+
+def test_outbox_concurrent_writers_never_collide(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def writer(w):
+        transport = OutboxTransport(outbox_dir)  # one transport per worker, like separate consoles
+        barrier.wait()
+        try:
+            for n in range(10):
+                transport.send(email(w * 100 + n))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    files = OutboxTransport(outbox_dir).files()
+    assert len(files) == 80
+    index = (outbox_dir / "index.html").read_text()
+    assert "Outbox (80 emails)" in index
+    assert all(f.name in index for f in files)
+    assert sorted(p.name for p in outbox_dir.iterdir() if p.name.endswith(".part")) == []
+
+
+def test_transport_from_config_outbox_default(tmp_path):
+    t = transport_from_config(MailConfig(transport="outbox", outbox_dir=str(tmp_path / "o")))
+    assert isinstance(t, OutboxTransport) and t.directory == tmp_path / "o"
