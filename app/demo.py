@@ -118,6 +118,7 @@ def ensure_demo_workspace(reset: bool = False) -> Config:
     """Create the demo workspace once (or again with ``reset``) and return its config."""
     target = demo_dir()
     if not reset and _is_current(target):
+        _keep_console_schema_current(target)
         return demo_config(target)
     base = target.parent
     try:
@@ -128,10 +129,11 @@ def ensure_demo_workspace(reset: bool = False) -> Config:
         staging.mkdir()
         try:
             counts = build_demo(staging)
-            (staging / MARKER).write_text(json.dumps({
+            from .schema_setup import ORDER_SCHEMA_VERSION
+            _write_marker(staging, {
                 "version": DEMO_VERSION, "seed": SEED,
                 "created_at": utcnow().isoformat(timespec="seconds") + "Z",
-                "counts": counts}, indent=2), encoding="utf-8")
+                "order_schema_version": ORDER_SCHEMA_VERSION, "counts": counts})
             # Swap the finished workspace in; a half-built one is never visible.
             if target.exists():
                 old = base / f"demo.old-{os.getpid()}-{time.monotonic_ns()}"
@@ -144,6 +146,35 @@ def ensure_demo_workspace(reset: bool = False) -> Config:
     except OSError as exc:
         raise OperationFailed(f"The demo workspace cannot be created under {base}: {exc}.") from None
     return demo_config(target)
+
+
+def _keep_console_schema_current(directory: Path) -> None:
+    """A reused workspace gets the console migrations added since it was made."""
+    from . import migrate
+    from .schema_setup import ORDER_SCHEMA_VERSION
+    config = demo_config(directory)
+    for source in ("cart", "dispatch"):
+        engine = sql_engine(config.sources[source])
+        try:
+            if migrate.current_revision(engine) != migrate.head_revision():
+                upgrade_sql_source(engine, source)
+        finally:
+            engine.dispose()
+    marker = read_marker(directory) or {}
+    if marker.get("order_schema_version", 0) < ORDER_SCHEMA_VERSION:
+        store = open_order_store(config.sources["orders"].url)
+        try:
+            upgrade_order_store(store)
+        finally:
+            store.file = None
+        marker["order_schema_version"] = ORDER_SCHEMA_VERSION
+        _write_marker(directory, marker)
+
+
+def _write_marker(directory: Path, marker: dict) -> None:
+    tmp = directory / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(marker, indent=2), encoding="utf-8")
+    os.replace(tmp, directory / MARKER)
 
 
 # --------------------------------------------------------------------------

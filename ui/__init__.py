@@ -1,0 +1,1 @@
+"""The Qt front end: windows, pages, table models, charts and background tasks."""

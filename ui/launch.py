@@ -1,0 +1,110 @@
+"""Open the window: ``python main.py [--config F | --demo] [--screenshot FILE.png --page NAME]``."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from app.cli import build_parser, open_workspace
+from app.errors import ConsoleError
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+SCREENSHOT_TIMEOUT_MS = 60_000
+
+
+def load_style(app) -> None:
+    qss = RESOURCES / "style.qss"
+    if qss.exists():
+        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+
+
+def make_application():
+    from PySide6.QtGui import QFont
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "notification-console"])
+    app.setApplicationName("Notification Console")
+    app.setOrganizationName("notification-console")
+    font = QFont(app.font())
+    font.setPointSizeF(10)
+    app.setFont(font)
+    load_style(app)
+    return app
+
+
+def build_window(args):
+    """The window, with the workspace opening in the background."""
+    from .main_window import MainWindow
+    window = MainWindow()
+    window.show_page(args.page or "overview")
+    window.ctx.open_workspace(lambda: open_workspace(args))
+    return window
+
+
+def wait_until_settled(window, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
+    """Run the event loop until the status checks have finished (or the timeout)."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    if window.settled:
+        return True
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+    window.status_settled.connect(loop.quit)
+    timer.start(timeout_ms)
+    loop.exec()
+    timer.stop()
+    return window.settled
+
+
+def take_screenshot(window, path: str) -> int:
+    from PySide6.QtWidgets import QApplication
+    window.show()
+    settled = wait_until_settled(window)
+    for _ in range(3):  # let posted layout requests run before the grab
+        QApplication.sendPostedEvents()
+        QApplication.processEvents()
+    target = Path(path).expanduser()
+    if target.parent and not target.parent.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+    ok = window.grab().save(str(target), "PNG")
+    window.close()
+    if not ok:
+        print(f"error: the screenshot cannot be written to {target}.", file=sys.stderr)
+        return 1
+    if not settled:
+        print("warning: the connection checks did not finish in time; the screenshot shows them in progress.",
+              file=sys.stderr)
+    print(f"screenshot written to {target}")
+    return 0
+
+
+def _quiet_offscreen_warnings() -> None:
+    """The offscreen platform warns about window hints it cannot honour; they mean nothing here."""
+    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
+
+    def handler(mode, _context, message):
+        if "propagateSizeHints" in message:
+            return
+        if mode in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg, QtMsgType.QtWarningMsg):
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
+def launch(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ConsoleError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if args.screenshot:
+        _quiet_offscreen_warnings()
+    app = make_application()
+    window = build_window(args)
+    if args.screenshot:
+        return take_screenshot(window, args.screenshot)
+    window.show()
+    return app.exec()

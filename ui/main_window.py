@@ -1,0 +1,179 @@
+"""The main window: sidebar of pages, an error banner, and a status bar of sources."""
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QMainWindow, QStackedWidget, QVBoxLayout, QWidget)
+
+from app.config import SOURCE_NAMES
+
+from .context import AppContext
+from .icons import icon
+from .pages import PAGES, Page
+from .status_monitor import SourceMonitor
+from .widgets import Banner, SourceIndicator, repolish
+
+
+class MainWindow(QMainWindow):
+    # The first round of connection checks is over (or the workspace could not
+    # open): the window shows what it will keep showing until the next change.
+    status_settled = Signal()
+
+    def __init__(self, ctx: AppContext | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.ctx = ctx or AppContext(self)
+        self.monitor = SourceMonitor(self.ctx, self)
+        self.settled = False
+        self.setWindowTitle("Notification Console")
+        self.setWindowIcon(icon("app"))
+        self.resize(1280, 800)
+
+        root = QWidget()
+        root.setObjectName("root")
+        h = QHBoxLayout(root)
+        h.setContentsMargins(0, 0, 0, 0)
+        h.setSpacing(0)
+        h.addWidget(self._build_sidebar())
+        content = QWidget()
+        content.setObjectName("content")
+        v = QVBoxLayout(content)
+        v.setContentsMargins(0, 0, 0, 0)
+        v.setSpacing(0)
+        self.banner = Banner()
+        v.addWidget(self.banner)
+        self.stack = QStackedWidget()
+        self.pages: dict[str, Page] = {}
+        for cls in PAGES:
+            page = cls(self.ctx)
+            self.pages[cls.key] = page
+            self.stack.addWidget(page)
+        v.addWidget(self.stack, 1)
+        h.addWidget(content, 1)
+        self.setCentralWidget(root)
+        self._build_status_bar()
+
+        self.ctx.notice.connect(self.show_notice)
+        self.ctx.workspace_ready.connect(self._workspace_ready)
+        self.ctx.workspace_failed.connect(self._workspace_failed)
+        self.monitor.checks_started.connect(self._checks_started)
+        self.monitor.source_checked.connect(self._source_checked)
+        self.monitor.checks_finished.connect(self._checks_finished)
+        overview = self.pages["overview"]
+        overview.refresh_button.clicked.connect(self.monitor.refresh)
+        self.nav.setCurrentRow(0)
+
+    # Layout ----------------------------------------------------------------
+    def _build_sidebar(self) -> QWidget:
+        side = QFrame()
+        side.setObjectName("sidebar")
+        side.setFixedWidth(228)
+        v = QVBoxLayout(side)
+        v.setContentsMargins(14, 18, 14, 14)
+        v.setSpacing(14)
+        brand = QHBoxLayout()
+        logo = QLabel()
+        logo.setPixmap(icon("app").pixmap(30, 30))
+        name = QLabel("Notification<br>Console")
+        name.setObjectName("brand")
+        brand.addWidget(logo)
+        brand.addWidget(name, 1)
+        v.addLayout(brand)
+        self.nav = QListWidget()
+        self.nav.setObjectName("nav")
+        self.nav.setIconSize(QSize(18, 18))
+        self.nav.setFocusPolicy(Qt.NoFocus)
+        for cls in PAGES:
+            item = QListWidgetItem(icon(cls.icon_name, "#94a3b8", active="#ffffff"), cls.title)
+            item.setData(Qt.UserRole, cls.key)
+            item.setSizeHint(QSize(190, 38))
+            self.nav.addItem(item)
+        self.nav.currentRowChanged.connect(self._page_changed)
+        v.addWidget(self.nav, 1)
+        self.workspace_label = QLabel("Opening workspace…")
+        self.workspace_label.setObjectName("sideFoot")
+        self.workspace_label.setWordWrap(True)
+        v.addWidget(self.workspace_label)
+        return side
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        bar.setSizeGripEnabled(False)
+        holder = QWidget()
+        row = QHBoxLayout(holder)
+        row.setContentsMargins(4, 0, 0, 0)
+        row.setSpacing(10)
+        self.indicators = {name: SourceIndicator(name) for name in SOURCE_NAMES}
+        for name in SOURCE_NAMES:
+            row.addWidget(self.indicators[name])
+        row.addStretch(1)
+        bar.addWidget(holder, 1)
+        self.role_label = QLabel("role: —")
+        self.role_label.setObjectName("roleBadge")
+        bar.addPermanentWidget(self.role_label)
+
+    # Navigation -------------------------------------------------------------
+    def show_page(self, key: str) -> None:
+        keys = [cls.key for cls in PAGES]
+        self.nav.setCurrentRow(keys.index(key))
+
+    def current_page(self) -> str:
+        return self.stack.currentWidget().key
+
+    def _page_changed(self, row: int) -> None:
+        if row < 0:
+            return
+        self.stack.setCurrentIndex(row)
+        self.stack.currentWidget().on_activated()
+
+    # Events ------------------------------------------------------------------
+    def show_notice(self, level: str, text: str) -> None:
+        self.banner.show_message(text, level)
+
+    def _workspace_ready(self, ws) -> None:
+        cfg = ws.config
+        where = "Demo workspace" if cfg.demo else (f"Config: {cfg.path}" if cfg.path else "Configured workspace")
+        self.workspace_label.setText(where)
+        self.role_label.setText(f"role: {ws.role}")
+        self.role_label.setProperty("role", ws.role)
+        repolish(self.role_label)
+        for name, ind in self.indicators.items():
+            ind.set_state("checking" if ws.has(name) else "absent")
+        if not ws.config.sources:
+            self.show_notice("warning", "No sources are configured: add [sources.orders], [sources.cart] "
+                                        "or [sources.dispatch] to the configuration file.")
+
+    def _workspace_failed(self, error) -> None:
+        self.workspace_label.setText("No workspace open")
+        for card in self.pages["overview"].cards.values():
+            card.set_absent()
+        self._settle()
+
+    def _checks_started(self, names: list) -> None:
+        self.pages["overview"].on_checks_started(names)
+
+    def _source_checked(self, status) -> None:
+        self.indicators[status.name].set_state(status.state, status.reason or "")
+        for page in self.pages.values():
+            page.on_source_status(status)
+
+    def _checks_finished(self, results: list) -> None:
+        self.pages["overview"].on_checks_finished(results)
+        problems = [s for s in results if not s.reachable or not s.ok]
+        if problems:
+            first = problems[0]
+            more = f" ({len(problems) - 1} more on the Overview)" if len(problems) > 1 else ""
+            level = "error" if not first.reachable else "warning"
+            self.show_notice(level, (first.reason or f"The {first.name} source has a problem.") + more)
+        elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None:
+            self.banner.hide()
+        self._settle()
+
+    def _settle(self) -> None:
+        if not self.settled:
+            self.settled = True
+            self.status_settled.emit()
+
+    def closeEvent(self, event) -> None:
+        self.monitor.timer.stop()
+        self.ctx.close()
+        super().closeEvent(event)

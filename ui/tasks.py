@@ -1,0 +1,135 @@
+"""Background work for the GUI: every database or network call runs here.
+
+A ``Task`` wraps a plain function; it runs on the manager's ``QThreadPool``,
+catches its own exception and reports through signals, so the GUI thread
+only ever receives plain values (dataclasses, lists, dicts) or a ``TaskError``.
+The ``TaskManager`` caps threads, keeps a reference to every running task
+(a task collected mid-flight would take its signals with it), and can skip a
+poll while the previous one with the same key still runs.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+
+from app.errors import ConsoleError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskError:
+    """What went wrong, as one sentence for a banner."""
+
+    message: str
+    kind: str = "error"           # the ConsoleError class name, or "unexpected"
+    exit_code: int = 1
+
+
+class _TaskSignals(QObject):
+    # (token, payload): the token tells the manager which task spoke.
+    finished = Signal(int, object)
+    failed = Signal(int, object)
+
+
+class Task(QRunnable):
+    def __init__(self, token: int, fn: Callable[..., Any], args: tuple, kwargs: dict, key: str | None):
+        super().__init__()
+        self.setAutoDelete(False)   # Python owns it: the manager drops it when it reports
+        self.token = token
+        self.key = key
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.signals = _TaskSignals()
+        self.on_done: Callable[[Any], None] | None = None
+        self.on_error: Callable[[TaskError], None] | None = None
+
+    def run(self) -> None:  # worker thread
+        try:
+            result = self.fn(*self.args, **self.kwargs)
+        except ConsoleError as exc:
+            self.signals.failed.emit(self.token, TaskError(exc.message, type(exc).__name__, exc.exit_code))
+        except Exception as exc:  # a worker never dies silently: the GUI gets one sentence
+            log.debug("task %s failed", self.key or self.fn, exc_info=True)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.signals.failed.emit(self.token, TaskError(f"Unexpected error: {text}.", "unexpected", 1))
+        else:
+            self.signals.finished.emit(self.token, result)
+
+
+class TaskManager(QObject):
+    """Runs tasks on a capped pool and delivers their outcome on the GUI thread."""
+
+    task_failed = Signal(object)          # every TaskError, for a window-wide banner
+    idle = Signal()                       # no task is running any more
+
+    def __init__(self, parent: QObject | None = None, max_threads: int = 4):
+        super().__init__(parent)
+        self.pool = QThreadPool(self)
+        self.pool.setMaxThreadCount(max_threads)
+        self._running: dict[int, Task] = {}
+        self._tokens = itertools.count(1)
+
+    def submit(self, fn: Callable[..., Any], *args, on_done: Callable[[Any], None] | None = None,
+               on_error: Callable[[TaskError], None] | None = None, key: str | None = None,
+               **kwargs) -> Task | None:
+        """Run ``fn(*args, **kwargs)`` off the GUI thread.
+
+        With ``key``, a task is skipped (returns None) while another with the
+        same key still runs: a polling timer never piles up work.
+        """
+        if key is not None and self.is_running(key):
+            return None
+        task = Task(next(self._tokens), fn, args, kwargs, key)
+        task.on_done, task.on_error = on_done, on_error
+        task.signals.finished.connect(self._finished)
+        task.signals.failed.connect(self._failed)
+        self._running[task.token] = task
+        self.pool.start(task)
+        return task
+
+    def is_running(self, key: str) -> bool:
+        return any(t.key == key for t in self._running.values())
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def wait(self, msecs: int = 10000) -> bool:
+        """Block until the pool drains (shutdown only)."""
+        return self.pool.waitForDone(msecs)
+
+    @Slot(int, object)
+    def _finished(self, token: int, result: object) -> None:
+        task = self._running.pop(token, None)
+        if task is None:
+            return
+        try:
+            if task.on_done is not None:
+                task.on_done(result)
+        except ConsoleError as exc:
+            self.task_failed.emit(TaskError(exc.message, type(exc).__name__, exc.exit_code))
+        finally:
+            self._maybe_idle()
+
+    @Slot(int, object)
+    def _failed(self, token: int, error: object) -> None:
+        task = self._running.pop(token, None)
+        if task is None:
+            return
+        try:
+            if task.on_error is not None:
+                task.on_error(error)
+            else:
+                self.task_failed.emit(error)
+        finally:
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self._running:
+            self.idle.emit()
