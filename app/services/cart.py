@@ -1,0 +1,353 @@
+"""Cart abandonment emails: one email per (user, cart) per 24 hours, whatever the concurrency.
+
+Seed 001 guarded with a singleton and an in-memory set, which holds for one
+process only. Here the guard is a row in the cart database, ``nc_cart_claim``
+keyed by (user_id, cart_hash):
+
+* the first detector to ``INSERT IGNORE`` the claim owns the email;
+* an existing claim is taken over only by a conditional ``UPDATE`` whose
+  ``WHERE`` says the previous claim is finished — sent more than 24 h ago (a
+  new abandonment), or still "sending"/"failed" after the in-progress window
+  (its sender died or failed) — so exactly one of any number of detectors,
+  threads, processes and workstations wins;
+* the winner writes the ``cart_abandonment_log`` row (email_sent = 0), hands
+  the email to the transport, then marks row and claim sent; a send error is
+  recorded on the row (error_message) and the claim (failed).
+
+Every step is safe to repeat: a sender that dies leaves a "sending" claim the
+next detector (or a retry) takes over after the in-progress window, which is
+longer than the transport's worst-case time with its retries.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html as html_lib
+import re
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from ..errors import OperationFailed, UsageError
+from ..schema import cart_log, cart_users, nc_cart_claim
+from ..sources import describe_db_error
+from ..sqlutil import db_now, insert_ignore, with_retry
+from .actions import operator_identity
+from .mail import Email, MailError, MailTransport, transport_from_config
+
+_HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+
+
+@dataclass
+class CartOutcome:
+    status: str                   # sent | skipped | failed
+    log_id: int | None = None
+    reason: str | None = None     # why skipped, or the send error
+    message_id: str | None = None
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+def _windows(workspace) -> tuple[dt.timedelta, dt.timedelta]:
+    th = workspace.config.thresholds
+    return (dt.timedelta(minutes=th.cart_in_progress_minutes),
+            dt.timedelta(hours=th.duplicate_window_hours))
+
+
+def _hours(delta: dt.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} h"
+
+
+def _db(fn):
+    """Run ``fn`` with deadlock retries; a database error becomes one sentence."""
+    try:
+        return with_retry(fn)
+    except (DBAPIError, SQLAlchemyError) as exc:
+        raise OperationFailed(describe_db_error("cart", exc)) from None
+
+
+def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
+    try:
+        uid = int(user_id)
+    except (TypeError, ValueError):
+        raise UsageError(f"The user id {user_id!r} is not a number.") from None
+    if uid <= 0:
+        raise UsageError(f"The user id {user_id!r} must be positive.")
+    if not isinstance(cart_hash, str) or not _HASH.match(cart_hash):
+        raise UsageError(f"The cart hash {cart_hash!r} must be 64 hexadecimal characters (sha256 of the cart).")
+    try:
+        value = Decimal(str(cart_value)).quantize(Decimal("0.01"))
+    except (InvalidOperation, ValueError):
+        raise UsageError(f"The cart value {cart_value!r} is not a number.") from None
+    if value < 0 or value >= Decimal("100000000"):
+        raise UsageError(f"The cart value {cart_value!r} is out of range.")
+    return uid, cart_hash.lower(), value
+
+
+def _user(conn, user_id: int):
+    row = conn.execute(select(cart_users.c.email, cart_users.c.name)
+                       .where(cart_users.c.id == user_id)).mappings().first()
+    if row is None:
+        raise OperationFailed(f"User {user_id} does not exist in the cart database.")
+    return row
+
+
+def _sent_within(conn, user_id: int, cart_hash: str, since: dt.datetime):
+    """The latest sent row of this cart since ``since``, or None."""
+    return conn.execute(
+        select(cart_log.c.id, cart_log.c.sent_at)
+        .where(cart_log.c.user_id == user_id, cart_log.c.cart_hash == cart_hash,
+               cart_log.c.email_sent == 1,
+               func.coalesce(cart_log.c.sent_at, cart_log.c.created_at) >= since)
+        .order_by(cart_log.c.id.desc()).limit(1)).mappings().first()
+
+
+def _claim_key(user_id: int, cart_hash: str):
+    return and_(nc_cart_claim.c.user_id == user_id, nc_cart_claim.c.cart_hash == cart_hash)
+
+
+def _take_claim(engine, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
+                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool) -> bool:
+    """Claim (user, cart) for one email; True for exactly one of any number of callers.
+
+    The insert and the takeover run in separate transactions: a loser's
+    duplicate-key check holds a shared lock that would deadlock with another
+    loser's update in the same transaction.
+    """
+    def insert_tx():
+        with engine.begin() as conn:
+            return insert_ignore(conn, nc_cart_claim, {
+                "user_id": user_id, "cart_hash": cart_hash, "log_id": log_id, "state": "sending",
+                "claimed_at": db_now(conn), "sent_at": None, "owner": token}) == 1
+
+    if _db(insert_tx):
+        return True
+
+    def takeover_tx():
+        with engine.begin() as conn:
+            now = db_now(conn)
+            failed = nc_cart_claim.c.state == "failed"
+            if not failed_any_age:
+                failed = and_(failed, nc_cart_claim.c.claimed_at < now - in_progress)
+            finished = or_(
+                and_(nc_cart_claim.c.state == "sent", nc_cart_claim.c.sent_at < now - window),
+                and_(nc_cart_claim.c.state == "sending", nc_cart_claim.c.claimed_at < now - in_progress),
+                failed)
+            result = conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), finished)
+                                  .values(state="sending", claimed_at=now, sent_at=None, owner=token,
+                                          log_id=log_id))
+            return result.rowcount == 1
+
+    return _db(takeover_tx)
+
+
+def _claim_reason(engine, user_id: int, cart_hash: str, window: dt.timedelta,
+                  in_progress: dt.timedelta) -> str:
+    def tx():
+        with engine.connect() as conn:
+            now = db_now(conn)
+            row = conn.execute(select(nc_cart_claim).where(_claim_key(user_id, cart_hash))).mappings().first()
+            return now, row
+    now, row = _db(tx)
+    if row is None:  # released in the meantime: still someone else's turn
+        return "cart email is being handled by another console"
+    ref = f"row {row['log_id']}" if row["log_id"] is not None else "no row yet"
+    if row["state"] == "sent":
+        return f"cart already emailed within {_hours(window)} ({ref})"
+    age = max(0, int((now - row["claimed_at"]).total_seconds()))
+    if row["state"] == "sending":
+        return f"cart email already in progress on {row['owner'] or 'another console'} ({ref}, {age} s ago)"
+    return (f"cart email failed {age} s ago ({ref}); it is tried again after the "
+            f"{in_progress.total_seconds() / 60:g}-minute in-progress window")
+
+
+def _mark_sent(engine, user_id, cart_hash, log_id, token) -> None:
+    def tx():
+        with engine.begin() as conn:
+            now = db_now(conn)
+            conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
+                         .values(email_sent=1, sent_at=now, error_message=None))
+            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
+                         .values(state="sent", sent_at=now, log_id=log_id))
+    _db(tx)
+
+
+def _mark_failed(engine, user_id, cart_hash, log_id, token, error: str) -> None:
+    def tx():
+        with engine.begin() as conn:
+            conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
+                         .values(error_message=error[:60000]))
+            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token,
+                                                     nc_cart_claim.c.state == "sending")
+                         .values(state="failed"))
+    _db(tx)
+
+
+def _release_failed(engine, user_id, cart_hash, token) -> None:
+    def tx():
+        with engine.begin() as conn:
+            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token,
+                                                     nc_cart_claim.c.state == "sending")
+                         .values(state="failed"))
+    _db(tx)
+
+
+def _release_as_sent(engine, user_id, cart_hash, token, sent_row) -> None:
+    """A sent row the claim did not know of (written before the console): record it on the claim."""
+    def tx():
+        with engine.begin() as conn:
+            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
+                         .values(state="sent", log_id=sent_row["id"],
+                                 sent_at=sent_row["sent_at"] or db_now(conn)))
+    _db(tx)
+
+
+def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
+    name = html_lib.escape(user["name"] or "there")
+    value = f"{Decimal(cart_value):.2f}"
+    return Email(
+        to=user["email"],
+        subject="You left something in your cart",
+        html=(f"<p>Hi {name},</p><p>You left items worth <b>{value}</b> in your cart. "
+              "They are still waiting for you.</p>"),
+        text=f"Hi {user['name']},\n\nYou left items worth {value} in your cart. They are still waiting for you.\n",
+        headers={"X-NC-Cart": f"{user_id}:{cart_hash}", "X-NC-Cart-Log-Id": str(log_id)})
+
+
+def _send(transport: MailTransport, email: Email) -> tuple[str | None, str | None]:
+    try:
+        return transport.send(email), None
+    except MailError as exc:
+        return None, exc.message
+    except Exception as exc:  # a transport bug must still leave the row marked failed
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+# --------------------------------------------------------------------------
+# The production path (what seed 001's detector should have run)
+
+def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
+                           transport: MailTransport | None = None) -> CartOutcome:
+    """Email the user about an abandoned cart unless this cart got one within 24 h."""
+    uid, chash, value = _check_args(user_id, cart_hash, cart_value)
+    engine = workspace.engine("cart")
+    in_progress, window = _windows(workspace)
+
+    def read_user():
+        with engine.connect() as conn:
+            return dict(_user(conn, uid))
+    user = _db(read_user)
+
+    token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
+    if not _take_claim(engine, uid, chash, token, log_id=None, in_progress=in_progress, window=window,
+                       failed_any_age=False):
+        return CartOutcome("skipped", reason=_claim_reason(engine, uid, chash, window, in_progress))
+
+    def log_tx():
+        with engine.begin() as conn:
+            now = db_now(conn)
+            sent = _sent_within(conn, uid, chash, now - window)
+            if sent is not None:
+                return None, dict(sent)
+            log_id = conn.execute(insert(cart_log).values(
+                user_id=uid, cart_hash=chash, cart_value=value, email_sent=0, created_at=now)
+            ).inserted_primary_key[0]
+            conn.execute(update(nc_cart_claim).where(_claim_key(uid, chash), nc_cart_claim.c.owner == token)
+                         .values(log_id=log_id))
+            return int(log_id), None
+
+    log_id, sent = _db(log_tx)
+    if sent is not None:
+        _release_as_sent(engine, uid, chash, token, sent)
+        return CartOutcome("skipped", log_id=sent["id"],
+                           reason=f"cart already emailed within {_hours(window)} (row {sent['id']})")
+
+    transport = transport or transport_from_config(workspace)
+    message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id))
+    if error is not None:
+        _mark_failed(engine, uid, chash, log_id, token, error)
+        return CartOutcome("failed", log_id=log_id, reason=error)
+    _mark_sent(engine, uid, chash, log_id, token)
+    return CartOutcome("sent", log_id=log_id, message_id=message_id)
+
+
+# --------------------------------------------------------------------------
+# Admin retry (app.services.retry calls this per item)
+
+def _parse_id(item_id) -> int:
+    try:
+        value = int(str(item_id).strip())
+    except ValueError:
+        raise UsageError(f"The cart row id {item_id!r} is not a number.") from None
+    if value <= 0:
+        raise UsageError(f"The cart row id {item_id!r} must be positive.")
+    return value
+
+
+def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
+               transport: MailTransport | None = None) -> tuple[str, str | None]:
+    """Send the email of a failed (or stuck) cart_abandonment_log row, exactly once."""
+    log_id = _parse_id(item_id)
+    engine = workspace.engine("cart")
+    in_progress, window = _windows(workspace)
+
+    def read():
+        with engine.connect() as conn:
+            now = db_now(conn)
+            row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
+            if row is None:
+                return now, None, None, None
+            sent = _sent_within(conn, row["user_id"], row["cart_hash"], now - window)
+            user = conn.execute(select(cart_users.c.email, cart_users.c.name)
+                                .where(cart_users.c.id == row["user_id"])).mappings().first()
+            return now, dict(row), sent and dict(sent), user and dict(user)
+
+    now, row, sent, user = _db(read)
+    if row is None:
+        raise OperationFailed(f"Cart row {log_id} does not exist.")
+    if row["email_sent"]:
+        return "skipped", f"cart row {log_id} was already sent"
+    if row["created_at"] > now - in_progress:
+        age = max(0, int((now - row["created_at"]).total_seconds()))
+        return "skipped", f"cart row {log_id} is still in progress (created {age} s ago)"
+    if sent is not None:
+        return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
+    if user is None:
+        raise OperationFailed(f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
+
+    uid, chash = row["user_id"], row["cart_hash"]
+    token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
+    if not _take_claim(engine, uid, chash, token, log_id=log_id, in_progress=in_progress, window=window,
+                       failed_any_age=True):
+        return "skipped", _claim_reason(engine, uid, chash, window, in_progress)
+
+    # Holding the claim: check again, in the database, what may have changed since the read.
+    def recheck():
+        with engine.begin() as conn:
+            now2 = db_now(conn)
+            current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
+            sent2 = _sent_within(conn, uid, chash, now2 - window)
+            return current, sent2 and dict(sent2)
+
+    current, sent = _db(recheck)
+    if sent is not None:
+        _release_as_sent(engine, uid, chash, token, sent)
+        return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
+    if current:
+        _release_as_sent(engine, uid, chash, token, {"id": log_id, "sent_at": None})
+        return "skipped", f"cart row {log_id} was already sent"
+    if current is None:
+        _release_failed(engine, uid, chash, token)
+        raise OperationFailed(f"Cart row {log_id} was removed while it was being retried.")
+
+    transport = transport or transport_from_config(workspace)
+    _message_id, error = _send(transport, cart_email(user, uid, chash, row["cart_value"], log_id))
+    if error is not None:
+        _mark_failed(engine, uid, chash, log_id, token, error)
+        raise OperationFailed(f"The email of cart row {log_id} could not be sent: {error}")
+    _mark_sent(engine, uid, chash, log_id, token)
+    return "retried", None
