@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from sqlalchemy import and_, column, func, or_, select, table, tuple_
+from sqlalchemy import DateTime, and_, column, func, or_, select, table, tuple_
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import DuplicateRule
@@ -66,6 +66,16 @@ def _time_key(value) -> dt.datetime:
     return value if isinstance(value, dt.datetime) else _MIN_TIME
 
 
+def _as_time(value):
+    """A row's time as a datetime (a driver may hand back text for an untyped column)."""
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value.strip().replace("T", " ")).replace(tzinfo=None)
+        except ValueError:
+            return value
+    return value
+
+
 # --------------------------------------------------------------------------
 # The rules (pure)
 
@@ -82,6 +92,8 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
     """
     by_key: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
+        if isinstance(row.get(time_field), str):
+            row = dict(row, **{time_field: _as_time(row[time_field])})
         by_key[tuple(row.get(k) for k in key_fields)].append(row)
     groups: list[DuplicateGroup] = []
     for key, members in by_key.items():
@@ -235,7 +247,7 @@ def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
     # Identifiers were validated by the config loader; they still only ever
     # enter the query as quoted identifiers through table()/column().
     key_cols = tuple(column(k) for k in rule.key)
-    time_col, id_col = column(rule.time_column), column(rule.id_column)
+    time_col, id_col = column(rule.time_column, DateTime), column(rule.id_column)
     cols = {c.name: c for c in (id_col, *key_cols, time_col)}
     t = table(rule.table, *cols.values())
     return SqlRuleSpec(

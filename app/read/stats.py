@@ -126,22 +126,22 @@ def _source_spec(source: str):
     if source == "dispatch":
         t = dispatch_log.c
         return dict(table=dispatch_log, id=t.id, created=t.created_at,
-                    cols=(t.id, t.dispatch_type, t.status, t.created_at, t.completed_at))
+                    cols=(t.id, t.created_at, t.dispatch_type, t.status, t.completed_at))
     if source == "cart":
         t = cart_log.c
         return dict(table=cart_log, id=t.id, created=t.created_at,
-                    cols=(t.id, t.email_sent, t.created_at, t.sent_at))
+                    cols=(t.id, t.created_at, t.email_sent, t.sent_at))
     raise UsageError(f"Statistics exist for cart and dispatch, not '{source}'.")
 
 
 def _settled(source: str, row) -> tuple[str, float] | None:
     """(series, latency ms) of a settled row, or None while it is unsettled."""
     if source == "dispatch":
-        _id, dtype, status, created, completed = row
+        _id, created, dtype, status, completed = row
         if status == "completed" and completed is not None:
             return f"dispatch:{dtype}", _ms(completed, created)
         return None
-    _id, sent, created, sent_at = row
+    _id, created, sent, sent_at = row
     if sent and sent_at is not None:
         return "cart", _ms(sent_at, created)
     return None
@@ -156,7 +156,7 @@ def _add_rows(acc: dict, source: str, rows) -> list:
             unsettled.append(row)
             continue
         series, ms = s
-        entry = acc.setdefault((series, _minute(row[2])), [0, 0.0, []])
+        entry = acc.setdefault((series, _minute(row[1])), [0, 0.0, []])
         entry[0] += 1
         entry[1] += max(ms, 0.0)
         entry[2].append(ms)
@@ -239,11 +239,11 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
                 break
             read += len(rows)
             last_id = rows[-1][0]
-            fresh = [r for r in rows if r[2] >= horizon]
+            fresh = [r for r in rows if r[1] >= horizon]
             unsettled = _add_rows(acc, source, fresh)
             if unsettled:
                 insert_ignore(conn, nc_rollup_unsettled,
-                              [{"source": source, "row_id": r[0], "created_at": r[2]} for r in unsettled])
+                              [{"source": source, "row_id": r[0], "created_at": r[1]} for r in unsettled])
             if len(rows) < ROLLUP_BATCH:
                 caught_up = True
                 break
