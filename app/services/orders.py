@@ -1,0 +1,307 @@
+"""Order stage emails: exactly one admin email per (order, stage), whatever the concurrency.
+
+Seed 000 pushed the image and then read the count in a separate ``find``:
+two concurrent uploads can both read 2 and no email goes out (or, checking
+before the push, both read 0 and two go out). Here:
+
+1. a legacy document (``images.<stage>`` a single object or null) is turned
+   into a list by a conditional update that matches the exact legacy value,
+   so concurrent converters cannot lose an image;
+2. the image is added with ``find_one_and_update($push, return_document=AFTER)``:
+   the array length each upload sees is its own, so exactly one sees 1;
+3. that upload also has to win the insert into ``nc_email_claims`` (unique
+   on (order_id, event)) — belt and braces against an image removed and
+   added again, or a document rewritten by hand;
+4. the winner moves the status with a conditional update on the expected
+   previous status, hands the email to the transport, writes the
+   ``email_log`` document and marks the claim sent; a send error marks the
+   claim failed with the error, and the missed-email retry picks it up.
+
+Nothing here spans two databases or promises atomicity across steps: every
+step can be repeated safely, and a crash leaves a claim the retry takes over.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html as html_lib
+import uuid
+from dataclasses import dataclass
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from ..errors import OperationFailed, UsageError
+from ..read.failures import first_image_at, stage_images
+from ..schema_setup import require_order_schema
+from ..sqlutil import utcnow
+from .actions import operator_identity
+from .mail import Email, MailError, MailTransport, transport_from_config
+
+# stage -> (admin email event, status before, status after)
+STAGES: dict[str, tuple[str, str, str]] = {
+    "pickup": ("pickup_images_added", "DRIVER_ARRIVED", "PICKUP_IMAGES_ADDED"),
+    "delivery": ("delivery_images_added", "DELIVERY_ARRIVED", "DELIVERY_IMAGES_ADDED"),
+}
+_CONVERT_ROUNDS = 8
+
+
+@dataclass
+class ImageOutcome:
+    order_id: int
+    stage: str
+    images: int                 # images of the stage after this upload
+    emailed: bool
+    status: str | None          # the order's status afterwards, as far as this upload knows
+    reason: str | None = None   # why no email, or the send error
+    message_id: str | None = None
+
+
+def _order_id(value) -> int:
+    try:
+        oid = int(str(value).strip())
+    except ValueError:
+        raise UsageError(f"The order id {value!r} is not a number.") from None
+    return oid
+
+
+def _mongo(what: str, fn):
+    try:
+        return fn()
+    except PyMongoError as exc:
+        first = str(exc).split("\n")[0]
+        raise OperationFailed(f"The orders database failed while {what}: {first}.") from None
+
+
+def _ensure_stage_list(db, oid: int, stage: str) -> None:
+    """Turn a legacy ``images.<stage>`` (single object or null) into a list, race-free."""
+    for _ in range(_CONVERT_ROUNDS):
+        doc = db["orders"].find_one({"id": oid}, projection={"images": 1})
+        if doc is None:
+            raise OperationFailed(f"Order {oid} does not exist.")
+        images = doc.get("images")
+        if images is None:
+            db["orders"].update_one({"id": oid, "images": None}, {"$set": {"images": {stage: []}}})
+            continue
+        if not isinstance(images, dict):
+            raise OperationFailed(f"Order {oid} has an images field of an unknown shape ({type(images).__name__}).")
+        value = images.get(stage)
+        if isinstance(value, list):
+            return
+        # The filter names the exact legacy value and excludes arrays, so an
+        # update only applies to the shape it was computed from: a converter
+        # that lost the race matches nothing and re-reads.
+        if value is None:
+            db["orders"].update_one({"id": oid, f"images.{stage}": {"$eq": None, "$not": {"$type": "array"}}},
+                                    {"$set": {f"images.{stage}": []}})
+        elif isinstance(value, dict):
+            db["orders"].update_one({"id": oid, f"images.{stage}": {"$eq": value, "$not": {"$type": "array"}}},
+                                    {"$set": {f"images.{stage}": [value] if value else []}})
+        else:
+            raise OperationFailed(f"Order {oid} has {stage} images of an unknown shape ({type(value).__name__}).")
+    raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
+
+
+def _stage_email(workspace, order: dict, oid: int, stage: str, event: str, count: int) -> Email:
+    mail = workspace.config.mail
+    images = stage_images(order, stage) if order else []
+    rows = "".join(
+        f"<li>{html_lib.escape(str(i.get('filename', '')))} "
+        f"<a href=\"{html_lib.escape(str(i.get('url', '')))}\">{html_lib.escape(str(i.get('url', '')))}</a></li>"
+        for i in images[:20] if isinstance(i, dict))
+    driver = order.get("driver_id") if order else None
+    return Email(
+        to=mail.admin_to,
+        subject=f"Order #{oid}: driver added {stage} images",
+        html=(f"<p>The driver{' #' + html_lib.escape(str(driver)) if driver is not None else ''} added "
+              f"{stage} images to order <b>#{oid}</b>.</p><ul>{rows}</ul>"),
+        text=f"The driver added {stage} images to order #{oid} ({count} so far).\n",
+        headers={"X-NC-Order": str(oid), "X-NC-Event": event})
+
+
+def _move_status(db, oid: int, stage: str) -> bool:
+    _event, before, after = STAGES[stage]
+    res = db["orders"].update_one({"id": oid, "status": before},
+                                  {"$set": {"status": after, "updated_at": utcnow()}})
+    return res.modified_count == 1
+
+
+def _send_claimed(workspace, db, transport: MailTransport, order: dict, oid: int, stage: str,
+                  token: str, count: int) -> tuple[str | None, str | None]:
+    """Hand the claimed stage email over, log it, mark the claim; (message_id, error)."""
+    event = STAGES[stage][0]
+    email = _stage_email(workspace, order, oid, stage, event, count)
+    try:
+        message_id = transport.send(email)
+    except MailError as exc:
+        error = exc.message
+    except Exception as exc:  # a transport bug must still leave the claim failed, not "sending"
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        now = utcnow()
+        # email_log first: a crash before the claim is marked leaves the log,
+        # and the retry sees it and skips.
+        log = db["email_log"].insert_one({
+            "order_id": oid, "event": event, "to": email.to, "subject": email.subject,
+            "message_id": message_id, "transport": getattr(transport, "name", "smtp"), "sent_at": now})
+        db["nc_email_claims"].update_one(
+            {"order_id": oid, "event": event, "owner": token},
+            {"$set": {"state": "sent", "sent_at": now, "message_id": message_id,
+                      "email_log_id": log.inserted_id, "error": None}})
+        return message_id, None
+    db["nc_email_claims"].update_one(
+        {"order_id": oid, "event": event, "owner": token, "state": "sending"},
+        {"$set": {"state": "failed", "error": error, "failed_at": utcnow()}})
+    return None, error
+
+
+# --------------------------------------------------------------------------
+# The production path (what seed 000's upload handler should have run)
+
+def add_order_image(workspace, order_id, stage: str, image: dict,
+                    transport: MailTransport | None = None) -> ImageOutcome:
+    """Add one driver image to an order; the first image of a stage sends the admin email once."""
+    oid = _order_id(order_id)
+    if stage not in STAGES:
+        raise UsageError(f"Unknown image stage {stage!r}: choose pickup or delivery.")
+    if not isinstance(image, dict) or not image:
+        raise UsageError("The image must be a non-empty document (filename, url, uploaded_at, uploaded_by).")
+    image = dict(image)
+    image.setdefault("uploaded_at", utcnow())
+    event = STAGES[stage][0]
+    store = workspace.orders()
+    db = store.db
+    require_order_schema(store)
+
+    def push():
+        for _ in range(_CONVERT_ROUNDS):
+            _ensure_stage_list(db, oid, stage)
+            after = db["orders"].find_one_and_update(
+                {"id": oid, f"images.{stage}": {"$type": "array"}},
+                {"$push": {f"images.{stage}": image}, "$set": {"updated_at": utcnow()}},
+                return_document=ReturnDocument.AFTER)
+            if after is not None:
+                return after
+        raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
+
+    after = _mongo(f"adding a {stage} image to order {oid}", push)
+    count = len(after["images"][stage])
+    if count != 1:
+        return ImageOutcome(oid, stage, count, False, after.get("status"),
+                            reason=f"not the first {stage} image ({count} now)")
+
+    token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
+
+    def claim():
+        try:
+            db["nc_email_claims"].insert_one({
+                "order_id": oid, "event": event, "state": "sending", "owner": token,
+                "claimed_at": utcnow(), "attempts": 1, "error": None})
+            return True
+        except DuplicateKeyError:
+            return False
+
+    if not _mongo(f"claiming the {event} email of order {oid}", claim):
+        return ImageOutcome(oid, stage, count, False, after.get("status"),
+                            reason=f"the {event} email of order {oid} was already claimed")
+    moved = _mongo(f"moving order {oid}'s status", lambda: _move_status(db, oid, stage))
+    status = STAGES[stage][2] if moved else after.get("status")
+    transport = transport or transport_from_config(workspace)
+    message_id, error = _mongo(f"sending the {event} email of order {oid}",
+                               lambda: _send_claimed(workspace, db, transport, after, oid, stage, token, count))
+    if error is not None:
+        return ImageOutcome(oid, stage, count, False, status, reason=error)
+    return ImageOutcome(oid, stage, count, True, status, message_id=message_id)
+
+
+# --------------------------------------------------------------------------
+# Admin retry of missed stage emails (app.services.retry calls this per order)
+
+def _claim_for_retry(db, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
+    now = utcnow()
+    try:
+        db["nc_email_claims"].insert_one({"order_id": oid, "event": event, "state": "sending", "owner": token,
+                                          "claimed_at": now, "attempts": 1, "error": None})
+        return True
+    except DuplicateKeyError:
+        pass
+    # A failed claim (nothing was sent) or one whose sender died (still
+    # "sending" after the lease): exactly one retrier's update matches.
+    taken = db["nc_email_claims"].find_one_and_update(
+        {"order_id": oid, "event": event,
+         "$or": [{"state": "failed"}, {"state": "sending", "claimed_at": {"$lt": now - lease}}]},
+        {"$set": {"state": "sending", "owner": token, "claimed_at": now}, "$inc": {"attempts": 1}})
+    return taken is not None
+
+
+def _claim_reason(db, oid: int, event: str) -> str:
+    claim = db["nc_email_claims"].find_one({"order_id": oid, "event": event})
+    if claim is None:
+        return f"the {event} email of order {oid} is being handled by another console"
+    if claim.get("state") == "sent":
+        return f"the {event} email of order {oid} was already sent"
+    if claim.get("state") == "sending":
+        return f"the {event} email of order {oid} is being sent by {claim.get('owner') or 'another console'}"
+    return f"the {event} email of order {oid} was just taken by another console"
+
+
+def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
+               transport: MailTransport | None = None) -> tuple[str, str | None]:
+    """Send every missed stage email of one order, each exactly once."""
+    oid = _order_id(item_id)
+    db = workspace.orders().db
+    grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+
+    def read():
+        return db["orders"].find_one({"id": oid})
+    order = _mongo(f"reading order {oid}", read)
+    if order is None:
+        raise OperationFailed(f"Order {oid} does not exist.")
+    now = utcnow()
+    missed: list[tuple[str, str, int]] = []
+    notes: list[str] = []
+    for stage, (event, _before, _after) in STAGES.items():
+        images = stage_images(order, stage)
+        if not images:
+            continue
+        if _mongo("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event})):
+            notes.append(f"the {event} email of order {oid} was already sent")
+            continue
+        first = first_image_at(order, images)
+        if first is None or now - first < grace:
+            minutes = (now - first).total_seconds() / 60 if first else 0
+            notes.append(f"order {oid}'s {stage} images were added {minutes:.0f} min ago, "
+                         f"not yet missed ({grace.total_seconds() / 60:g}-minute grace period)")
+            continue
+        missed.append((stage, event, len(images)))
+    if not missed:
+        return "skipped", "; ".join(notes) if notes else f"order {oid} has no images"
+
+    transport = transport or transport_from_config(workspace)
+    sent, errors = [], []
+    for stage, event, count in missed:
+        token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"
+        if not _mongo(f"claiming the {event} email", lambda: _claim_for_retry(db, oid, event, token, grace)):
+            notes.append(_mongo("reading the claim", lambda: _claim_reason(db, oid, event)))
+            continue
+        # Holding the claim: a sender that logged the email and died before
+        # marking its claim must not cause a second email.
+        logged = _mongo("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event}))
+        if logged is not None:
+            db["nc_email_claims"].update_one({"order_id": oid, "event": event, "owner": token},
+                                             {"$set": {"state": "sent", "sent_at": logged.get("sent_at"),
+                                                       "email_log_id": logged["_id"], "error": None}})
+            notes.append(f"the {event} email of order {oid} was already sent")
+            continue
+        _mongo(f"moving order {oid}'s status", lambda: _move_status(db, oid, stage))
+        _message_id, error = _mongo(f"sending the {event} email of order {oid}",
+                                    lambda: _send_claimed(workspace, db, transport, order, oid, stage, token, count))
+        if error is None:
+            sent.append(event)
+        else:
+            errors.append(f"the {event} email could not be sent: {error}")
+    if errors:
+        done = f" (sent: {', '.join(sent)})" if sent else ""
+        raise OperationFailed(f"Order {oid}: {'; '.join(errors)}{done}.")
+    if sent:
+        return "retried", None
+    return "skipped", "; ".join(notes)
