@@ -47,7 +47,7 @@ cart_log = Table(
     "cart_abandonment_log", cart_metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("user_id", IntId, nullable=False),
-    Column("cart_hash", String(64), nullable=False),
+    Column("cart_hash", String(64).with_variant(mysql.CHAR(64), "mysql", "mariadb"), nullable=False),
     Column("cart_value", Numeric(10, 2), nullable=False),
     Column("email_sent", Bool1, nullable=False, server_default="0"),
     Column("created_at", Dt3, nullable=False),
