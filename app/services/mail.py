@@ -334,16 +334,22 @@ def _atomic_write(path: Path, content: str) -> None:
 # In-memory transport: the simulator and the demo count what would be sent.
 
 class MemoryTransport(MailTransport):
+    """Keeps (or, with ``keep=False``, only counts) the emails handed to it."""
+
     name = "memory"
 
-    def __init__(self):
+    def __init__(self, *, keep: bool = True):
+        self.keep = keep
+        self.count = 0
         self.sent: list[tuple[str, Email]] = []
         self._lock = threading.Lock()
 
     def send(self, email: Email) -> str:
         message_id = _message_id("memory.localhost")
         with self._lock:
-            self.sent.append((message_id, email))
+            self.count += 1
+            if self.keep:
+                self.sent.append((message_id, email))
         return message_id
 
 

@@ -54,6 +54,7 @@ class ImageOutcome:
     status: str | None          # the order's status afterwards, as far as this upload knows
     reason: str | None = None   # why no email, or the send error
     message_id: str | None = None
+    error: str | None = None    # the send error, when the email could not be handed over
 
 
 def _order_id(value) -> int:
@@ -101,7 +102,7 @@ def _ensure_stage_list(db, oid: int, stage: str) -> None:
     raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
 
 
-def _stage_email(workspace, order: dict, oid: int, stage: str, event: str, count: int) -> Email:
+def stage_email(workspace, order: dict, oid: int, stage: str, event: str, count: int) -> Email:
     mail = workspace.config.mail
     images = stage_images(order, stage) if order else []
     rows = "".join(
@@ -129,7 +130,7 @@ def _send_claimed(workspace, db, transport: MailTransport, order: dict, oid: int
                   token: str, count: int) -> tuple[str | None, str | None]:
     """Hand the claimed stage email over, log it, mark the claim; (message_id, error)."""
     event = STAGES[stage][0]
-    email = _stage_email(workspace, order, oid, stage, event, count)
+    email = stage_email(workspace, order, oid, stage, event, count)
     try:
         message_id = transport.send(email)
     except MailError as exc:
@@ -209,7 +210,7 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     message_id, error = _mongo(f"sending the {event} email of order {oid}",
                                lambda: _send_claimed(workspace, db, transport, after, oid, stage, token, count))
     if error is not None:
-        return ImageOutcome(oid, stage, count, False, status, reason=error)
+        return ImageOutcome(oid, stage, count, False, status, reason=error, error=error)
     return ImageOutcome(oid, stage, count, True, status, message_id=message_id)
 
 
