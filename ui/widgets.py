@@ -85,7 +85,7 @@ class Banner(QFrame):
         self.show()
 
     def message(self) -> str:
-        return self.text.text() if self.isVisible() else ""
+        return "" if self.isHidden() else self.text.text()
 
     def dismiss(self) -> None:
         self.hide()
