@@ -89,6 +89,8 @@ class DispatchEvent:
         who = actor_name or f"User {self.actor_user_id}"
         if self.type == "comment_added":
             return f"{who} commented on {issue_key}: {title}"
+        if self.type != "status_changed":
+            return f"{who} updated {issue_key}: {title}"
         if self.new_status is None:  # a log row written by the seed's code keeps no new status
             return f"{who} changed the status of {issue_key}"
         return f"{who} changed {issue_key} to {self.new_status}"

@@ -219,6 +219,10 @@ def run_simulation(config: Config, source: str, mode: str, workers: int, events:
     if config.role not in WRITER_ROLES:
         raise PermissionDenied(f"The {config.role} role may not run the simulator, which writes to the "
                                "databases: use an operator or admin configuration.")
+    if processes > 1 and source == "orders" and config.source("orders").kind == "mongo" \
+            and not config.source("orders").scheme.startswith("mongodb"):
+        raise UsageError("The in-process order store (mongomock) cannot be shared between processes: "
+                         "use --processes 1 or a mongodb:// server.")
     driver = load_driver(source)
     seed = random.randrange(2 ** 31) if seed is None else seed
     workspace = _workspace_for(config, source, workers)
