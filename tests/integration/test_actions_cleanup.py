@@ -137,7 +137,7 @@ def test_four_processes_apply_the_same_cleanup_at_once(workspace_factory, mariad
     ws = workspace_factory(cart=mariadb_database("cart"))
     engine = ws.engine("cart")
     for day in range(40):   # 40 rounds of the hand-made pattern: 120 duplicate rows
-        seed_cart_duplicates(engine, now=dt.datetime(2026, 9, 1) + dt.timedelta(days=2 * day))
+        seed_cart_duplicates(engine, now=dt.datetime(2026, 9, 1) + dt.timedelta(days=3 * day))
     before = table_rows(engine, cart_log)
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(4), ctx.Queue()
