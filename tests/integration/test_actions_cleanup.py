@@ -178,7 +178,9 @@ def test_killed_cleanup_is_all_or_nothing(workspace_factory, mariadb_database, t
         while time.monotonic() < deadline:   # wait until its transaction has archived and deleted
             with engine.connect() as conn:
                 busy = conn.execute(text(
-                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_rows_modified >= 6")).scalar_one()
+                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
+                    "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+                    "WHERE p.DB = DATABASE() AND t.trx_rows_modified >= 6")).scalar_one()
             if busy:
                 break
             assert proc.poll() is None, proc.communicate()
