@@ -217,7 +217,7 @@ class SqlRuleSpec:
     group: object = None                 # rows -> groups
     filter_cols: tuple = ()
     filter_int_cols: tuple = ()
-    changed_cols: tuple = ()             # time columns that mark a row as touched later (cart: sent_at)
+    changed_cols: tuple = ()             # indexed time columns re-read for late commits and late changes
 
 
 def _cart_spec(workspace) -> SqlRuleSpec:
@@ -240,7 +240,7 @@ def _dispatch_spec(workspace) -> SqlRuleSpec:
         fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.created_at,
                     t.dispatch_id, t.is_read),
         group=group_dispatch_rows, filter_cols=(t.type, t.dispatch_id, t.message),
-        filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id))
+        filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))
 
 
 def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
@@ -480,7 +480,10 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime) -
     for row in conn.execute(stmt):
         keys.add(tuple(row[1:]))
         top = row[0]
-    for col in (spec.time_col, *spec.changed_cols):
+    # Cart rows matter once sent (sent_at, index nc_cart_sent_at); notifications
+    # by created_at (idx_created). Config rules' tables may lack a time index:
+    # their id cursor alone marks new rows.
+    for col in spec.changed_cols:
         stmt = select(*spec.key_cols).where(col >= changed_since).distinct()
         keys.update(tuple(r) for r in conn.execute(stmt))
     return keys, top
