@@ -2,8 +2,9 @@
 
 ``NC_FAULT=<point>:<what>`` makes the named point misbehave in this process:
 ``sleep=SECONDS`` (so a test can SIGKILL the process mid-transaction),
-``raise`` (an exception at that point). Unset, a fault point costs one
-dictionary lookup.
+``raise`` (an exception at that point). With ``NC_FAULT_REACHED=FILE`` a
+point that fires first writes FILE, so a test knows where the process is.
+Unset, a fault point costs one dictionary lookup.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def fault_point(name: str) -> None:
         point, _, what = part.partition(":")
         if point != name:
             continue
+        reached = os.environ.get("NC_FAULT_REACHED")
+        if reached:
+            with open(reached, "w", encoding="utf-8") as fh:
+                fh.write(name)
         if what.startswith("sleep="):
             time.sleep(float(what.split("=", 1)[1]))
         elif what == "raise":

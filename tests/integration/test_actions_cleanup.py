@@ -169,24 +169,25 @@ def test_killed_cleanup_is_all_or_nothing(workspace_factory, mariadb_database, t
     before = table_rows(engine, cart_log)
     cfg = tmp_path / "nc.toml"
     cfg.write_text(f'[sources.cart]\nurl = "{url}"\n')
-    env = dict(os.environ, NC_FAULT="cleanup.after_archive:sleep=60", NC_DATA_DIR=str(tmp_path / "data"))
+    reached = tmp_path / "reached"
+    env = dict(os.environ, NC_FAULT="cleanup.after_archive:sleep=120", NC_FAULT_REACHED=str(reached),
+               NC_DATA_DIR=str(tmp_path / "data"))
     proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--config", str(cfg), "cleanup",
                              "--source", "cart", "--apply", "--action-id", "killed-1"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:   # wait until its transaction has archived and deleted
-            with engine.connect() as conn:
-                busy = conn.execute(text(
-                    "SELECT COUNT(*) FROM information_schema.INNODB_TRX t "
-                    "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-                    "WHERE p.DB = DATABASE() AND t.trx_rows_modified >= 6")).scalar_one()
-            if busy:
-                break
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.05)
-        else:
-            pytest.fail("the cleanup never reached its fault point")
+        deadline = time.monotonic() + 90
+        while not reached.exists():   # it has archived and deleted, and not committed
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"the cleanup never reached its fault point: {proc.communicate()}")
+            time.sleep(0.02)
+        with engine.connect() as conn:   # its transaction is open, holding the changes
+            open_changes = conn.execute(text(
+                "SELECT MAX(t.trx_rows_modified) FROM information_schema.INNODB_TRX t "
+                "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
+                "WHERE p.DB = DATABASE()")).scalar_one()
+        assert open_changes and open_changes >= 6
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
