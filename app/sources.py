@@ -186,6 +186,16 @@ class _LockedDatabase:
 
 
 _MEMORY_CLIENTS: dict[str, object] = {}
+_FILE_STORES: dict[Path, "OrderStore"] = {}
+_CHECKPOINT_LOCK = threading.Lock()
+
+
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 _MEMORY_LOCK = threading.Lock()
 
 
@@ -199,6 +209,7 @@ class OrderStore:
     file: Path | None = None
     lock: threading.RLock | None = None
     dirty: bool = False
+    file_stamp: tuple | None = None
 
     def __getitem__(self, name):
         return self.db[name]
@@ -208,15 +219,20 @@ class OrderStore:
         if self.file is None or not self.dirty:
             return
         from bson import json_util
-        with self.lock:
-            raw = self.db._db  # the mongomock database behind the lock
-            names = raw.list_collection_names()
-            dump = {"collections": {name: list(raw[name].find()) for name in names},
-                    "indexes": {name: _index_specs(raw[name]) for name in names}}
-            self.dirty = False
-        tmp = self.file.with_suffix(".tmp")
-        tmp.write_text(json_util.dumps(dump), encoding="utf-8")
-        os.replace(tmp, self.file)
+        with _CHECKPOINT_LOCK:  # one checkpoint at a time, so an older dump never lands last
+            with self.lock:
+                raw = self.db._db  # the mongomock database behind the lock
+                names = raw.list_collection_names()
+                dump = {"collections": {name: list(raw[name].find()) for name in names},
+                        "indexes": {name: _index_specs(raw[name]) for name in names}}
+                self.dirty = False
+            target = self.file
+            if target is None:
+                return
+            tmp = target.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json_util.dumps(dump), encoding="utf-8")
+            os.replace(tmp, target)
+            self.file_stamp = _stamp(target)
 
     def close(self) -> None:
         self.checkpoint()
@@ -277,7 +293,15 @@ def open_order_store(url: str) -> OrderStore:
         rest = url.split("://", 1)[1]
         lock = threading.RLock()
         if rest.startswith("/"):
-            path = Path(unquote(rest))
+            path = Path(unquote(rest)).resolve()
+            # One store per file in a process: the GUI and a simulator running
+            # beside it must share it, or the last to checkpoint would win.
+            with _MEMORY_LOCK:
+                cached = _FILE_STORES.get(path)
+                if cached is not None and cached.file_stamp == _stamp(path):
+                    return cached
+                if cached is not None:
+                    cached.file = None  # replaced on disk (demo --reset): retire it
             client = mongomock.MongoClient(tz_aware=False)
             raw = client["orders"]
             store = OrderStore(db=None, kind="mongomock", client=client, file=path, lock=lock)
@@ -286,6 +310,9 @@ def open_order_store(url: str) -> OrderStore:
             except (ValueError, OSError) as exc:
                 raise SourceUnavailable(f"The order store file {path} cannot be read: {exc}.") from None
             store.db = _LockedDatabase(raw, store)
+            store.file_stamp = _stamp(path)
+            with _MEMORY_LOCK:
+                _FILE_STORES[path] = store
             _start_flusher(store)
             return store
         name = rest.strip("/") or "orders"
