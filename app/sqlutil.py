@@ -84,3 +84,20 @@ def with_retry(fn, *, attempts: int = 8, base_delay: float = 0.02, max_delay: fl
                 raise
             time.sleep(random.uniform(0, min(max_delay, base_delay * (2 ** attempt))))
     raise AssertionError("unreachable")
+
+
+def fetch_fast(conn: Connection, stmt) -> list:
+    """Rows of a Core ``select`` without SQLAlchemy's per-value result processing.
+
+    For the hot live-feed polls on MySQL/MariaDB, where PyMySQL already returns
+    native datetimes, decimals and strings: the statement is still built with
+    Core (bound parameters, never text pasted in), only executed through the
+    driver. Elsewhere (SQLite stores datetimes as text) it is a plain execute.
+    """
+    if backend(conn) not in ("mysql", "mariadb"):
+        return conn.execute(stmt).all()
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params = compiled.params
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup)
+    return conn.exec_driver_sql(compiled.string, params).all()

@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select
 
 from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
-from ..sqlutil import db_now, utcnow
+from ..sqlutil import db_now, fetch_fast, utcnow
 from .duplicates import _int_or_none, like_any, resolve_since
 from .models import FeedItem, FeedPage
 
@@ -63,10 +63,10 @@ _DISPATCH_COLS = (dispatch_log.c.id, dispatch_log.c.dispatch_id, dispatch_log.c.
 def _id_poll(conn, cols, id_col, after_id, limit):
     if after_id is None:
         # First poll: the newest rows, returned oldest first.
-        rows = conn.execute(select(*cols).order_by(id_col.desc()).limit(limit)).all()
+        rows = fetch_fast(conn, select(*cols).order_by(id_col.desc()).limit(limit))
         rows.reverse()
         return rows, False
-    rows = conn.execute(select(*cols).where(id_col > after_id).order_by(id_col).limit(limit + 1)).all()
+    rows = fetch_fast(conn, select(*cols).where(id_col > after_id).order_by(id_col).limit(limit + 1))
     return rows[:limit], len(rows) > limit
 
 
@@ -75,7 +75,7 @@ def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None 
     limit = _limit(limit)
     with workspace.engine("dispatch").connect() as conn:
         rows, more = _id_poll(conn, _DISPATCH_COLS, dispatch_log.c.id, after_id, limit)
-    items = [_dispatch_item(dict(r._mapping)) for r in rows]
+    items = [_dispatch_item(r._mapping) for r in rows]
     return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
 
 
@@ -87,7 +87,7 @@ def refresh_dispatch_rows(workspace, ids) -> list[FeedItem]:
     with workspace.engine("dispatch").connect() as conn:
         rows = conn.execute(select(*_DISPATCH_COLS).where(dispatch_log.c.id.in_(ids))
                             .order_by(dispatch_log.c.id)).all()
-    return [_dispatch_item(dict(r._mapping)) for r in rows]
+    return [_dispatch_item(r._mapping) for r in rows]
 
 
 _CART_COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.c.cart_value,
