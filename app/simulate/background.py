@@ -55,7 +55,7 @@ class SourceTraffic:
 @dataclass(frozen=True)
 class TrafficReport:
     mode: str
-    rounds: int
+    rounds: int                 # rounds completed
     running: bool
     seconds: float
     sources: tuple[SourceTraffic, ...]
@@ -200,6 +200,8 @@ class TrafficRunner:
                 except Exception as exc:  # a round that could not run is reported, not raised
                     message = _sentence(exc)
                     failed_rounds += 1
+                if self._stop.is_set():
+                    break  # a round cut short is counted in the totals, not in ``rounds``
                 self._rounds += 1
                 if failed_rounds >= MAX_FAILED_ROUNDS:
                     message = f"The simulator stopped after {failed_rounds} failed rounds: {message}"
@@ -234,27 +236,29 @@ class TrafficRunner:
                                                          self._rng.randrange(2 ** 31)))
             tasks = [(e, a) for e in range(self.events_per_round) for a in range(driver.ATTEMPTS_PER_EVENT)]
             futures = [pool.submit(self._attempt, driver, plan, e, a, sql) for e, a in tasks]
-            errors = 0
+            attempts = errors = 0
             for f in futures:
-                error = f.result()
+                ran, error = f.result()
+                attempts += ran
                 if error is not None:
                     errors += 1
                     last_error = f"{source}: {error}"
             produced, duplicates = self._sql(sql, lambda: driver.count(self.workspace, plan))
             t = self._totals[source]
             self._totals[source] = SourceTraffic(
-                source, events=t.events + self.events_per_round, attempts=t.attempts + len(tasks),
+                source, events=t.events + self.events_per_round, attempts=t.attempts + attempts,
                 produced=t.produced + produced, duplicates=t.duplicates + duplicates, errors=t.errors + errors)
         return last_error
 
-    def _attempt(self, driver, plan, event: int, attempt: int, sql: bool) -> str | None:
+    def _attempt(self, driver, plan, event: int, attempt: int, sql: bool) -> tuple[bool, str | None]:
+        """(ran, error sentence or None)."""
         if self._stop.is_set():
-            return None  # stopping: the rest of the batch is left undone, and counted as it stands
+            return False, None  # stopping: the rest of the batch is left undone, and counted as it stands
         try:
             self._sql(sql, lambda: driver.run_attempt(self.workspace, plan, event, attempt, self.mode))
         except Exception as exc:  # one attempt's failure is counted, never raised
-            return _sentence(exc)
-        return None
+            return True, _sentence(exc)
+        return True, None
 
     @staticmethod
     def _sql(sql: bool, fn):
