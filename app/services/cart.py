@@ -23,17 +23,20 @@ from __future__ import annotations
 import datetime as dt
 import html as html_lib
 import re
+import threading
+import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import OperationFailed, UsageError
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
-from ..sqlutil import db_now, insert_ignore, with_retry
+from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
 from .actions import operator_identity
 from .mail import Email, MailError, MailTransport, transport_from_config
 
@@ -88,14 +91,6 @@ def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
     return uid, cart_hash.lower(), value
 
 
-def _user(conn, user_id: int):
-    row = conn.execute(select(cart_users.c.email, cart_users.c.name)
-                       .where(cart_users.c.id == user_id)).mappings().first()
-    if row is None:
-        raise OperationFailed(f"User {user_id} does not exist in the cart database.")
-    return row
-
-
 def _sent_within(conn, user_id: int, cart_hash: str, since: dt.datetime):
     """The latest sent row of this cart since ``since``, or None."""
     return conn.execute(
@@ -110,26 +105,59 @@ def _claim_key(user_id: int, cart_hash: str):
     return and_(nc_cart_claim.c.user_id == user_id, nc_cart_claim.c.cart_hash == cart_hash)
 
 
-def _take_claim(engine, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
-                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool) -> bool:
-    """Claim (user, cart) for one email; True for exactly one of any number of callers.
+class _DbClock:
+    """The database's clock without a round trip per call.
+
+    Several workstations must agree on "24 h ago" and "2 minutes ago", so the
+    console uses the database's clock; the offset to the local clock is read
+    once and refreshed every ``REFRESH`` seconds.
+    """
+
+    REFRESH = 30.0
+
+    def __init__(self):
+        self._offsets: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def now(self, conn) -> dt.datetime:
+        engine = conn.engine
+        mono = time.monotonic()
+        with self._lock:
+            cached = self._offsets.get(engine)
+        if cached is None or mono - cached[1] > self.REFRESH:
+            before = utcnow()
+            db = db_now(conn)
+            after = utcnow()
+            offset = db - (before + (after - before) / 2)
+            with self._lock:
+                self._offsets[engine] = (offset, mono)
+            return db
+        return utcnow() + cached[0]
+
+
+_clock = _DbClock()
+
+
+def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
+                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool):
+    """Claim (user, cart) for one email: (True, None) for exactly one caller, else (False, claim row).
 
     The insert and the takeover run in separate transactions: a loser's
     duplicate-key check holds a shared lock that would deadlock with another
     loser's update in the same transaction.
     """
     def insert_tx():
-        with engine.begin() as conn:
+        with conn.begin():
             return insert_ignore(conn, nc_cart_claim, {
                 "user_id": user_id, "cart_hash": cart_hash, "log_id": log_id, "state": "sending",
-                "claimed_at": db_now(conn), "sent_at": None, "owner": token}) == 1
+                "claimed_at": _clock.now(conn), "sent_at": None, "owner": token}) == 1
 
     if _db(insert_tx):
-        return True
+        return True, None
 
     def takeover_tx():
-        with engine.begin() as conn:
-            now = db_now(conn)
+        with conn.begin():
+            now = _clock.now(conn)
             failed = nc_cart_claim.c.state == "failed"
             if not failed_any_age:
                 failed = and_(failed, nc_cart_claim.c.claimed_at < now - in_progress)
@@ -140,19 +168,16 @@ def _take_claim(engine, user_id: int, cart_hash: str, token: str, *, log_id: int
             result = conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), finished)
                                   .values(state="sending", claimed_at=now, sent_at=None, owner=token,
                                           log_id=log_id))
-            return result.rowcount == 1
+            if result.rowcount == 1:
+                return True, None
+            row = conn.execute(select(nc_cart_claim).where(_claim_key(user_id, cart_hash))).mappings().first()
+            return False, (now, row and dict(row))
 
     return _db(takeover_tx)
 
 
-def _claim_reason(engine, user_id: int, cart_hash: str, window: dt.timedelta,
-                  in_progress: dt.timedelta) -> str:
-    def tx():
-        with engine.connect() as conn:
-            now = db_now(conn)
-            row = conn.execute(select(nc_cart_claim).where(_claim_key(user_id, cart_hash))).mappings().first()
-            return now, row
-    now, row = _db(tx)
+def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
+    now, row = seen
     if row is None:  # released in the meantime: still someone else's turn
         return "cart email is being handled by another console"
     ref = f"row {row['log_id']}" if row["log_id"] is not None else "no row yet"
@@ -168,7 +193,7 @@ def _claim_reason(engine, user_id: int, cart_hash: str, window: dt.timedelta,
 def _mark_sent(engine, user_id, cart_hash, log_id, token) -> None:
     def tx():
         with engine.begin() as conn:
-            now = db_now(conn)
+            now = _clock.now(conn)
             conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
                          .values(email_sent=1, sent_at=now, error_message=None))
             conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
@@ -187,23 +212,15 @@ def _mark_failed(engine, user_id, cart_hash, log_id, token, error: str) -> None:
     _db(tx)
 
 
-def _release_failed(engine, user_id, cart_hash, token) -> None:
-    def tx():
-        with engine.begin() as conn:
-            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token,
-                                                     nc_cart_claim.c.state == "sending")
-                         .values(state="failed"))
-    _db(tx)
-
-
-def _release_as_sent(engine, user_id, cart_hash, token, sent_row) -> None:
-    """A sent row the claim did not know of (written before the console): record it on the claim."""
-    def tx():
-        with engine.begin() as conn:
-            conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
-                         .values(state="sent", log_id=sent_row["id"],
-                                 sent_at=sent_row["sent_at"] or db_now(conn)))
-    _db(tx)
+def _release(conn, user_id, cart_hash, token, *, sent_row=None, drop=False) -> None:
+    """Give a claim back inside the caller's transaction: as sent (a sent row it did not know of),
+    or dropped (nothing to send)."""
+    key = and_(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
+    if drop:
+        conn.execute(delete(nc_cart_claim).where(key, nc_cart_claim.c.state == "sending"))
+    else:
+        conn.execute(update(nc_cart_claim).where(key).values(
+            state="sent", log_id=sent_row["id"], sent_at=sent_row["sent_at"] or _clock.now(conn)))
 
 
 def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
@@ -236,33 +253,37 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
     uid, chash, value = _check_args(user_id, cart_hash, cart_value)
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
-
-    def read_user():
-        with engine.connect() as conn:
-            return dict(_user(conn, uid))
-    user = _db(read_user)
-
     token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
-    if not _take_claim(engine, uid, chash, token, log_id=None, in_progress=in_progress, window=window,
-                       failed_any_age=False):
-        return CartOutcome("skipped", reason=_claim_reason(engine, uid, chash, window, in_progress))
 
-    def log_tx():
-        with engine.begin() as conn:
-            now = db_now(conn)
-            sent = _sent_within(conn, uid, chash, now - window)
-            if sent is not None:
-                return None, dict(sent)
-            log_id = conn.execute(insert(cart_log).values(
-                user_id=uid, cart_hash=chash, cart_value=value, email_sent=0, created_at=now)
-            ).inserted_primary_key[0]
-            conn.execute(update(nc_cart_claim).where(_claim_key(uid, chash), nc_cart_claim.c.owner == token)
-                         .values(log_id=log_id))
-            return int(log_id), None
+    with engine.connect() as conn:  # one connection for claim and log row: fewer round trips
+        won, seen = _take_claim(conn, uid, chash, token, log_id=None, in_progress=in_progress,
+                                window=window, failed_any_age=False)
+        if not won:
+            return CartOutcome("skipped", reason=_claim_reason(seen, window, in_progress))
 
-    log_id, sent = _db(log_tx)
+        def log_tx():
+            with conn.begin():
+                user = conn.execute(select(cart_users.c.email, cart_users.c.name)
+                                    .where(cart_users.c.id == uid)).mappings().first()
+                if user is None:
+                    _release(conn, uid, chash, token, drop=True)
+                    return None, None, None
+                now = _clock.now(conn)
+                sent = _sent_within(conn, uid, chash, now - window)
+                if sent is not None:
+                    _release(conn, uid, chash, token, sent_row=sent)
+                    return dict(user), None, dict(sent)
+                log_id = conn.execute(insert(cart_log).values(
+                    user_id=uid, cart_hash=chash, cart_value=value, email_sent=0, created_at=now)
+                ).inserted_primary_key[0]
+                conn.execute(update(nc_cart_claim).where(_claim_key(uid, chash), nc_cart_claim.c.owner == token)
+                             .values(log_id=log_id))
+                return dict(user), int(log_id), None
+
+        user, log_id, sent = _db(log_tx)
+    if user is None:
+        raise OperationFailed(f"User {uid} does not exist in the cart database.")
     if sent is not None:
-        _release_as_sent(engine, uid, chash, token, sent)
         return CartOutcome("skipped", log_id=sent["id"],
                            reason=f"cart already emailed within {_hours(window)} (row {sent['id']})")
 
@@ -295,53 +316,57 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
 
-    def read():
-        with engine.connect() as conn:
-            now = db_now(conn)
-            row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
-            if row is None:
-                return now, None, None, None
-            sent = _sent_within(conn, row["user_id"], row["cart_hash"], now - window)
-            user = conn.execute(select(cart_users.c.email, cart_users.c.name)
-                                .where(cart_users.c.id == row["user_id"])).mappings().first()
-            return now, dict(row), sent and dict(sent), user and dict(user)
+    with engine.connect() as conn:
+        def read():
+            with conn.begin():
+                now = _clock.now(conn)
+                row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
+                if row is None:
+                    return now, None, None, None
+                sent = _sent_within(conn, row["user_id"], row["cart_hash"], now - window)
+                user = conn.execute(select(cart_users.c.email, cart_users.c.name)
+                                    .where(cart_users.c.id == row["user_id"])).mappings().first()
+                return now, dict(row), sent and dict(sent), user and dict(user)
 
-    now, row, sent, user = _db(read)
-    if row is None:
-        raise OperationFailed(f"Cart row {log_id} does not exist.")
-    if row["email_sent"]:
-        return "skipped", f"cart row {log_id} was already sent"
-    if row["created_at"] > now - in_progress:
-        age = max(0, int((now - row["created_at"]).total_seconds()))
-        return "skipped", f"cart row {log_id} is still in progress (created {age} s ago)"
+        now, row, sent, user = _db(read)
+        if row is None:
+            raise OperationFailed(f"Cart row {log_id} does not exist.")
+        if row["email_sent"]:
+            return "skipped", f"cart row {log_id} was already sent"
+        if row["created_at"] > now - in_progress:
+            age = max(0, int((now - row["created_at"]).total_seconds()))
+            return "skipped", f"cart row {log_id} is still in progress (created {age} s ago)"
+        if sent is not None:
+            return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
+        if user is None:
+            raise OperationFailed(f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
+
+        uid, chash = row["user_id"], row["cart_hash"]
+        token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
+        won, seen = _take_claim(conn, uid, chash, token, log_id=log_id, in_progress=in_progress,
+                                window=window, failed_any_age=True)
+        if not won:
+            return "skipped", _claim_reason(seen, window, in_progress)
+
+        # Holding the claim: check again, in the database, what may have changed since the read.
+        def recheck():
+            with conn.begin():
+                current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
+                sent2 = _sent_within(conn, uid, chash, _clock.now(conn) - window)
+                if sent2 is not None:
+                    _release(conn, uid, chash, token, sent_row=sent2)
+                elif current:
+                    _release(conn, uid, chash, token, sent_row={"id": log_id, "sent_at": None})
+                elif current is None:
+                    _release(conn, uid, chash, token, drop=True)
+                return current, sent2 and dict(sent2)
+
+        current, sent = _db(recheck)
     if sent is not None:
-        return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
-    if user is None:
-        raise OperationFailed(f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
-
-    uid, chash = row["user_id"], row["cart_hash"]
-    token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
-    if not _take_claim(engine, uid, chash, token, log_id=log_id, in_progress=in_progress, window=window,
-                       failed_any_age=True):
-        return "skipped", _claim_reason(engine, uid, chash, window, in_progress)
-
-    # Holding the claim: check again, in the database, what may have changed since the read.
-    def recheck():
-        with engine.begin() as conn:
-            now2 = db_now(conn)
-            current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
-            sent2 = _sent_within(conn, uid, chash, now2 - window)
-            return current, sent2 and dict(sent2)
-
-    current, sent = _db(recheck)
-    if sent is not None:
-        _release_as_sent(engine, uid, chash, token, sent)
         return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
     if current:
-        _release_as_sent(engine, uid, chash, token, {"id": log_id, "sent_at": None})
         return "skipped", f"cart row {log_id} was already sent"
     if current is None:
-        _release_failed(engine, uid, chash, token)
         raise OperationFailed(f"Cart row {log_id} was removed while it was being retried.")
 
     transport = transport or transport_from_config(workspace)

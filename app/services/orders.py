@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import html as html_lib
 import uuid
+import weakref
 from dataclasses import dataclass
 
 from pymongo import ReturnDocument
@@ -43,6 +44,16 @@ STAGES: dict[str, tuple[str, str, str]] = {
     "delivery": ("delivery_images_added", "DELIVERY_ARRIVED", "DELIVERY_IMAGES_ADDED"),
 }
 _CONVERT_ROUNDS = 8
+_AFTER_FIELDS = {"id": 1, "status": 1, "driver_id": 1, "images": 1}
+_READY: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+
+
+def _require_schema_once(store) -> None:
+    """The claim index must exist before any upload relies on it; once seen, it stays."""
+    if _READY.get(id(store)) is store:
+        return
+    require_order_schema(store)
+    _READY[id(store)] = store
 
 
 @dataclass
@@ -171,17 +182,19 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     event = STAGES[stage][0]
     store = workspace.orders()
     db = store.db
-    require_order_schema(store)
+    _require_schema_once(store)
 
     def push():
+        # Current documents take the push at once; a legacy (or missing) one
+        # matches nothing, is converted, and the push is tried again.
         for _ in range(_CONVERT_ROUNDS):
-            _ensure_stage_list(db, oid, stage)
             after = db["orders"].find_one_and_update(
                 {"id": oid, f"images.{stage}": {"$type": "array"}},
                 {"$push": {f"images.{stage}": image}, "$set": {"updated_at": utcnow()}},
-                return_document=ReturnDocument.AFTER)
+                projection=_AFTER_FIELDS, return_document=ReturnDocument.AFTER)
             if after is not None:
                 return after
+            _ensure_stage_list(db, oid, stage)
         raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
 
     after = _mongo(f"adding a {stage} image to order {oid}", push)
