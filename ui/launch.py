@@ -1,4 +1,4 @@
-"""Open the window: ``python main.py [--config F | --demo] [--screenshot FILE.png --page NAME]``."""
+"""Open the window: ``python main.py [--config F | --demo] [--simulate [MODE]] [--screenshot FILE.png --page NAME]``."""
 from __future__ import annotations
 
 import os
@@ -36,8 +36,48 @@ def build_window(args):
     from .main_window import MainWindow
     window = MainWindow()
     window.show_page(args.page or "overview")
+    if getattr(args, "simulate", None):
+        mode = args.simulate
+        window.ctx.workspace_ready.connect(lambda _ws: window.traffic.start(mode))
     window.ctx.open_workspace(lambda: open_workspace(args))
     return window
+
+
+def wait_for(signals, done, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
+    """Run the event loop until ``done()`` holds, checked whenever one of ``signals`` fires."""
+    from PySide6.QtCore import QEventLoop, QTimer
+    if done():
+        return True
+    loop = QEventLoop()
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(loop.quit)
+
+    def check(*_args):
+        if done():
+            loop.quit()
+    for signal in signals:
+        signal.connect(check)
+    timer.start(timeout_ms)
+    loop.exec()
+    timer.stop()
+    for signal in signals:
+        signal.disconnect(check)
+    return done()
+
+
+def wait_for_traffic(window, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
+    """Until the simulator has reported a round and the counts have been polled after it."""
+    traffic, monitor = window.traffic, window.monitor
+    if not wait_for([traffic.sig_report, traffic.sig_state],
+                    lambda: traffic.latest is not None or not traffic.running, timeout_ms):
+        return False
+    if traffic.latest is None:
+        return False  # it could not run: the banner says why
+    # The report asked for a poll; if one was already under way, ask again once it ends.
+    wait_for([monitor.checks_finished], lambda: not monitor.busy, timeout_ms)
+    monitor.refresh()
+    return wait_for([monitor.checks_finished], lambda: not monitor.busy, timeout_ms)
 
 
 def wait_until_settled(window, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
@@ -56,10 +96,13 @@ def wait_until_settled(window, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
     return window.settled
 
 
-def take_screenshot(window, path: str) -> int:
+def take_screenshot(window, path: str, simulate: bool = False) -> int:
     from PySide6.QtWidgets import QApplication
     window.show()
     settled = wait_until_settled(window)
+    if simulate and settled and not wait_for_traffic(window) and window.traffic.running:
+        print("warning: the traffic simulator did not report in time; the screenshot shows it starting.",
+              file=sys.stderr)
     for _ in range(3):  # let posted layout requests run before the grab
         QApplication.sendPostedEvents()
         QApplication.processEvents()
@@ -105,6 +148,6 @@ def launch(argv: list[str] | None = None) -> int:
     app = make_application()
     window = build_window(args)
     if args.screenshot:
-        return take_screenshot(window, args.screenshot)
+        return take_screenshot(window, args.screenshot, simulate=bool(args.simulate))
     window.show()
     return app.exec()

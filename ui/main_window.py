@@ -11,6 +11,7 @@ from .context import AppContext
 from .icons import icon
 from .pages import PAGES, Page
 from .status_monitor import SourceMonitor
+from .traffic import traffic_button
 from .widgets import Banner, SourceIndicator, repolish
 
 
@@ -60,6 +61,14 @@ class MainWindow(QMainWindow):
         self.monitor.checks_finished.connect(self._checks_finished)
         overview = self.pages["overview"]
         overview.refresh_button.clicked.connect(self.monitor.refresh)
+        # While traffic runs, every round re-polls the counts (skipped while a poll still runs).
+        self.traffic = overview.traffic
+        self.traffic.sig_report.connect(lambda _report: self.monitor.refresh())
+        # Start/stop from anywhere: a status-bar button (Ctrl+T) whose menu picks the mode.
+        self.traffic_button = traffic_button(self, self.traffic, overview.traffic_panel)
+        self.traffic_action = self.traffic_button.defaultAction()
+        self.addAction(self.traffic_action)
+        self.statusBar().insertPermanentWidget(1, self.traffic_button)  # after the indicators, before the role
         self.nav.setCurrentRow(0)
 
     # Layout ----------------------------------------------------------------
@@ -175,5 +184,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self.monitor.timer.stop()
+        self.traffic.stop()
         self.ctx.close()
         super().closeEvent(event)

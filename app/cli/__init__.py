@@ -68,6 +68,8 @@ def build_parser() -> Parser:
     where.add_argument("--demo", action="store_true", help="use the embedded demo workspace")
     parser.add_argument("--reset", action="store_true", help="with --demo: recreate the demo workspace")
     parser.add_argument("--screenshot", metavar="FILE.png", help="render the window offscreen to a PNG and exit")
+    parser.add_argument("--simulate", nargs="?", const="guarded", choices=("guarded", "naive"), metavar="MODE",
+                        help="open the console with the traffic simulator running (guarded, the default, or naive)")
     parser.add_argument("--page", choices=GUI_PAGES, default="overview", help="page to show (with --screenshot)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in COMMAND_MODULES:
@@ -83,6 +85,9 @@ def run(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.reset and not args.demo:
             raise UsageError("--reset only goes with --demo.")
+        if args.simulate and args.command is not None:
+            raise UsageError("--simulate opens the console with traffic running; for a counted run use "
+                             "the simulate command.")
         if args.command is None:
             return -1  # no command: the caller opens the GUI
         ctx = CliContext(args=args)

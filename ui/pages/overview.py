@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton
 from app.config import SOURCE_NAMES
 
 from ..icons import icon
+from ..traffic import TrafficController, TrafficPanel
 from ..widgets import PlannedCard, SourceCard
 from .base import Page
 
@@ -37,6 +38,9 @@ class OverviewPage(Page):
         for name in SOURCE_NAMES:
             row.addWidget(self.cards[name], 1)
         self.body.addLayout(row)
+        self.traffic = TrafficController(self.ctx, self)
+        self.traffic_panel = TrafficPanel(self.traffic)
+        self.body.addWidget(self.traffic_panel)
         self.body.addWidget(PlannedCard("Coming to the overview", [
             "Notifications per minute across the three sources, with the last hour's trend.",
             "Counters for failed, stuck and in-progress items against the configured thresholds.",
