@@ -70,8 +70,13 @@ class Backoff:
     attempts: int = 4
     base_delay: float = 0.5
     max_delay: float = 8.0
+    # No new attempt starts once this many seconds have gone by: a send must
+    # finish well inside the in-progress window (cart: 2 minutes) after which
+    # another console may take the claim over.
+    budget_seconds: float | None = 60.0
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[float, float], float] = random.uniform
+    clock: Callable[[], float] = time.monotonic
 
     def delay(self, attempt: int) -> float:
         return self.rand(0.0, min(self.max_delay, self.base_delay * (2 ** attempt)))
@@ -87,15 +92,23 @@ class MailTransport:
 
     def _with_backoff(self, backoff: Backoff, once: Callable[[], str], what: str) -> str:
         last: TransientMailError | None = None
+        started = backoff.clock()
+        tries = 0
         for attempt in range(max(1, backoff.attempts)):
+            tries += 1
             try:
                 return once()
             except TransientMailError as exc:
                 last = exc
-                if attempt + 1 < backoff.attempts:
-                    backoff.sleep(backoff.delay(attempt))
+                if attempt + 1 >= backoff.attempts:
+                    break
+                delay = backoff.delay(attempt)
+                if backoff.budget_seconds is not None and \
+                        backoff.clock() - started + delay >= backoff.budget_seconds:
+                    break
+                backoff.sleep(delay)
         raise TransientMailError(
-            f"{what} failed {max(1, backoff.attempts)} times, last: {last.message if last else 'unknown error'}")
+            f"{what} failed {tries} times, last: {last.message if last else 'unknown error'}")
 
 
 def _message_id(domain: str | None = None) -> str:

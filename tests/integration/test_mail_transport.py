@@ -118,6 +118,22 @@ def test_backoff_is_exponential_and_capped():
     assert [b.delay(n) for n in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
 
 
+def test_backoff_stops_when_the_time_budget_is_spent():
+    now = [0.0]
+    slept = []
+
+    def sleep(d):
+        slept.append(d)
+        now[0] += d
+
+    b = Backoff(attempts=10, base_delay=4.0, max_delay=8.0, budget_seconds=15.0, sleep=sleep,
+                rand=lambda lo, hi: hi, clock=lambda: now[0])
+    transport = SmtpTransport(host="127.0.0.1", port=free_port(), sender="c@example.com", timeout=2, backoff=b)
+    with pytest.raises(TransientMailError, match="failed 3 times"):
+        transport.send(email())
+    assert slept == [4.0, 8.0]  # a third wait of 8 s would pass the 15 s budget
+
+
 def test_smtp_550_fails_at_once_without_retry(smtp_server):
     handler = Refuse()
     ctl = smtp_server(handler)
