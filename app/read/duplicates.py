@@ -20,6 +20,10 @@ In every group the kept member is the earliest (time, then id).
 Scans are two-phase, so they stay fast at production size: phase 1 finds the
 candidate keys with a GROUP BY on an index (``db upgrade`` creates them);
 phase 2 fetches only the rows of those keys and applies the rule above.
+The cart rule's scans without a text filter read the console's member index
+instead (``app.read.cart_members``: the sent rows of every key with two or
+more, kept up to date incrementally), because one pass over the 2 M-row log
+already costs more than the one second a full scan may take.
 """
 from __future__ import annotations
 
@@ -424,11 +428,65 @@ def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = N
         for spec in _specs(workspace, source, rule):
             groups.extend(_scan_mongo(db, spec, since=since_at, limit=limit, filter_text=filter_text))
     else:
+        specs = _specs(workspace, source, rule)
+        _advance_member_index(workspace, specs, filter_text)
         with workspace.engine(source).connect() as conn:
             since_at = resolve_since(conn, since)
-            for spec in _specs(workspace, source, rule):
-                groups.extend(_scan_sql(conn, spec, since=since_at, limit=limit, filter_text=filter_text))
+            for spec in specs:
+                groups.extend(_scan_spec(workspace, conn, spec, since=since_at, limit=limit,
+                                         filter_text=filter_text))
     return _finish(groups, since_at, limit)
+
+
+def _uses_member_index(spec: SqlRuleSpec, filter_text) -> bool:
+    # A filter keeps the two-phase scan: its LIKE is the database's own.
+    return spec.rule == CART_RULE and spec.table is cart_log and not filter_text
+
+
+def _advance_member_index(workspace, specs, filter_text) -> None:
+    if any(_uses_member_index(s, filter_text) for s in specs):
+        from . import cart_members
+        cart_members.ensure_current(workspace.engine("cart"))
+
+
+def _scan_spec(workspace, conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
+    """One rule's groups: the cart rule from the member index, the others by a two-phase scan."""
+    if _uses_member_index(spec, filter_text):
+        from . import cart_members
+        return cart_members.read_groups(conn, workspace.config.thresholds.duplicate_window_hours, since)
+    return _scan_sql(conn, spec, since=since, limit=limit, filter_text=filter_text)
+
+
+def refresh_cart_keys(conn, keys) -> int:
+    """Bring the cart member index up to date for ``keys`` ((user_id, cart_hash) pairs).
+
+    For services that change cart rows by id (cleanup, undo): call it in the
+    same transaction, after the change. Returns the number of keys whose
+    members changed.
+    """
+    from . import cart_members
+    return cart_members.refresh_keys(conn, keys)
+
+
+def refresh_cart_ids(conn, ids) -> int:
+    """``refresh_cart_keys`` for the keys of the cart rows with these ids (e.g. rows restored)."""
+    from . import cart_members
+    return cart_members.refresh_ids(conn, ids)
+
+
+def rebuild_cart_members(workspace) -> dict:
+    """Recompute the cart duplicate member index from scratch and install it.
+
+    The index follows inserts, rows becoming sent, and the console's own
+    cleanups and undos by itself. Run a rebuild after rows were deleted or
+    edited in place by anything else (a manual DELETE of duplicates, a
+    back-dated ``sent_at``, a sent row set back to unsent), and on a schedule
+    as a safety net (nightly is plenty). It takes tens of seconds at 2 M rows
+    and holds the index's lock only for the final swap. Returns keys, members
+    and seconds.
+    """
+    from . import cart_members
+    return cart_members.rebuild(workspace.engine("cart"))
 
 
 def _utc_now() -> dt.datetime:
@@ -504,15 +562,20 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
     if source == "orders":
         return _incremental_orders(workspace, cursor, filter_text)
     specs = _specs(workspace, source)
-    with workspace.engine(source).connect() as conn:
-        now = db_now(conn)
-        if cursor is None:
+    if cursor is None:
+        # The marks come first: whatever lands during the scan is above them.
+        with workspace.engine(source).connect() as conn:
+            now = db_now(conn)
             last_ids = {s.rule: _max_id(conn, s) for s in specs}
+        _advance_member_index(workspace, specs, filter_text)
+        with workspace.engine(source).connect() as conn:
             groups = []
             for spec in specs:
-                groups.extend(_scan_sql(conn, spec, since=None, limit=None, filter_text=filter_text))
-            return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
-                                   cursor=ScanCursor(source, now, last_ids), full=True)
+                groups.extend(_scan_spec(workspace, conn, spec, since=None, limit=None, filter_text=filter_text))
+        return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
+                               cursor=ScanCursor(source, now, last_ids), full=True)
+    with workspace.engine(source).connect() as conn:
+        now = db_now(conn)
         changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
         groups, touched, last_ids = [], set(), dict(cursor.last_ids)
         for spec in specs:

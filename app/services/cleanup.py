@@ -80,6 +80,8 @@ def _apply_sql(workspace, source: str, planned, ctx) -> dict:
             remove = {int(i) for g in groups for i in g.remove_ids}
             doomed = [r for r in rows if r["id"] in remove]
             archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
+            if source == "cart":
+                dup.refresh_cart_keys(conn, {(r["user_id"], r["cart_hash"]) for r in doomed})
             fault_point("cleanup.after_archive")
             outcome = _outcome(source, False, groups, archived)
             ctx.record([{"id": i, "outcome": "archived", "detail": None} for i in archived], conn=conn)
@@ -144,6 +146,8 @@ def undo(workspace, target: str) -> dict:
             ctx.items.clear()
             with workspace.engine(source).begin() as conn:
                 restored = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target, db_now(conn))
+                if source == "cart":
+                    dup.refresh_cart_ids(conn, restored)
                 outcome = {"source": source, "undone_action_id": target, "restored": len(restored),
                            "restored_ids": [int(i) for i in restored]}
                 ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored], conn=conn)

@@ -1,0 +1,497 @@
+"""The cart duplicate member index: what a full cart duplicate scan reads.
+
+A full scan of the production log cannot stay under a second at production
+size (2 M rows: 1 s for the GROUP BY alone, 10+ s to fetch the members with
+a buffer pool smaller than the indexes). The console therefore keeps its own
+exact copy of the only rows a cart duplicate group can contain: every *sent*
+row of every (user_id, cart_hash) that holds two or more sent rows, with the
+columns a group shows (id, created_at, sent_at, cart_value). The window rule
+is applied when the index is read (``app.read.duplicates.group_cart_rows``'
+rule, here in a specialised form), so changing the window needs no rebuild.
+
+Layout: table ``nc_cart_dup_bucket``, one row per bucket (user_id modulo
+``BUCKETS``) holding its keys and members as JSON. Reading ~1,000 packed rows
+costs a few milliseconds where ~110 k member rows cost a second in the
+driver; a change rewrites only the buckets of the keys it touched.
+
+Kept up to date incrementally (``advance``), under a lock on the index's
+``nc_cursor`` row so every writer is serialised. Each advance re-reads only:
+
+* rows inserted already sent: ids above ``idf``, the highest id seen at
+  least ``LAG`` ago (transactions that took an id earlier and committed later
+  are still re-read);
+* rows that became sent: ``sent_at`` at or after the high-water mark minus
+  ``LAG`` (index ``nc_cart_sent_at``; late commits within the lag are caught);
+* rows removed below the lowest or above the highest id (retention purges,
+  a truncated table).
+
+Every key touched is refreshed exactly: its current sent rows are read again
+and its members replaced (or dropped below two), so re-reading an overlap is
+harmless. The cleanup and undo services refresh the keys they change in their
+own transaction (``refresh_keys``).
+
+Not seen by an advance, and repaired by ``rebuild`` (``app.read.duplicates.
+rebuild_cart_members``): rows deleted in the middle of the id range by
+something other than the console, sent rows whose key or times are edited in
+place, rows marked sent without ``sent_at`` (or with a ``sent_at`` older than
+the lag) by an UPDATE, and sent rows set back to unsent. Run a rebuild after
+any such manual change and on a schedule (nightly is plenty); a rebuild at
+2 M rows takes tens of seconds and does not block scans until its final swap.
+A cleanup --apply is safe whatever the index holds: it locks and regroups
+the real rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from collections import defaultdict
+from decimal import Decimal
+
+from sqlalchemy import delete, func, insert, select, update
+
+from ..schema import cart_log, nc_action, nc_archive, nc_cart_dup_bucket, nc_cursor
+from ..sqlutil import backend, db_now, insert_ignore
+from .duplicates import (CART_KEY, CART_RULE, KEY_BATCH, LATE_COMMIT_MARGIN, _batched, _id_key,
+                         _keys_clause, _time_key)
+from .models import DuplicateGroup
+
+CURSOR = "cart_dup_members"
+BUCKETS = 1024
+LAG = LATE_COMMIT_MARGIN
+FORMAT = 1
+
+_COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.c.created_at,
+         cart_log.c.sent_at, cart_log.c.cart_value)
+
+
+def bucket_of(user_id) -> int:
+    return int(user_id) % BUCKETS
+
+
+# --------------------------------------------------------------------------
+# Encoding: members as [id, created_at, sent_at, cart_value], times as ISO
+# text (fromisoformat restores the exact datetime), decimals as text.
+
+def _enc(value):
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _encode_members(rows: list[dict]) -> list[list]:
+    rows = sorted(rows, key=lambda r: (_time_key(r["created_at"]), _id_key(r["id"])))
+    return [[r["id"], _enc(r["created_at"]), _enc(r["sent_at"]), _enc(r["cart_value"])] for r in rows]
+
+
+def _decode_bucket(text: str) -> dict[tuple, list]:
+    return {(u, h): members for u, h, members in json.loads(text)}
+
+
+def _encode_bucket(keys: dict[tuple, list]) -> str:
+    return json.dumps([[u, h, keys[(u, h)]] for u, h in sorted(keys, key=lambda k: (k[0], k[1]))],
+                      separators=(",", ":"))
+
+
+# --------------------------------------------------------------------------
+# Reading production rows
+
+def _sent_rows_for_keys(conn, keys, *, locking: bool = False) -> dict[tuple, list[dict]]:
+    """Every sent row of ``keys``, by exact key."""
+    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    keys = sorted(set(keys), key=lambda k: (k[0], k[1]))
+    lock = locking and backend(conn) != "sqlite"
+    for batch in _batched(keys, KEY_BATCH):
+        stmt = select(*_COLS).where(cart_log.c.email_sent == 1,
+                                    _keys_clause((cart_log.c.user_id, cart_log.c.cart_hash), batch))
+        if lock:
+            # Inside a caller's transaction (cleanup, undo): a locking read
+            # sees the latest committed rows whatever its snapshot.
+            stmt = stmt.with_for_update(read=True)
+        for r in conn.execute(stmt):
+            row = dict(r._mapping)
+            by_key[(row["user_id"], row["cart_hash"])].append(row)
+    return by_key
+
+
+def compute_members(conn) -> dict[tuple, list]:
+    """The index computed from scratch: {(user_id, cart_hash): encoded members}."""
+    t = cart_log.c
+    stmt = (select(t.user_id, t.cart_hash).where(t.email_sent == 1)
+            .group_by(t.user_id, t.cart_hash).having(func.count() > 1))
+    keys = [tuple(r) for r in conn.execute(stmt)]
+    by_key = _sent_rows_for_keys(conn, keys)
+    return {k: _encode_members(rows) for k, rows in by_key.items() if len(rows) >= 2}
+
+
+# --------------------------------------------------------------------------
+# The index's state (nc_cursor row ``cart_dup_members``)
+
+def _state_row(conn, *, lock: bool):
+    stmt = select(nc_cursor.c.position).where(nc_cursor.c.name == CURSOR)
+    if lock and backend(conn) != "sqlite":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).scalar()
+
+
+def _load_state(text: str | None) -> dict | None:
+    if not text:
+        return None
+    state = json.loads(text)
+    if state.get("v") != FORMAT or state.get("nb") != BUCKETS:
+        return None  # another layout: rebuilt on the next scan
+    return state
+
+
+def _save_state(conn, state: dict, now: dt.datetime) -> None:
+    text = json.dumps(state, separators=(",", ":"))
+    if conn.execute(update(nc_cursor).where(nc_cursor.c.name == CURSOR)
+                    .values(position=text, updated_at=now)).rowcount == 0:
+        conn.execute(insert(nc_cursor).values(name=CURSOR, position=text, updated_at=now))
+
+
+def read_state(conn) -> dict | None:
+    """The index's high-water marks, or None while it has not been built."""
+    return _load_state(_state_row(conn, lock=False))
+
+
+# --------------------------------------------------------------------------
+# Buckets
+
+def _load_buckets(conn, buckets=None) -> dict[int, dict]:
+    b = nc_cart_dup_bucket.c
+    stmt = select(b.bucket, b.members)
+    out: dict[int, dict] = {}
+    if buckets is None:
+        for bucket, text in conn.execute(stmt):
+            out[bucket] = _decode_bucket(text)
+        return out
+    for batch in _batched(sorted(buckets), 500):
+        for bucket, text in conn.execute(stmt.where(b.bucket.in_(batch))):
+            out[bucket] = _decode_bucket(text)
+    return out
+
+
+def _write_bucket(conn, bucket: int, keys: dict, existed: bool) -> None:
+    b = nc_cart_dup_bucket
+    if not keys:
+        if existed:
+            conn.execute(delete(b).where(b.c.bucket == bucket))
+        return
+    values = {"key_count": len(keys), "member_count": sum(len(m) for m in keys.values()),
+              "members": _encode_bucket(keys)}
+    if existed:
+        conn.execute(update(b).where(b.c.bucket == bucket).values(**values))
+    else:
+        conn.execute(insert(b).values(bucket=bucket, **values))
+
+
+def _refresh(conn, keys, *, locking: bool = False) -> int:
+    """Replace the members of ``keys`` with their current sent rows; return keys changed."""
+    keys = set(keys)
+    if not keys:
+        return 0
+    current = _sent_rows_for_keys(conn, keys, locking=locking)
+    keys |= set(current)
+    by_bucket: dict[int, set] = defaultdict(set)
+    for k in keys:
+        by_bucket[bucket_of(k[0])].add(k)
+    stored = _load_buckets(conn, by_bucket)
+    changed = 0
+    for bucket, bkeys in by_bucket.items():
+        existed = bucket in stored
+        entries = stored.get(bucket, {})
+        before = dict(entries)
+        for k in bkeys:
+            rows = current.get(k, [])
+            if len(rows) >= 2:
+                entries[k] = _encode_members(rows)
+            else:
+                entries.pop(k, None)
+        diff = sum(1 for k in bkeys if before.get(k) != entries.get(k))
+        if diff:
+            changed += diff
+            _write_bucket(conn, bucket, entries, existed)
+    return changed
+
+
+def _keys_outside(conn, low, high) -> set:
+    """Keys holding a member whose id is below ``low`` or above ``high`` (None: no bound)."""
+    keys = set()
+    for entries in _load_buckets(conn).values():
+        for k, members in entries.items():
+            if any((low is not None and m[0] < low) or (high is not None and m[0] > high) for m in members):
+                keys.add(k)
+    return keys
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.isoformat()
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _id_range(conn):
+    return conn.execute(select(func.max(cart_log.c.id), func.min(cart_log.c.id))).one()
+
+
+# --------------------------------------------------------------------------
+# Advance, refresh (cleanup hook), rebuild
+
+def _transaction(engine):
+    conn = engine.connect()
+    if backend(conn) in ("mysql", "mariadb"):
+        # Each statement sees what committed before it: after the lock is
+        # granted every earlier writer's rows are visible.
+        conn = conn.execution_options(isolation_level="READ COMMITTED")
+    return conn
+
+
+def advance(engine) -> dict | None:
+    """Bring the index up to date; None when it has not been built yet."""
+    with _transaction(engine) as conn, conn.begin():
+        state = _load_state(_state_row(conn, lock=True))
+        if state is None:
+            return None
+        return _advance_locked(conn, state)
+
+
+def _advance_locked(conn, state: dict) -> dict:
+    t = cart_log.c
+    now = db_now(conn)
+    max_id, min_id = _id_range(conn)
+    keys: set = set()
+    if max_id is None:
+        # The table is empty: nothing can be a member.
+        if conn.execute(select(func.count()).select_from(nc_cart_dup_bucket)).scalar():
+            conn.execute(delete(nc_cart_dup_bucket))
+        max_id = min_id = 0
+        state.update(idf=0, pid=None if state.get("pid") is None else 0)
+    else:
+        low = min_id if min_id > state["min"] else None      # rows purged below
+        high = max_id if max_id < state["max"] else None     # newest rows removed
+        if low is not None or high is not None:
+            keys |= _keys_outside(conn, low, high)
+        if max_id < state["idf"]:
+            state["idf"] = max_id                             # ids handed out again (SQLite)
+        if state.get("pid") is not None and state["pid"] > max_id:
+            state["pid"] = max_id
+        stmt = select(t.user_id, t.cart_hash).where(t.id > state["idf"], t.email_sent == 1).distinct()
+        keys.update(tuple(r) for r in conn.execute(stmt))
+        hwm = _time(state["sent"])
+        top = hwm
+        stmt = select(t.user_id, t.cart_hash, t.sent_at).where(t.sent_at >= hwm - LAG)
+        for u, h, sent_at in conn.execute(stmt):
+            keys.add((u, h))
+            if sent_at is not None and sent_at > top:
+                top = sent_at
+        state["sent"] = _iso(max(hwm, min(top, now)))
+    changed = _refresh(conn, keys)
+    state["max"], state["min"] = max_id, min_id
+    pat = state.get("pat")
+    if pat is None or _time(pat) <= now - LAG:
+        if state.get("pid") is not None:
+            state["idf"] = state["pid"]
+        state["pid"], state["pat"] = max_id, _iso(now)
+    _save_state(conn, state, now)
+    return {"touched": len(keys), "changed": changed}
+
+
+def refresh_keys(conn, keys) -> int:
+    """Refresh ``keys`` inside the caller's transaction (cleanup, undo); return keys changed.
+
+    Waits for the index lock, so it runs after (or before) any advance, never
+    interleaved; a locking read sees the rows as they are now. Does nothing
+    while the index has not been built (the build catches up on actions that
+    ran meanwhile).
+    """
+    keys = {(k[0], k[1]) for k in keys}
+    if not keys:
+        return 0
+    state = _load_state(_state_row(conn, lock=True))
+    if state is None:
+        return 0
+    changed = _refresh(conn, keys, locking=True)
+    max_id = conn.execute(select(func.max(cart_log.c.id))).scalar() or 0
+    if max_id < state["max"]:
+        # The newest rows went: a database that hands their ids out again
+        # (SQLite) must have the new rows re-read.
+        state["max"] = max_id
+        state["idf"] = min(state["idf"], max_id)
+        if state.get("pid") is not None:
+            state["pid"] = min(state["pid"], max_id)
+        _save_state(conn, state, db_now(conn))
+    return changed
+
+
+def refresh_ids(conn, ids) -> int:
+    """``refresh_keys`` for the keys of the cart rows with these ids (rows just restored)."""
+    ids = sorted({int(i) for i in ids})
+    keys = set()
+    for batch in _batched(ids, 1000):
+        keys.update(tuple(r) for r in conn.execute(
+            select(cart_log.c.user_id, cart_log.c.cart_hash).where(cart_log.c.id.in_(batch))))
+    return refresh_keys(conn, keys)
+
+
+def _marks(conn) -> dict:
+    """High-water marks taken before a build reads anything."""
+    now = db_now(conn)
+    max_id, min_id = _id_range(conn)
+    max_sent = conn.execute(select(func.max(cart_log.c.sent_at))).scalar()
+    sent = now if max_sent is None else min(max_sent, now)
+    return {"v": FORMAT, "nb": BUCKETS, "sent": _iso(sent), "idf": max_id or 0, "pid": None, "pat": None,
+            "max": max_id or 0, "min": min_id or 0, "built": _iso(now)}
+
+
+def _keys_of_actions_since(conn, since: dt.datetime) -> set:
+    """Keys of cart rows archived or restored by actions that began at or after ``since``."""
+    a = nc_action.c
+    action_ids = set()
+    for action_id, kind, params in conn.execute(
+            select(a.action_id, a.kind, a.params_json)
+            .where(a.source == "cart", a.kind.in_(("cleanup", "undo")), a.started_at >= since)):
+        action_ids.add(action_id)
+        if kind == "undo":
+            try:
+                target = json.loads(params).get("target")
+            except (ValueError, AttributeError):
+                target = None
+            if target:
+                action_ids.add(target)
+    keys = set()
+    for batch in _batched(sorted(action_ids), 200):
+        for (text,) in conn.execute(select(nc_archive.c.row_json).where(
+                nc_archive.c.action_id.in_(batch), nc_archive.c.table_name == cart_log.name)):
+            row = json.loads(text)
+            keys.add((row.get("user_id"), row.get("cart_hash")))
+    return keys
+
+
+def _swap(conn, members: dict[tuple, list], marks: dict) -> None:
+    """Install a computed index (caller holds the lock) and catch up on actions since its marks."""
+    conn.execute(delete(nc_cart_dup_bucket))
+    by_bucket: dict[int, dict] = defaultdict(dict)
+    for k, m in members.items():
+        by_bucket[bucket_of(k[0])][k] = m
+    rows = [{"bucket": b, "key_count": len(keys), "member_count": sum(len(m) for m in keys.values()),
+             "members": _encode_bucket(keys)} for b, keys in sorted(by_bucket.items())]
+    for batch in _batched(rows, 100):
+        conn.execute(insert(nc_cart_dup_bucket), batch)
+    # Cleanups and undos that ran while the index was computed changed rows
+    # the computation may have read before them.
+    _refresh(conn, _keys_of_actions_since(conn, _time(marks["built"]) - LAG), locking=True)
+    _save_state(conn, dict(marks), db_now(conn))
+
+
+def build_in(conn, *, report=None) -> dict:
+    """Compute and install the index on ``conn`` in the caller's transaction (db upgrade)."""
+    t0 = time.perf_counter()
+    marks = _marks(conn)
+    if report and marks["max"]:
+        report(f"building the cart duplicate member index from {marks['max'] - marks['min'] + 1:,} "
+               f"cart rows ...")
+    members = compute_members(conn)
+    insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
+    _state_row(conn, lock=True)
+    _swap(conn, members, marks)
+    out = {"keys": len(members), "members": sum(len(m) for m in members.values()),
+           "seconds": time.perf_counter() - t0}
+    if report and marks["max"]:
+        report(f"  cart duplicate member index: {out['keys']:,} keys, {out['members']:,} members "
+               f"in {out['seconds']:.1f} s")
+    return out
+
+
+def rebuild(engine, *, only_if_missing: bool = False) -> dict:
+    """Compute the index from the production rows and install it.
+
+    The computation (one GROUP BY pass, then the members of the keys found)
+    holds no lock; only the final swap does. With ``only_if_missing`` an
+    index another console installed meanwhile is kept.
+    """
+    t0 = time.perf_counter()
+    with _transaction(engine) as conn:
+        with conn.begin():
+            marks = _marks(conn)
+            members = compute_members(conn)
+        with conn.begin():
+            insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
+        with conn.begin():
+            if only_if_missing and _load_state(_state_row(conn, lock=True)) is not None:
+                return {"keys": None, "members": None, "seconds": time.perf_counter() - t0, "installed": False}
+            _state_row(conn, lock=True)
+            _swap(conn, members, marks)
+    return {"keys": len(members), "members": sum(len(m) for m in members.values()),
+            "seconds": time.perf_counter() - t0, "installed": True}
+
+
+def ensure_current(engine) -> dict:
+    """Advance the index, building it first when it does not exist yet."""
+    out = advance(engine)
+    if out is None:
+        rebuild(engine, only_if_missing=True)
+        out = advance(engine) or {"touched": 0, "changed": 0}
+    return out
+
+
+def snapshot(conn) -> dict[tuple, list]:
+    """The index as stored: {(user_id, cart_hash): encoded members} (tests, diagnostics)."""
+    out: dict[tuple, list] = {}
+    for entries in _load_buckets(conn).values():
+        out.update(entries)
+    return out
+
+
+# --------------------------------------------------------------------------
+# Reading: the groups of the window rule, straight from the packed members
+
+def read_groups(conn, window_hours: float, since: dt.datetime | None = None) -> list[DuplicateGroup]:
+    """Every cart duplicate group held by the index (unsorted).
+
+    Identical to ``group_cart_rows`` over the production's sent rows: chains
+    anchored at the earliest member (time, then id), a member joins while it
+    is less than the window after the anchor; groups of two or more.
+    ``since`` skips groups whose last member is before it.
+    """
+    window = dt.timedelta(hours=window_hours)
+    fromiso = dt.datetime.fromisoformat
+    decimals: dict[str, Decimal] = {}
+    out: list[DuplicateGroup] = []
+    append = out.append
+    minimum = dt.datetime.min
+    for (text,) in conn.execute(select(nc_cart_dup_bucket.c.members)):
+        for user_id, cart_hash, members in json.loads(text):
+            times = [fromiso(m[1]) if isinstance(m[1], str) else m[1] for m in members]
+            start = 0
+            n = len(members)
+            while start < n:
+                anchor = times[start] or minimum
+                end = start + 1
+                while end < n and (times[end] or minimum) - anchor < window:
+                    end += 1
+                if end - start >= 2 and (since is None or (times[end - 1] is not None
+                                                           and times[end - 1] >= since)):
+                    ids, evidence = [], []
+                    for i in range(start, end):
+                        rid, _, sent, value = members[i]
+                        if isinstance(sent, str):
+                            sent = fromiso(sent)
+                        if isinstance(value, str):
+                            value = decimals.get(value) or decimals.setdefault(value, Decimal(value))
+                        ids.append(rid)
+                        evidence.append({"id": rid, "created_at": times[i], "sent_at": sent,
+                                         "cart_value": value})
+                    append(DuplicateGroup("cart", CART_RULE, {CART_KEY[0]: user_id, CART_KEY[1]: cart_hash},
+                                          ids[0], ids, times[start], times[end - 1], evidence))
+                start = end
+    return out
+
+
+def report_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
