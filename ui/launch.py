@@ -38,7 +38,12 @@ def build_window(args):
     window.show_page(args.page or "overview")
     if getattr(args, "simulate", None):
         mode = args.simulate
-        window.ctx.workspace_ready.connect(lambda _ws: window.traffic.start(mode))
+
+        def start(_ws):
+            if not window.traffic.start(mode):
+                reason = window.traffic.unavailable_reason() or "the banner in the window says why."
+                print(f"warning: the traffic simulator did not start: {reason}", file=sys.stderr)
+        window.ctx.workspace_ready.connect(start)
     window.ctx.open_workspace(lambda: open_workspace(args))
     return window
 

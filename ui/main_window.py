@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         overview.refresh_button.clicked.connect(self.monitor.refresh)
         # While traffic runs, every round re-polls the counts (skipped while a poll still runs).
         self.traffic = overview.traffic
-        self.traffic.sig_report.connect(lambda _report: self.monitor.refresh())
+        self.traffic.sig_report.connect(self._traffic_reported)
         # Start/stop from anywhere: a status-bar button (Ctrl+T) whose menu picks the mode.
         self.traffic_button = traffic_button(self, self.traffic, overview.traffic_panel)
         self.traffic_action = self.traffic_button.defaultAction()
@@ -181,6 +181,11 @@ class MainWindow(QMainWindow):
         if not self.settled:
             self.settled = True
             self.status_settled.emit()
+
+    def _traffic_reported(self, report) -> None:
+        # Not after closing (the monitor's timer stops then): the final report arrives late.
+        if report.running and self.monitor.timer.isActive():
+            self.monitor.refresh()
 
     def closeEvent(self, event) -> None:
         self.monitor.timer.stop()

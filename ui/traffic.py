@@ -198,16 +198,19 @@ class TrafficPanel(Card):
             h.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
             self.grid.addWidget(h, 0, c)
         self.cells: dict[tuple[str, str], QLabel] = {}
+        self.row_widgets: dict[str, list[QLabel]] = {}
         for r, source in enumerate(("orders", "cart", "dispatch"), start=1):
             name = QLabel(SOURCE_TITLES[source])
             name.setObjectName("cardValue")
             self.grid.addWidget(name, r, 0)
+            self.row_widgets[source] = [name]
             for c, column in enumerate(self.COLUMNS, start=1):
                 cell = QLabel("—")
                 cell.setObjectName("cardCount")
                 cell.setAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.grid.addWidget(cell, r, c)
                 self.cells[(source, column)] = cell
+                self.row_widgets[source].append(cell)
         self.grid.setColumnStretch(len(self.COLUMNS) + 1, 1)
         lay.addLayout(self.grid)
 
@@ -245,7 +248,12 @@ class TrafficPanel(Card):
         tip = reason or ""
         for w in (self.button, self.mode_box):
             w.setToolTip(tip)
-        if reason and self.controller.ctx.workspace is not None:
+        ws = self.controller.ctx.workspace
+        if ws is not None:
+            for source, widgets in self.row_widgets.items():  # only the sources it drives
+                for w in widgets:
+                    w.setVisible(ws.has(source))
+        if reason and ws is not None:
             self.summary.setText(reason)
 
     def _clicked(self) -> None:
