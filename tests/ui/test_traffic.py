@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
 
 from app.cli import build_parser, run
 from app.simulate import background
@@ -133,6 +134,10 @@ def test_closing_the_window_stops_the_traffic(qtbot, demo_like):
     qtbot.waitUntil(lambda: window.traffic.latest is not None, timeout=8000)
     window.close()
     assert window.ctx.tasks.pool.activeThreadCount() == 0
+    # The runner's last report arrives after the close: it must not start another poll.
+    QApplication.processEvents()
+    assert window.traffic.state == "stopped" and window.traffic.latest.running is False
+    assert not window.monitor.busy and window.ctx.tasks.running == 0
 
 
 def test_simulate_flag(capsys):
