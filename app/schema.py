@@ -246,13 +246,15 @@ nc_rollup_unsettled = Table(
 
 # Cart duplicate member index (revision 0003): every sent row of every
 # (user_id, cart_hash) holding two or more sent rows, packed per bucket
-# (user_id modulo app.read.cart_members.BUCKETS) as JSON so a full duplicate
-# scan reads a thousand rows instead of the production log. Maintained by
-# app.read.cart_members from a high-water mark in nc_cursor.
+# (user_id modulo app.read.cart_members.BUCKETS): keys, ids and values as
+# JSON, created_at/sent_at as little-endian int64 microseconds, so a full
+# duplicate scan reads a few thousand rows instead of the production log.
+# Maintained by app.read.cart_members from high-water marks in nc_cursor.
 nc_cart_dup_bucket = Table(
     "nc_cart_dup_bucket", console_metadata,
     Column("bucket", Integer, primary_key=True, autoincrement=False),
     Column("key_count", Integer, nullable=False),
     Column("member_count", Integer, nullable=False),
     Column("members", LongText, nullable=False),
+    Column("times", LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"), nullable=False),
 )
