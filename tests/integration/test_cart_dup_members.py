@@ -125,7 +125,7 @@ def test_purged_oldest_and_removed_newest_rows_leave_the_index(workspace_factory
     with ws.engine("cart").begin() as conn:                 # the newest row removed
         conn.execute(delete(cart_log).where(cart_log.c.id == 6))
     assert [g.member_ids for g in assert_exact(ws)] == [[3, 4]]
-    insert_rows(ws, [cart_row(3, HB, T0 + 2 * M)])          # SQLite hands id 6 out again
+    insert_rows(ws, [cart_row(3, HB, T0 + 2 * M)])          # a rowid table hands id 6 out again
     assert len(assert_exact(ws)) == 2
     with ws.engine("cart").begin() as conn:
         conn.execute(delete(cart_log))
