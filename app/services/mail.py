@@ -74,6 +74,9 @@ class Backoff:
     # finish well inside the in-progress window (cart: 2 minutes) after which
     # another console may take the claim over.
     budget_seconds: float | None = 60.0
+    # An attempt is started only with at least this much of the budget left:
+    # a handful of round trips on a healthy server.
+    min_attempt_seconds: float = 0.5
     sleep: Callable[[float], None] = time.sleep
     rand: Callable[[float, float], float] = random.uniform
     clock: Callable[[], float] = time.monotonic
@@ -83,32 +86,55 @@ class Backoff:
 
 
 class MailTransport:
-    """Base: ``send`` hands one email over and returns its message id."""
+    """Base: ``send`` hands one email over and returns its message id.
+
+    ``budget_seconds`` bounds the whole send, retries and waits included:
+    a caller holding a claim that another console may take over after a
+    lease passes the part of that lease the send may use. Socket timeouts
+    are cut to what is left of it, and no attempt starts once it is spent.
+    """
 
     name = "mail"
 
-    def send(self, email: Email) -> str:  # pragma: no cover - interface
+    def send(self, email: Email, *, budget_seconds: float | None = None) -> str:  # pragma: no cover
         raise NotImplementedError
 
-    def _with_backoff(self, backoff: Backoff, once: Callable[[], str], what: str) -> str:
+    def _with_backoff(self, backoff: Backoff, once: Callable[[float | None], str], what: str,
+                      budget_seconds: float | None = None) -> str:
+        """Run ``once(deadline)`` with retries; ``deadline`` is on ``backoff.clock`` (None: unbounded)."""
         last: TransientMailError | None = None
         started = backoff.clock()
+        budgets = [b for b in (backoff.budget_seconds, budget_seconds) if b is not None]
+        deadline = started + min(budgets) if budgets else None
         tries = 0
         for attempt in range(max(1, backoff.attempts)):
+            if deadline is not None and deadline - backoff.clock() < backoff.min_attempt_seconds:
+                if last is None:
+                    raise TransientMailError(f"{what} was not tried: its time budget "
+                                             f"({min(budgets):g} s) was already spent")
+                break
             tries += 1
             try:
-                return once()
+                return once(deadline)
             except TransientMailError as exc:
                 last = exc
                 if attempt + 1 >= backoff.attempts:
                     break
                 delay = backoff.delay(attempt)
-                if backoff.budget_seconds is not None and \
-                        backoff.clock() - started + delay >= backoff.budget_seconds:
+                # A wait after which no attempt fits in the budget is not worth waiting.
+                if deadline is not None and \
+                        backoff.clock() + delay + backoff.min_attempt_seconds > deadline:
                     break
                 backoff.sleep(delay)
         raise TransientMailError(
             f"{what} failed {tries} times, last: {last.message if last else 'unknown error'}")
+
+
+def send_within(transport, email: Email, budget_seconds: float | None) -> str:
+    """Hand ``email`` to ``transport`` within ``budget_seconds`` (transports without budgets: plain send)."""
+    if isinstance(transport, MailTransport):
+        return transport.send(email, budget_seconds=budget_seconds)
+    return transport.send(email)
 
 
 def _message_id(domain: str | None = None) -> str:
@@ -194,17 +220,21 @@ class SmtpTransport(MailTransport):
         msg.add_alternative(email.html, subtype="html")
         return msg
 
-    def send(self, email: Email) -> str:
+    def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
         # One Message-ID for every attempt: a server that got the message but
         # whose answer was lost sees the same id again.
         if self.username and self.password is None:
             raise PermanentMailError("mail.username is set but NC_MAIL_PASSWORD is not: set it to log in")
         message_id = _message_id(self.sender.rsplit("@", 1)[-1] if "@" in self.sender else None)
         msg = self.build(email, message_id)
+        clock = self.backoff.clock
 
-        def once() -> str:
+        def once(deadline: float | None) -> str:
+            remaining = None if deadline is None else (lambda: deadline - clock())
+            smtp = _BoundedSMTP(self.timeout, remaining)
             try:
-                with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                try:
+                    smtp.connect(self.host, self.port)
                     smtp.ehlo()
                     if self.starttls:
                         smtp.starttls(context=self.tls_context or ssl.create_default_context())
@@ -212,13 +242,68 @@ class SmtpTransport(MailTransport):
                     if self.username:
                         smtp.login(self.username, self.password)
                     smtp.send_message(msg)
-            except MailError:
-                raise
-            except Exception as exc:  # smtplib and socket raise many kinds; classify each
-                raise _classify_smtp(exc, self.host, self.port) from None
+                except MailError:
+                    raise
+                except Exception as exc:  # smtplib and socket raise many kinds; classify each
+                    raise _classify_smtp(exc, self.host, self.port) from None
+                # The server accepted the message: it is handed over. Whatever
+                # QUIT answers (421, a timeout, a dropped connection) changes
+                # nothing, and must not make anyone send it again.
+                try:
+                    smtp.quit()
+                except Exception:  # noqa: BLE001 - see above
+                    pass
+            finally:
+                smtp.close()
             return message_id
 
-        return self._with_backoff(self.backoff, once, f"Sending through {self.host}:{self.port}")
+        return self._with_backoff(self.backoff, once, f"Sending through {self.host}:{self.port}",
+                                  budget_seconds)
+
+
+class _BoundedSMTP(smtplib.SMTP):
+    """smtplib.SMTP whose every connect, write and read ends by a deadline.
+
+    Before each command and each reply the socket timeout is set to the
+    configured timeout or what is left of the budget, whichever is smaller,
+    so one attempt cannot outlast the budget however slow the server is.
+    """
+
+    def __init__(self, timeout: float, remaining: Callable[[], float] | None):
+        self._configured = timeout
+        self._remaining = remaining
+        super().__init__(timeout=timeout)
+
+    def _left(self) -> float:
+        if self._remaining is None:
+            return self._configured
+        left = self._remaining()
+        if left <= 0:
+            raise socket.timeout("the time budget for this email is spent")
+        return min(self._configured, left)
+
+    def _bound(self) -> None:
+        timeout = self._left()
+        self.timeout = timeout
+        if self.sock is not None:
+            self.sock.settimeout(timeout)
+
+    def connect(self, host="localhost", port=0, source_address=None):
+        self._bound()  # _get_socket uses self.timeout for the TCP connect
+        self._host = host  # STARTTLS checks the certificate against it
+        return super().connect(host, port, source_address)
+
+    def send(self, s):
+        self._bound()
+        return super().send(s)
+
+    def getreply(self):
+        self._bound()
+        return super().getreply()
+
+    def starttls(self, *args, **kwargs):
+        self._bound()  # the TLS handshake runs on the socket's timeout
+        return super().starttls(*args, **kwargs)
 
 
 def _html_to_text(html: str) -> str:
@@ -252,7 +337,7 @@ class OutboxTransport(MailTransport):
         return sorted(p for p in self.directory.iterdir()
                       if p.suffix == ".html" and p.name != INDEX_NAME and not p.name.startswith("."))
 
-    def send(self, email: Email) -> str:
+    def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
         message_id = _message_id("outbox.localhost")
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
         # Time first so a listing sorts by time; the uuid makes the name unique
@@ -262,7 +347,7 @@ class OutboxTransport(MailTransport):
                 "created": now.isoformat(timespec="milliseconds") + "Z", "headers": email.headers or {}}
         body = _META_PREFIX + json.dumps(meta).replace("--", "\\u002d\\u002d") + _META_SUFFIX + "\n" + email.html
 
-        def once() -> str:
+        def once(_deadline: float | None) -> str:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 _atomic_write(self.directory / name, body)
@@ -270,7 +355,8 @@ class OutboxTransport(MailTransport):
                 raise TransientMailError(f"The outbox {self.directory} cannot be written: {exc}") from None
             return message_id
 
-        result = self._with_backoff(self.backoff, once, f"Writing to the outbox {self.directory}")
+        result = self._with_backoff(self.backoff, once, f"Writing to the outbox {self.directory}",
+                                    budget_seconds)
         # The email is in the outbox now; an index that cannot be rewritten is
         # rebuilt by the next write and must not make the caller send again.
         try:
@@ -357,7 +443,7 @@ class MemoryTransport(MailTransport):
         self.sent: list[tuple[str, Email]] = []
         self._lock = threading.Lock()
 
-    def send(self, email: Email) -> str:
+    def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
         message_id = _message_id("memory.localhost")
         with self._lock:
             self.count += 1

@@ -1,10 +1,12 @@
 """Mail transports against a real SMTP server on loopback (aiosmtpd) and the outbox folder."""
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import socket
 import ssl
 import threading
+import time
 from email import message_from_bytes
 
 import pytest
@@ -54,6 +56,55 @@ class Refuse(Counting):
         with self.lock:
             self.attempts += 1
         return "550 5.7.1 Message rejected"
+
+
+class QuitAnswers421(Counting):
+    """Accepts the message, then answers QUIT with 421 (a server shutting down)."""
+
+    async def handle_QUIT(self, server, session, envelope):
+        return "421 4.3.2 Service shutting down"
+
+
+class QuitHangs(Counting):
+    """Accepts the message, then does not answer QUIT in time."""
+
+    async def handle_QUIT(self, server, session, envelope):
+        await asyncio.sleep(2.0)
+        return "221 Bye"
+
+
+class SlowData(Counting):
+    """Takes ``delay`` seconds to answer the end of DATA."""
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            self.attempts += 1
+        await asyncio.sleep(self.delay)
+        return "250 OK"
+
+
+class SlowEveryCommand(Counting):
+    """Answers MAIL and RCPT each just inside the socket timeout: slow, never timing out."""
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        with self.lock:
+            self.attempts += 1
+        await asyncio.sleep(self.delay)
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        await asyncio.sleep(self.delay)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
 
 @pytest.fixture
@@ -132,6 +183,78 @@ def test_backoff_stops_when_the_time_budget_is_spent():
     with pytest.raises(TransientMailError, match="failed 3 times"):
         transport.send(email())
     assert slept == [4.0, 8.0]  # a third wait of 8 s would pass the 15 s budget
+
+
+def test_smtp_quit_answered_421_after_acceptance_is_one_email_and_a_success(smtp_server):
+    handler = QuitAnswers421()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    message_id = transport.send(email(3))
+    assert len(handler.messages) == 1
+    assert handler.messages[0]["Message-ID"] == message_id
+    assert backoff.slept == []
+
+
+def test_smtp_quit_timing_out_after_acceptance_is_one_email_and_a_success(smtp_server):
+    handler = QuitHangs()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", timeout=0.5,
+                              backoff=backoff)
+    message_id = transport.send(email(4))
+    assert [m["Message-ID"] for m in handler.messages] == [message_id]
+    assert backoff.slept == []
+
+
+def test_smtp_socket_timeouts_are_cut_to_the_budget(smtp_server):
+    handler = SlowData(delay=3.0)
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", timeout=10,
+                              backoff=RecordedBackoff())
+    started = time.monotonic()
+    with pytest.raises(TransientMailError, match="failed 1 times.*timed out"):
+        transport.send(email(), budget_seconds=1.0)
+    elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 1.5  # not the configured 10 s; no second attempt after the budget
+    assert handler.attempts == 1
+
+
+def test_an_attempt_ends_with_the_budget_however_many_slow_answers_it_takes(smtp_server):
+    handler = SlowEveryCommand(delay=0.6)
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", timeout=1.0,
+                              backoff=RecordedBackoff())
+    started = time.monotonic()
+    with pytest.raises(TransientMailError):
+        transport.send(email(), budget_seconds=1.0)  # MAIL + RCPT alone take 1.2 s
+    assert time.monotonic() - started < 1.5
+    assert handler.attempts == 1 and handler.messages == []
+
+
+def test_caller_budget_shorter_than_the_backoff_budget_stops_new_attempts():
+    now = [0.0]
+    slept = []
+
+    def sleep(d):
+        slept.append(d)
+        now[0] += d
+
+    b = Backoff(attempts=10, base_delay=4.0, max_delay=8.0, budget_seconds=60.0, sleep=sleep,
+                rand=lambda lo, hi: hi, clock=lambda: now[0])
+    transport = SmtpTransport(host="127.0.0.1", port=free_port(), sender="c@example.com", timeout=2, backoff=b)
+    with pytest.raises(TransientMailError, match="failed 2 times"):
+        transport.send(email(), budget_seconds=10.0)
+    assert slept == [4.0]  # after 4 s, a wait of 8 s leaves no time for an attempt
+
+
+def test_no_attempt_starts_when_the_budget_is_already_spent(smtp_server):
+    handler = Counting()
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", backoff=RecordedBackoff())
+    with pytest.raises(TransientMailError, match="was not tried"):
+        transport.send(email(), budget_seconds=0.0)
+    assert handler.attempts == 0 and handler.messages == []
 
 
 def test_smtp_550_fails_at_once_without_retry(smtp_server):
