@@ -36,6 +36,7 @@ the OS keyring (service ``notification-console``, user = source name).
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -163,10 +164,18 @@ def _where(path: Path, key: str) -> str:
     return f"{path}: key '{key}'"
 
 
+# Upper bounds keep every derived time span representable (a year at most).
+_MAX = {"minutes": 525_600, "hours": 8_760, "seconds": 3_600}
+
+
 def _number(path: Path, section: dict, key: str, default: float, dotted: str) -> float:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{_where(path, dotted)} must be a positive number, not {value!r}.")
+    unit = key.rsplit("_", 1)[-1]
+    limit = _MAX.get(unit, 1e6)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 < value <= limit:
+        raise ConfigError(f"{_where(path, dotted)} must be a positive number of {unit} up to {limit:,}, "
+                          f"not {value!r}.")
     return value
 
 
@@ -258,6 +267,18 @@ def parse_config(raw: dict, p: Path | None) -> Config:
     for key in mail_raw:
         if not hasattr(mdef, key):
             raise ConfigError(f"{_where(p, 'mail.' + key)} is unknown.")
+    for key, value in mail_raw.items():
+        expected = type(getattr(mdef, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[expected]
+            raise ConfigError(f"{_where(p, 'mail.' + key)} must be {kind}, not {value!r}.")
+    if "timeout_seconds" in mail_raw:
+        _number(p, mail_raw, "timeout_seconds", mdef.timeout_seconds, "mail.timeout_seconds")
+    for key in ("host", "sender", "admin_to"):
+        if key in mail_raw and not mail_raw[key].strip():
+            raise ConfigError(f"{_where(p, 'mail.' + key)} must not be empty.")
     mail = replace(mdef, **mail_raw)
     if mail.transport not in ("smtp", "outbox"):
         raise ConfigError(f"{_where(p, 'mail.transport')} must be smtp or outbox, not {mail.transport!r}.")

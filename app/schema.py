@@ -41,6 +41,7 @@ cart_users = Table(
     Column("id", IntId, primary_key=True, autoincrement=True),
     Column("email", String(255), nullable=False),
     Column("name", String(255), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 cart_log = Table(
@@ -54,6 +55,7 @@ cart_log = Table(
     Column("sent_at", Dt3, nullable=True),
     Column("error_message", Text, nullable=True),
     Index("idx_user_cart_unique", "user_id", "cart_hash", "created_at"),
+    sqlite_autoincrement=True,
 )
 
 # --------------------------------------------------------------------------
@@ -65,6 +67,7 @@ dispatch_users = Table(
     Column("id", IntId, primary_key=True, autoincrement=True),
     Column("email", String(255), nullable=False),
     Column("display_name", String(255), nullable=False),
+    sqlite_autoincrement=True,
 )
 
 issues = Table(
@@ -75,6 +78,7 @@ issues = Table(
     Column("reporter_id", IntId, nullable=False),
     Column("assignee_id", IntId, nullable=True),
     Column("status", String(32), nullable=False, server_default="open"),
+    sqlite_autoincrement=True,
 )
 
 issue_watchers = Table(
@@ -104,6 +108,7 @@ dispatch_log = Table(
     Column("error_message", Text, nullable=True),
     Index("idx_status_created", "status", "created_at"),
     Index("idx_dispatch_log_created", "created_at"),
+    sqlite_autoincrement=True,
 )
 
 notifications = Table(
@@ -123,6 +128,7 @@ notifications = Table(
     # "idx_created" on MySQL (from the SQL file); index names are per database
     # on SQLite and PostgreSQL, so the portable copy needs its own name.
     Index("idx_notifications_created", "created_at"),
+    sqlite_autoincrement=True,
 )
 
 PRODUCTION_TABLES = {
@@ -148,6 +154,9 @@ nc_action = Table(
     Column("status", String(16), nullable=False),        # running | succeeded | failed | refused
     Column("started_at", NcTime, nullable=False),
     Column("heartbeat_at", NcTime, nullable=True),      # a running action's last sign of life
+    # Fencing token of the console running the action: a console that lost
+    # it (its action was taken over) can neither heartbeat nor finish.
+    Column("lease_token", String(64), nullable=True),
     Column("finished_at", NcTime, nullable=True),
     Column("outcome_json", LongText, nullable=True),
     Column("message", Text, nullable=True),

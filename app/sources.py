@@ -10,12 +10,14 @@
 from __future__ import annotations
 
 import atexit
+import datetime as dt
+import errno
 import functools
 import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -25,6 +27,12 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from .config import SourceConfig
 from .errors import ConfigError, SourceUnavailable
+from .sqlutil import utcnow
+
+try:  # POSIX; elsewhere the demo store is not locked
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 CONNECT_TIMEOUT_S = 5
 
@@ -56,11 +64,13 @@ def sql_engine(source: SourceConfig, *, pool_size: int = 5, echo: bool = False) 
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": 120,
                                       "write_timeout": 120, "charset": "utf8mb4"}
         elif url.get_backend_name() == "postgresql":
+            if url.drivername == "postgresql":  # the driver this project installs
+                url = url.set(drivername="postgresql+psycopg2")
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     try:
         engine = create_engine(url, **kwargs)
-    except (NoSuchModuleError, ArgumentError) as exc:
-        raise ConfigError(f"The {source.name} URL {source.url!r} names an unsupported driver: {exc}.") from None
+    except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+        raise ConfigError(f"The {source.name} URL {source.url!r} names an unsupported or missing driver: {exc}.") from None
     _install_session_setup(engine)
     engine.info = {"source": source.name}  # type: ignore[attr-defined]
     return engine
@@ -153,6 +163,9 @@ class _LockedCollection:
         if not callable(attr):
             return attr
 
+        if name in self._WRITES and self._store.read_only:
+            raise SourceUnavailable(self._store.read_only)
+
         @functools.wraps(attr)
         def locked(*args, **kwargs):
             with self._store.lock:
@@ -176,6 +189,8 @@ class _LockedDatabase:
         if name.startswith("_"):
             raise AttributeError(name)
         if name in ("list_collection_names", "command", "drop_collection", "create_collection"):
+            if name in ("drop_collection", "create_collection") and self._store.read_only:
+                raise SourceUnavailable(self._store.read_only)
             attr = getattr(self._db, name)
 
             def locked(*a, **k):
@@ -188,6 +203,9 @@ class _LockedDatabase:
 _MEMORY_CLIENTS: dict[str, object] = {}
 _FILE_STORES: dict[Path, "OrderStore"] = {}
 _CHECKPOINT_LOCK = threading.Lock()
+# Reentrant: retiring a store (``store.file = None``) drops it from the cache under this lock.
+_MEMORY_LOCK = threading.RLock()
+CLOCK_REFRESH_S = 30.0
 
 
 def _stamp(path: Path):
@@ -196,7 +214,72 @@ def _stamp(path: Path):
     except OSError:
         return None
     return (st.st_ino, st.st_mtime_ns, st.st_size)
-_MEMORY_LOCK = threading.Lock()
+
+
+class _FileLock:
+    """An exclusive advisory lock on ``<store file>.lock``, naming the holder's pid.
+
+    The first process to open a file-backed store holds it until it closes
+    the store or exits (the system drops the lock with the process), so two
+    processes never both dump their own copy over the file.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> int | None:
+        """Take the lock: None when taken, else the holder's pid (0 when it cannot be read)."""
+        if fcntl is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None  # a folder the lock cannot be made in: nothing to share it with either
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                os.close(fd)
+                return None
+            pid = 0
+            for _ in range(20):  # the holder writes its pid right after taking the lock
+                try:
+                    pid = int(os.pread(fd, 32, 0).decode("ascii", "replace").strip() or 0)
+                except ValueError:
+                    pid = 0
+                if pid:
+                    break
+                time.sleep(0.01)
+            os.close(fd)
+            return pid
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        self.fd = fd
+        return None
+
+    def held(self) -> bool:
+        """Still the lock of the file at ``path`` (not of one a reset swapped away)?"""
+        if self.fd is None:
+            return False
+        try:
+            return os.fstat(self.fd).st_ino == os.stat(self.path).st_ino
+        except OSError:
+            return False
+
+    def release(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+
+def read_only_message(pid: int) -> str:
+    holder = f"pid {pid}" if pid else "pid unknown"
+    return (f"The demo order store is open in another process ({holder}); "
+            "close it there to change orders from here.")
 
 
 @dataclass
@@ -210,13 +293,66 @@ class OrderStore:
     lock: threading.RLock | None = None
     dirty: bool = False
     file_stamp: tuple | None = None
+    # Set (to the sentence to show) when another process holds the file:
+    # reads work, writes raise SourceUnavailable, nothing is checkpointed.
+    read_only: str | None = None
+    refs: int = 1
+    _file_lock: _FileLock | None = field(default=None, repr=False)
+    _clock: tuple | None = field(default=None, repr=False)
+    _clock_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name == "file" and value is None:
+            self._retire()
 
     def __getitem__(self, name):
         return self.db[name]
 
+    # -- the order database's clock -------------------------------------
+
+    def now(self) -> dt.datetime:
+        """The order database's clock, naive UTC.
+
+        Every order-side lease and claim is stamped and compared on it, so
+        consoles on workstations whose clocks disagree agree on "expired".
+        A real server's time is read once and the offset to the local clock
+        reused for ``CLOCK_REFRESH_S`` seconds; a mock store is local.
+        """
+        if self.kind != "mongodb":
+            return utcnow()
+        mono = time.monotonic()
+        with self._clock_lock:
+            cached = self._clock
+        if cached is not None and mono - cached[1] <= CLOCK_REFRESH_S:
+            return utcnow() + cached[0]
+        before = utcnow()
+        server = self._server_time()
+        after = utcnow()
+        with self._clock_lock:
+            self._clock = (server - (before + (after - before) / 2), mono)
+        return server
+
+    def _server_time(self) -> dt.datetime:
+        from pymongo.errors import OperationFailure
+        try:
+            reply = self.db.command("hello")
+        except OperationFailure:  # servers before 4.4.2
+            reply = self.db.command("isMaster")
+        value = reply["localTime"]
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value
+
+    # -- the file-backed demo store --------------------------------------
+
     def checkpoint(self) -> None:
         """Persist a file-backed mock store (the demo); nothing for a real server."""
-        if self.file is None or not self.dirty:
+        if self.file is None or not self.dirty or self.read_only:
+            return
+        if self._file_lock is not None and not self._file_lock.held():
+            # The file was replaced (demo --reset elsewhere): this copy is not its to overwrite.
+            self.file = None
             return
         from bson import json_util
         with _CHECKPOINT_LOCK:  # one checkpoint at a time, so an older dump never lands last
@@ -234,8 +370,26 @@ class OrderStore:
             os.replace(tmp, target)
             self.file_stamp = _stamp(target)
 
+    def _retire(self) -> None:
+        """No longer the process's store of its file: release the lock, leave the cache."""
+        lock = self.__dict__.get("_file_lock")
+        if lock is not None:
+            lock.release()
+        with _MEMORY_LOCK:
+            for path, cached in list(_FILE_STORES.items()):
+                if cached is self:
+                    del _FILE_STORES[path]
+
     def close(self) -> None:
+        """Give back one ``open_order_store``; the last one out checkpoints and lets go of the file."""
+        with _MEMORY_LOCK:
+            self.refs -= 1
+            last = self.refs <= 0
+        if not last:
+            return
         self.checkpoint()
+        if self.file is not None:
+            self.file = None
         if self.kind == "mongodb":
             self.client.close()
 
@@ -299,21 +453,32 @@ def open_order_store(url: str) -> OrderStore:
             with _MEMORY_LOCK:
                 cached = _FILE_STORES.get(path)
                 if cached is not None and cached.file_stamp == _stamp(path):
+                    cached.refs += 1
                     return cached
                 if cached is not None:
                     cached.file = None  # replaced on disk (demo --reset): retire it
+            # Across processes, the first to open the file owns it; the others
+            # read a copy and are refused writes, which they could not keep.
+            file_lock = _FileLock(path.with_name(path.name + ".lock"))
+            holder = file_lock.acquire()
             client = mongomock.MongoClient(tz_aware=False)
             raw = client["orders"]
             store = OrderStore(db=None, kind="mongomock", client=client, file=path, lock=lock)
             try:
                 _load_mock_file(raw, path)
             except (ValueError, OSError) as exc:
+                file_lock.release()
                 raise SourceUnavailable(f"The order store file {path} cannot be read: {exc}.") from None
             store.db = _LockedDatabase(raw, store)
             store.file_stamp = _stamp(path)
+            if holder is not None:
+                store.read_only = read_only_message(holder)
+            else:
+                store._file_lock = file_lock
             with _MEMORY_LOCK:
                 _FILE_STORES[path] = store
-            _start_flusher(store)
+            if store.read_only is None:
+                _start_flusher(store)
             return store
         name = rest.strip("/") or "orders"
         with _MEMORY_LOCK:

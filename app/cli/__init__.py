@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
 
@@ -101,6 +104,17 @@ def run(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
+        return EXIT_FAILED
+    except SQLAlchemyError as exc:  # a database error no service turned into a sentence
+        from ..sources import describe_db_error
+        print(f"error: {describe_db_error('configured', exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # last resort: one sentence, never a traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
+              "(run with NC_DEBUG=1 for details).", file=sys.stderr)
+        if os.environ.get("NC_DEBUG"):
+            raise
         return EXIT_FAILED
     except BrokenPipeError:
         return 0

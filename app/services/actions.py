@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import socket
+import threading
 import uuid
 from dataclasses import dataclass, field
 from typing import Callable
@@ -40,8 +41,8 @@ from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
-    "operator": frozenset({"retry"}),
-    "admin": frozenset({"retry", "cleanup", "undo"}),
+    "operator": frozenset({"retry", "simulate"}),
+    "admin": frozenset({"retry", "cleanup", "undo", "simulate"}),
 }
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 STALE_AFTER = dt.timedelta(minutes=2)
@@ -89,6 +90,7 @@ class AuditEntry:
     outcome: dict | None
     message: str | None
     items: list[dict] = field(default_factory=list)
+    heartbeat_at: dt.datetime | None = None
 
     def counts(self) -> dict:
         out = self.outcome or {}
@@ -122,7 +124,8 @@ class SqlLedger:
         except (DBAPIError, SQLAlchemyError) as exc:
             raise OperationFailed(describe_db_error(self.source, exc)) from None
 
-    def start(self, action_id, kind, params, phash, operator, role) -> Started:
+    def start(self, action_id, kind, params, phash, operator, role, token,
+              rerun_failed=False) -> Started:
         def tx():
             with self.engine.begin() as conn:
                 now = db_now(conn)
@@ -130,7 +133,7 @@ class SqlLedger:
                     "action_id": action_id, "kind": kind, "source": self.source,
                     "params_json": json.dumps(params, default=json_default, sort_keys=True),
                     "params_hash": phash, "operator": operator, "role": role, "status": "running",
-                    "started_at": now, "heartbeat_at": now})
+                    "started_at": now, "heartbeat_at": now, "lease_token": token})
                 if won:
                     return Started(True)
                 row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().one()
@@ -138,13 +141,19 @@ class SqlLedger:
                     raise ActionConflict(
                         f"Action id {action_id} was already used for a {row['kind']} on {row['source']} "
                         "with other parameters: start a new action instead.")
+                takeover = None
                 if row["status"] == "running":
-                    taken = conn.execute(update(nc_action).where(and_(
-                        nc_action.c.action_id == action_id, nc_action.c.status == "running",
-                        or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)))
-                        .values(operator=operator, role=role, heartbeat_at=now)).rowcount
+                    takeover = or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)
+                elif row["status"] == "failed" and rerun_failed:
+                    takeover = nc_action.c.status == "failed"
+                if takeover is not None:
+                    taken = conn.execute(update(nc_action).where(
+                        nc_action.c.action_id == action_id, nc_action.c.status == row["status"], takeover)
+                        .values(status="running", operator=operator, role=role, heartbeat_at=now,
+                                lease_token=token, finished_at=None, message=None)).rowcount
                     if taken == 1:
                         return Started(True)
+                if row["status"] == "running":
                     raise ActionConflict(f"Action {action_id} is still running on {row['operator']}: wait for it to finish.")
                 return Started(False, self._entry(conn, row))
         return self._guard(tx)
@@ -160,16 +169,17 @@ class SqlLedger:
             role=row["role"], status=row["status"], started_at=row["started_at"], finished_at=row["finished_at"],
             params=json.loads(row["params_json"] or "{}"),
             outcome=json.loads(row["outcome_json"]) if row["outcome_json"] else None,
-            message=row["message"], items=items)
+            message=row["message"], items=items, heartbeat_at=row["heartbeat_at"])
 
-    def heartbeat(self, action_id, conn=None) -> None:
+    def heartbeat(self, action_id, token, conn=None) -> bool:
+        """Renew the action's lease; False when another console has taken it over."""
         def run(c):
-            c.execute(update(nc_action).where(nc_action.c.action_id == action_id)
-                      .values(heartbeat_at=db_now(c)))
+            return c.execute(update(nc_action).where(nc_action.c.action_id == action_id,
+                                                     nc_action.c.lease_token == token)
+                             .values(heartbeat_at=db_now(c))).rowcount == 1
         if conn is not None:
             return run(conn)
-        with self.engine.begin() as c:
-            run(c)
+        return self._guard(lambda: _begin_run(self.engine, run))
 
     def record_items(self, action_id, items: list[dict], conn=None) -> None:
         if not items:
@@ -183,13 +193,23 @@ class SqlLedger:
             return run(conn)
         self._guard(lambda: _begin_run(self.engine, run))
 
-    def finish(self, action_id, status, outcome, message=None, conn=None) -> None:
+    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
+        """Record the end of the action, only while this console still holds it.
+
+        Inside the action's own transaction (cleanup, undo) a lost lease
+        raises, so the whole transaction rolls back: a console whose action
+        was taken over never commits its work.
+        """
         values = {"status": status, "outcome_json": json.dumps(outcome, default=json_default),
                   "message": message}
 
         def run(c):
-            c.execute(update(nc_action).where(nc_action.c.action_id == action_id)
-                      .values(finished_at=db_now(c), **values))
+            done = c.execute(update(nc_action).where(
+                nc_action.c.action_id == action_id, nc_action.c.lease_token == token,
+                nc_action.c.status == "running").values(finished_at=db_now(c), **values)).rowcount
+            if done != 1:
+                raise ActionConflict(f"Action {action_id} was taken over by another console; "
+                                     "this console's result was not recorded.")
         if conn is not None:
             return run(conn)
         self._guard(lambda: _begin_run(self.engine, run))
@@ -229,14 +249,20 @@ class MongoLedger:
         self.db = store.db
         self.source = "orders"
 
-    def start(self, action_id, kind, params, phash, operator, role) -> Started:
+    def _now(self):
+        clock = getattr(self.store, "now", None)
+        return clock() if callable(clock) else utcnow()
+
+    def start(self, action_id, kind, params, phash, operator, role, token,
+              rerun_failed=False) -> Started:
         from pymongo.errors import DuplicateKeyError
-        now = utcnow()
+        now = self._now()
         try:
             self.db["nc_actions"].insert_one({
                 "_id": action_id, "kind": kind, "source": self.source, "params": params,
                 "params_hash": phash, "operator": operator, "role": role, "status": "running",
-                "started_at": now, "heartbeat_at": now, "finished_at": None, "outcome": None, "message": None})
+                "started_at": now, "heartbeat_at": now, "lease_token": token, "finished_at": None,
+                "outcome": None, "message": None})
             return Started(True)
         except DuplicateKeyError:
             pass
@@ -245,12 +271,18 @@ class MongoLedger:
             raise ActionConflict(
                 f"Action id {action_id} was already used for a {doc['kind']} on {doc['source']} "
                 "with other parameters: start a new action instead.")
+        flt = None
         if doc["status"] == "running":
-            res = self.db["nc_actions"].update_one(
-                {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}},
-                {"$set": {"operator": operator, "role": role, "heartbeat_at": now}})
+            flt = {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}
+        elif doc["status"] == "failed" and rerun_failed:
+            flt = {"_id": action_id, "status": "failed"}
+        if flt is not None:
+            res = self.db["nc_actions"].update_one(flt, {"$set": {
+                "status": "running", "operator": operator, "role": role, "heartbeat_at": now,
+                "lease_token": token, "finished_at": None, "message": None}})
             if res.modified_count == 1:
                 return Started(True)
+        if doc["status"] == "running":
             raise ActionConflict(f"Action {action_id} is still running on {doc['operator']}: wait for it to finish.")
         return Started(False, self._entry(doc))
 
@@ -262,10 +294,13 @@ class MongoLedger:
         return AuditEntry(action_id=doc["_id"], kind=doc["kind"], source=doc["source"], operator=doc["operator"],
                           role=doc["role"], status=doc["status"], started_at=doc.get("started_at"),
                           finished_at=doc.get("finished_at"), params=doc.get("params") or {},
-                          outcome=doc.get("outcome"), message=doc.get("message"), items=items)
+                          outcome=doc.get("outcome"), message=doc.get("message"), items=items,
+                          heartbeat_at=doc.get("heartbeat_at"))
 
-    def heartbeat(self, action_id, conn=None) -> None:
-        self.db["nc_actions"].update_one({"_id": action_id}, {"$set": {"heartbeat_at": utcnow()}})
+    def heartbeat(self, action_id, token, conn=None) -> bool:
+        res = self.db["nc_actions"].update_one({"_id": action_id, "lease_token": token},
+                                               {"$set": {"heartbeat_at": self._now()}})
+        return res.matched_count == 1
 
     def record_items(self, action_id, items, conn=None) -> None:
         if items:
@@ -275,14 +310,18 @@ class MongoLedger:
                  "detail": i.get("detail"), "seq": base + n / 1e6} for n, i in enumerate(items)])
             self.store.dirty = True
 
-    def finish(self, action_id, status, outcome, message=None, conn=None) -> None:
+    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
         clean = json.loads(json.dumps(outcome, default=json_default))
-        self.db["nc_actions"].update_one({"_id": action_id}, {"$set": {
-            "status": status, "outcome": clean, "message": message, "finished_at": utcnow()}})
+        res = self.db["nc_actions"].update_one(
+            {"_id": action_id, "lease_token": token, "status": "running"},
+            {"$set": {"status": status, "outcome": clean, "message": message, "finished_at": self._now()}})
         self.store.checkpoint()
+        if res.matched_count != 1:
+            raise ActionConflict(f"Action {action_id} was taken over by another console; "
+                                 "this console's result was not recorded.")
 
     def refuse(self, action_id, kind, params, phash, operator, role, message) -> None:
-        now = utcnow()
+        now = self._now()
         self.db["nc_actions"].insert_one({
             "_id": action_id, "kind": kind, "source": self.source, "params": params, "params_hash": phash,
             "operator": operator, "role": role, "status": "refused", "started_at": now, "heartbeat_at": now,
@@ -349,6 +388,7 @@ class ActionContext:
     operator: str
     role: str
     ledger: object
+    token: str = ""
     finished: bool = False
     items: list[dict] = field(default_factory=list)
 
@@ -358,19 +398,55 @@ class ActionContext:
         self.ledger.record_items(self.action_id, items, conn=conn)
 
     def heartbeat(self, conn=None) -> None:
-        self.ledger.heartbeat(self.action_id, conn=conn)
+        if not self.ledger.heartbeat(self.action_id, self.token, conn=conn):
+            raise ActionConflict(f"Action {self.action_id} was taken over by another console: stopping here.")
 
     def finish_in(self, conn, outcome: dict) -> None:
         """Record success inside the caller's transaction (cleanup, undo)."""
-        self.ledger.finish(self.action_id, "succeeded", outcome, conn=conn)
+        self.ledger.finish(self.action_id, self.token, "succeeded", outcome, conn=conn)
         self.finished = True
+
+
+class _Heartbeat:
+    """Renews a running action's lease from a side thread, so a long item
+    (a slow SMTP server, a big cleanup transaction) never looks dead."""
+
+    INTERVAL = STALE_AFTER.total_seconds() / 6
+
+    def __init__(self, ctx: ActionContext):
+        self.ctx = ctx
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"heartbeat-{ctx.action_id}", daemon=True)
+
+    def _run(self):
+        while not self.stop.wait(self.INTERVAL):
+            try:
+                if not self.ctx.ledger.heartbeat(self.ctx.action_id, self.ctx.token):
+                    return  # taken over: finish() will refuse this console's result
+            except Exception:  # a missed beat is retried at the next interval
+                pass
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+def require_role(workspace, kind: str, source: str, params: dict, action_id: str | None = None) -> None:
+    """Refuse (audited) before anything else happens when the role may not ``kind``."""
+    if not allowed(workspace.role, kind):
+        refuse(workspace, kind, source, params, action_id)
 
 
 def refuse(workspace, kind: str, source: str, params: dict, action_id: str | None = None):
     """Audit a refused attempt and raise PermissionDenied."""
     role = workspace.role
     operator = operator_identity()
-    message = f"The {role} role may not {kind}: ask an {'admin' if kind != 'retry' else 'operator or admin'}."
+    may = sorted(r for r, kinds in ROLE_PERMISSIONS.items() if kind in kinds)
+    message = f"The {role} role may not {kind}: it takes the {' or '.join(may) or 'no'} role."
     aid = f"refused-{uuid.uuid4().hex[:16]}"
     params = dict(params, requested_action_id=action_id) if action_id else params
     record = {"action_id": aid, "kind": kind, "source": source, "operator": operator, "role": role,
@@ -383,16 +459,39 @@ def refuse(workspace, kind: str, source: str, params: dict, action_id: str | Non
     raise PermissionDenied(message)
 
 
+def _check_other_sources(workspace, action_id: str, source: str) -> None:
+    """An action id names one action: refuse one another source's ledger already holds."""
+    for other in ("cart", "dispatch", "orders"):
+        if other == source or not workspace.has(other):
+            continue
+        try:
+            entry = ledger_for(workspace, other).get(action_id)
+        except Exception:  # an unreachable source cannot hold a conflicting id we could see
+            continue
+        if entry is not None:
+            raise ActionConflict(f"Action id {action_id} was already used for a {entry.kind} on {other}: "
+                                 "start a new action instead.")
+
+
 def run_action(workspace, *, kind: str, source: str, params: dict, action_id: str | None,
-               body: Callable[[ActionContext], dict]) -> dict:
-    """Run ``body`` once per action id, guarded by role and audited."""
-    if not allowed(workspace.role, kind):
-        refuse(workspace, kind, source, params, action_id)
-    action_id = check_action_id(action_id) if action_id else new_action_id(kind)
+               body: Callable[[ActionContext], dict], rerun_failed: bool = False) -> dict:
+    """Run ``body`` once per action id, guarded by role and audited.
+
+    ``rerun_failed``: an action that failed may run again under its id (undo,
+    whose work is idempotent); otherwise a failed id stays failed.
+    """
+    require_role(workspace, kind, source, params, action_id)
+    if action_id:
+        check_action_id(action_id)
+        _check_other_sources(workspace, action_id, source)
+    else:
+        action_id = new_action_id(kind)
     ledger = ledger_for(workspace, source)
     operator = operator_identity()
+    token = uuid.uuid4().hex
     phash = params_hash(kind, source, params)
-    started = ledger.start(action_id, kind, params, phash, operator, workspace.role)
+    started = ledger.start(action_id, kind, params, phash, operator, workspace.role, token,
+                           rerun_failed=rerun_failed)
     if not started.fresh:
         entry = started.stored
         if entry.status == "failed":
@@ -401,28 +500,31 @@ def run_action(workspace, *, kind: str, source: str, params: dict, action_id: st
             raise PermissionDenied(f"Action {action_id} was refused earlier: {entry.message}")
         return dict(entry.outcome or {}, action_id=action_id, replayed=True)
     ctx = ActionContext(action_id=action_id, kind=kind, source=source, params=params,
-                        operator=operator, role=workspace.role, ledger=ledger)
+                        operator=operator, role=workspace.role, ledger=ledger, token=token)
     try:
-        outcome = dict(body(ctx), action_id=action_id)
+        with _Heartbeat(ctx):
+            outcome = dict(body(ctx), action_id=action_id)
+    except ActionConflict:
+        raise  # taken over: the other console owns the record now
     except ConsoleError as exc:
-        _finish_quietly(ledger, action_id, "failed", {"action_id": action_id}, exc.message)
+        _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, exc.message)
         raise
     except (DBAPIError, SQLAlchemyError) as exc:
         message = describe_db_error(source, exc)
-        _finish_quietly(ledger, action_id, "failed", {"action_id": action_id}, message)
+        _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, message)
         raise OperationFailed(message) from None
     except Exception as exc:
         message = f"The {kind} on {source} failed: {type(exc).__name__}: {exc}"
-        _finish_quietly(ledger, action_id, "failed", {"action_id": action_id}, message)
+        _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, message)
         raise OperationFailed(message) from None
     if not ctx.finished:
-        ledger.finish(action_id, "succeeded", outcome)
+        ledger.finish(action_id, token, "succeeded", outcome)
     return dict(outcome, replayed=False)
 
 
-def _finish_quietly(ledger, action_id, status, outcome, message) -> None:
+def _finish_quietly(ledger, action_id, token, status, outcome, message) -> None:
     try:
-        ledger.finish(action_id, status, outcome, message)
+        ledger.finish(action_id, token, status, outcome, message)
     except Exception:  # the original error is what the operator must see
         pass
 

@@ -83,26 +83,37 @@ def archive_and_delete(conn, table: Table, rows: list[dict], action_id: str, now
     return ids
 
 
-def restore(conn, tables: dict[str, Table], action_id: str, now: dt.datetime) -> list[str]:
-    """Put back every row ``action_id`` archived and not yet restored; return their ids."""
+def restore(conn, tables: dict[str, Table], action_id: str, now: dt.datetime) -> tuple[list[str], list[str]]:
+    """Put back every row ``action_id`` archived and not yet restored.
+
+    Returns (restored ids, conflicting ids). A row whose id is back already
+    with the archived values counts as restored; one whose id another row
+    now holds is a conflict and stays in the archive, never overwritten.
+    """
     q = (select(nc_archive).where(nc_archive.c.action_id == action_id, nc_archive.c.restored_at.is_(None))
          .order_by(nc_archive.c.id))
     if backend(conn) != "sqlite":
         q = q.with_for_update()
     entries = list(conn.execute(q).mappings())
     restored: list[str] = []
+    conflicts: list[str] = []
+    done: list[int] = []
     for entry in entries:
         table = tables[entry["table_name"]]
         row = decode_row(entry["row_json"])
-        # A row whose id is back already (restored by hand) is left as it is.
-        if insert_ignore(conn, table, row):
-            restored.append(entry["row_id"])
-    if entries:
-        conn.execute(update(nc_archive).where(nc_archive.c.id.in_([e["id"] for e in entries]))
+        if not insert_ignore(conn, table, row):
+            current = conn.execute(select(table).where(table.c.id == row["id"])).mappings().first()
+            if current is None or encode_row(dict(current)) != encode_row(row):
+                conflicts.append(entry["row_id"])
+                continue
+        restored.append(entry["row_id"])
+        done.append(entry["id"])
+    for start in range(0, len(done), 1000):
+        conn.execute(update(nc_archive).where(nc_archive.c.id.in_(done[start:start + 1000]))
                      .values(restored_at=now))
     if backend(conn) == "postgresql":
         _resync_pg_sequences(conn, {tables[e["table_name"]] for e in entries})
-    return restored
+    return restored, conflicts
 
 
 def _resync_pg_sequences(conn, tables) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 
-from ..errors import OperationFailed, UsageError
+from ..errors import ActionConflict, OperationFailed, UsageError
 from ..faults import fault_point
 from ..read import duplicates as dup
 from ..schema import cart_log, notifications
 from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
-from .actions import find_action, run_action
+from .actions import STALE_AFTER, find_action, require_role, run_action
 from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
 
 SQL_TABLES = {"cart": cart_log, "dispatch": notifications}
@@ -54,11 +54,21 @@ def _outcome(source: str, dry_run: bool, groups, archived_ids: list) -> dict:
             "kept": len(groups), "archived_ids": archived_ids}
 
 
+BUILTIN_RULES = {"cart": dup.CART_RULE, "dispatch": dup.DISPATCH_RULE, "orders": dup.ORDER_RULE}
+
+
 def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict:
-    """Preview (``dry_run``) or apply the cleanup of every duplicate group of ``source``."""
+    """Preview (``dry_run``) or apply the cleanup of every duplicate group of ``source``.
+
+    Only the source's own business rule is cleaned up; groups found by extra
+    rules from the config file are shown by ``duplicates`` but never removed
+    here (the console does not own those tables' semantics).
+    """
     _check_source(source)
+    if not dry_run:
+        require_role(workspace, "cleanup", source, {"dry_run": False}, action_id)
     require_schema(workspace, source)
-    planned = dup.scan_duplicates(workspace, source)
+    planned = dup.scan_duplicates(workspace, source, rule=BUILTIN_RULES[source])
     if dry_run:
         would = [i if isinstance(i, int) else str(i) for g in planned for i in g.remove_ids]
         return dict(_outcome(source, True, planned, would), action_id=None)
@@ -96,7 +106,8 @@ def _apply_orders(workspace, source: str, planned, ctx) -> dict:
     archived, done_groups = [], []
     for g in planned:
         key = {"order_id": g.key["order_id"], "event": g.key["event"]}
-        current = db[ORDER_COLLECTION].find(key, sort=[("sent_at", 1), ("_id", 1)])
+        # A list: a real server's cursor can be read only once.
+        current = list(db[ORDER_COLLECTION].find(key, sort=[("sent_at", 1), ("_id", 1)]))
         for group in _regroup(workspace, source, current):
             if not group.remove_ids:
                 continue
@@ -125,13 +136,22 @@ def undo(workspace, target: str) -> dict:
     if not target:
         raise UsageError("Name the cleanup action to undo, e.g. `undo cleanup-1a2b3c`.")
     entry = find_action(workspace, target)
+    params = {"target": target}
+    source = entry.source if entry is not None else next(
+        (s for s in ("cart", "dispatch", "orders") if workspace.has(s)), "cart")
+    require_role(workspace, "undo", source, params)
     if entry is None:
         raise UsageError(f"No action {target} is in the audit log of any configured source.")
     if entry.kind != "cleanup":
         raise UsageError(f"Action {target} is a {entry.kind}: only cleanup actions can be undone.")
-    if entry.status != "succeeded":
-        raise OperationFailed(f"Action {target} did not succeed ({entry.status}): there is nothing to undo.")
-    source = entry.source
+    if entry.status == "refused":
+        raise UsageError(f"Action {target} was refused: it archived nothing.")
+    if entry.status == "running" and entry.heartbeat_at is not None and \
+            entry.heartbeat_at > utcnow() - STALE_AFTER * 1.5:
+        raise ActionConflict(f"Cleanup {target} is still running on {entry.operator}: undo it when it has finished.")
+    # A failed or abandoned cleanup may still have archived documents (the
+    # order store has no multi-document transactions): undo puts back
+    # whatever is in the archive under that action.
     require_schema(workspace, source)
 
     def body(ctx) -> dict:
@@ -142,19 +162,34 @@ def undo(workspace, target: str) -> dict:
             return {"source": source, "undone_action_id": target, "restored": len(restored),
                     "restored_ids": restored}
 
-        def tx() -> dict:
+        def tx():
             ctx.items.clear()
             with workspace.engine(source).begin() as conn:
-                restored = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target, db_now(conn))
+                restored, conflicts = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target,
+                                              db_now(conn))
                 if source == "cart":
                     dup.refresh_cart_ids(conn, restored)
                 outcome = {"source": source, "undone_action_id": target, "restored": len(restored),
-                           "restored_ids": [int(i) for i in restored]}
-                ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored], conn=conn)
-                ctx.finish_in(conn, dict(outcome, action_id=ctx.action_id))
+                           "restored_ids": [int(i) for i in restored],
+                           "conflicts": [int(i) for i in conflicts]}
+                ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored]
+                           + [{"id": i, "outcome": "conflict",
+                               "detail": "another row holds this id now; left in the archive"} for i in conflicts],
+                           conn=conn)
+                if not conflicts:
+                    ctx.finish_in(conn, dict(outcome, action_id=ctx.action_id))
                 return outcome
-        return with_retry(tx)
+        outcome = with_retry(tx)
+        if outcome["conflicts"]:
+            # Committed what could be restored; the rest waits in the archive.
+            # The undo is recorded as failed, so running it again (once the
+            # rows holding those ids are dealt with) restores the remainder.
+            raise OperationFailed(
+                f"Restored {outcome['restored']} rows; {len(outcome['conflicts'])} archived rows "
+                f"({', '.join(map(str, outcome['conflicts'][:10]))}) were not restored because other rows "
+                "now hold their ids: resolve those, then run the undo again.")
+        return outcome
 
-    out = run_action(workspace, kind="undo", source=source, params={"target": target},
-                     action_id=undo_action_id(target), body=body)
+    out = run_action(workspace, kind="undo", source=source, params=params,
+                     action_id=undo_action_id(target), body=body, rerun_failed=True)
     return dict(out, undo_action_id=out["action_id"], action_id=target)

@@ -16,7 +16,7 @@ from typing import Callable
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
-from .actions import run_action
+from .actions import require_role, run_action
 
 BATCH_SIZE = 100
 SNAPSHOT_LIMIT = 100_000
@@ -31,6 +31,15 @@ def _handler(source: str):
     return importlib.import_module(HANDLERS[source])
 
 
+def _item_id(source: str, raw) -> int:
+    """Every retryable item is named by an integer key: the log row id, or the order id."""
+    text = str(raw).strip()
+    what = "order id" if source == "orders" else f"{source} row id"
+    if not text.isdigit() or not 0 < int(text) < 2 ** 63:
+        raise UsageError(f"The {what} {raw!r} is not a positive whole number.")
+    return int(text)
+
+
 def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
           filter_text: str | None = None, action_id: str | None = None,
           progress: Callable[[int, int], None] | None = None) -> dict:
@@ -39,18 +48,17 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
     if filter_text and not all_matching:
         raise UsageError("--filter goes with --all.")
     module = _handler(source)
+    params = {"ids": [str(i) for i in ids or []]} if ids else {"all": True, "filter": filter_text or ""}
+    require_role(workspace, "retry", source, params, action_id)
+    ids = [_item_id(source, i) for i in (ids or [])]
+    params = {"ids": ids} if ids else params
     require_schema(workspace, source)
-    ids = [str(i).strip() for i in (ids or [])]
-    for item_id in ids:
-        if not item_id:
-            raise UsageError("An --id is empty.")
-    params = {"ids": ids} if ids else {"all": True, "filter": filter_text or ""}
 
     def body(ctx) -> dict:
         if all_matching:
             from ..read.failures import failed_items
             items = failed_items(workspace, source, filter_text=filter_text, limit=SNAPSHOT_LIMIT)
-            snapshot = list(dict.fromkeys(str(i.id) for i in items if i.kind in RETRYABLE_KINDS[source]))
+            snapshot = list(dict.fromkeys(int(i.id) for i in items if i.kind in RETRYABLE_KINDS[source]))
         else:
             snapshot = list(dict.fromkeys(ids))
         retried, skipped, failed = [], [], []
@@ -60,7 +68,7 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
             records = []
             for item_id in batch:
                 try:
-                    outcome, detail = module.retry_item(workspace, item_id, operator=ctx.operator,
+                    outcome, detail = module.retry_item(workspace, str(item_id), operator=ctx.operator,
                                                         action_id=ctx.action_id)
                 except ConsoleError as exc:
                     outcome, detail = "failed", exc.message

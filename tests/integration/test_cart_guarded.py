@@ -7,6 +7,7 @@ import hashlib
 import pytest
 from sqlalchemy import func, insert, select, update
 
+from app.errors import UsageError
 from app.schema import cart_log, cart_users, nc_cart_claim
 from app.services import cart as cart_service
 from app.services.mail import MemoryTransport, OutboxTransport, PermanentMailError
@@ -184,13 +185,13 @@ def test_retry_sends_a_failed_row_once(cart_ws, tmp_path):
     uid = add_user(engine)
     failed = add_row(engine, uid, cart_hash("c"), age=dt.timedelta(minutes=10), error="451 try later")
     out = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-1")
-    assert out["retried"] == 1 and out["retried_ids"] == [str(failed)]
+    assert out["retried"] == 1 and out["retried_ids"] == [failed]
     [row] = rows(engine)
     assert row["email_sent"] == 1 and row["error_message"] is None
     assert len(OutboxTransport(tmp_path / "outbox").files()) == 1
     again = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-2")
     assert again["retried"] == 0
-    assert again["skipped"] == [{"id": str(failed), "reason": f"cart row {failed} was already sent"}]
+    assert again["skipped"] == [{"id": failed, "reason": f"cart row {failed} was already sent"}]
     assert len(OutboxTransport(tmp_path / "outbox").files()) == 1
 
 
@@ -202,7 +203,7 @@ def test_retry_skipped_when_the_cart_was_emailed_within_24_hours(cart_ws, tmp_pa
     failed = add_row(engine, uid, h, age=dt.timedelta(minutes=10), error="451 try later")
     out = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-1")
     assert out["retried"] == 0 and out["failed"] == []
-    assert out["skipped"] == [{"id": str(failed), "reason": f"cart already emailed within 24 h (row {sent})"}]
+    assert out["skipped"] == [{"id": failed, "reason": f"cart already emailed within 24 h (row {sent})"}]
     assert OutboxTransport(tmp_path / "outbox").files() == []
     assert [r["email_sent"] for r in rows(engine)] == [1, 0]
 
@@ -211,12 +212,13 @@ def test_retry_of_in_progress_missing_and_bad_ids(cart_ws):
     engine = cart_ws.engine("cart")
     uid = add_user(engine)
     fresh = add_row(engine, uid, cart_hash("c"), age=dt.timedelta(seconds=20))
-    out = retry(cart_ws, "cart", ids=[str(fresh), "999999", "abc"], action_id="retry-1")
+    with pytest.raises(UsageError, match="The cart row id 'abc' is not a positive whole number"):
+        retry(cart_ws, "cart", ids=[str(fresh), "abc"], action_id="retry-0")
+    out = retry(cart_ws, "cart", ids=[str(fresh), "999999"], action_id="retry-1")
     assert out["retried"] == 0
-    assert out["skipped"][0]["id"] == str(fresh)
+    assert out["skipped"][0]["id"] == fresh
     assert out["skipped"][0]["reason"].startswith(f"cart row {fresh} is still in progress")
-    assert out["failed"] == [{"id": "999999", "error": "Cart row 999999 does not exist."},
-                             {"id": "abc", "error": "The cart row id 'abc' is not a number."}]
+    assert out["failed"] == [{"id": 999999, "error": "Cart row 999999 does not exist."}]
 
 
 def test_retry_send_failure_is_failed_with_the_error_and_recorded(cart_ws):

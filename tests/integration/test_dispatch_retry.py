@@ -90,7 +90,7 @@ def test_eight_threads_and_four_processes_retry_the_same_failed_dispatches(works
     assert len(results) == 12
 
     retried = Counter(i for r in results for i in r["retried_ids"])
-    assert retried == Counter({i: 1 for i in ids})            # exactly one 'retried' per item overall
+    assert retried == Counter({int(i): 1 for i in ids})            # exactly one 'retried' per item overall
     assert all(r["failed"] == [] for r in results)
     skips = [s for r in results for s in r["skipped"]]
     assert len(skips) == 11 * len(ids)                          # the outcomes add up: one per item per action
@@ -174,8 +174,8 @@ def test_a_retry_that_fails_again_is_reported_and_counted(workspace_factory, mar
     out = retry(ws, "dispatch", ids=[str(result.log_id), "999999"], action_id="retry-fails")
     assert out["retried"] == 0 and out["skipped"] == []
     assert out["failed"] == [
-        {"id": str(result.log_id), "error": f"Dispatch {result.log_id} failed again: Issue 77 does not exist."},
-        {"id": "999999", "error": "Dispatch log row 999999 does not exist."}]
+        {"id": result.log_id, "error": f"Dispatch {result.log_id} failed again: Issue 77 does not exist."},
+        {"id": 999999, "error": "Dispatch log row 999999 does not exist."}]
     row = log_rows(engine)[0]
     assert (row["status"], row["error_message"]) == ("failed", "Issue 77 does not exist.")
     with engine.connect() as conn:

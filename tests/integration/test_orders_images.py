@@ -180,7 +180,7 @@ def test_send_failure_marks_the_claim_and_retry_sends_once_after_the_grace(ws, t
     assert len(logs(ws, 20)) == 1 and len(outbox_files(tmp_path)) == 1
     assert ws.orders().db["nc_email_claims"].find_one({"order_id": 20})["state"] == "sent"
     again = retry(ws, "orders", ids=["20"], action_id="retry-again")
-    assert again["skipped"] == [{"id": "20", "reason": "the pickup_images_added email of order 20 was already sent"}]
+    assert again["skipped"] == [{"id": 20, "reason": "the pickup_images_added email of order 20 was already sent"}]
     assert len(outbox_files(tmp_path)) == 1
 
 
@@ -232,7 +232,8 @@ def test_sender_died_after_logging_retry_does_not_resend(ws):
 
 def test_retry_of_orders_without_missed_emails(ws):
     add_order(ws, 50)
-    out = retry(ws, "orders", ids=["50", "404", "x"], action_id="retry-1")
-    assert out["skipped"] == [{"id": "50", "reason": "order 50 has no images"}]
-    assert out["failed"] == [{"id": "404", "error": "Order 404 does not exist."},
-                             {"id": "x", "error": "The order id 'x' is not a number."}]
+    with pytest.raises(UsageError, match="The order id 'x' is not a positive whole number"):
+        retry(ws, "orders", ids=["50", "x"], action_id="retry-0")
+    out = retry(ws, "orders", ids=["50", "404"], action_id="retry-1")
+    assert out["skipped"] == [{"id": 50, "reason": "order 50 has no images"}]
+    assert out["failed"] == [{"id": 404, "error": "Order 404 does not exist."}]
