@@ -27,6 +27,8 @@ already costs more than the one second a full scan may take.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as dt
 import gc
 import re
@@ -51,6 +53,8 @@ ORDER_RULE = "order_email_per_event"
 
 CART_KEY = ("user_id", "cart_hash")
 DISPATCH_KEY = ("user_id", "type", "issue_id", "comment_id", "actor_user_id")
+# The grouping key: the semantic key plus, for status changes, the message.
+DISPATCH_GROUP_KEY = DISPATCH_KEY + ("event_detail",)
 ORDER_KEY = ("order_id", "event")
 
 # Keys per phase-2 query: small enough for the planner to use index ranges.
@@ -138,10 +142,25 @@ def group_cart_rows(rows: Iterable[dict], window_hours: float = 24) -> list[Dupl
                       window=dt.timedelta(hours=window_hours), evidence_fields=("sent_at", "cart_value"))
 
 
+def _dispatch_event_detail(row: dict):
+    """What tells two status changes apart: the new status, named in the message.
+
+    The semantic key (user, type, issue, comment, actor) identifies a comment
+    event; a status change by one person on one issue can happen many times,
+    so for those the message (``… changed OPS-1 to closed``) is part of the key.
+    """
+    return row.get("message") if row.get("type") == "status_changed" else None
+
+
 def group_dispatch_rows(rows: Iterable[dict]) -> list[DuplicateGroup]:
     """Dispatch duplicates: notifications of the same semantic event for the same user."""
-    return group_rows(rows, source="dispatch", rule=DISPATCH_RULE, key_fields=DISPATCH_KEY,
-                      time_field="created_at", evidence_fields=("dispatch_id", "is_read"))
+    keyed = [dict(r, event_detail=_dispatch_event_detail(r)) for r in rows]
+    groups = group_rows(keyed, source="dispatch", rule=DISPATCH_RULE, key_fields=DISPATCH_GROUP_KEY,
+                        time_field="created_at", evidence_fields=("dispatch_id", "is_read"))
+    # The detail shows in the key only where it takes part (status changes).
+    return [g if g.key.get("event_detail") is not None else
+            dataclasses.replace(g, key={k: v for k, v in g.key.items() if k != "event_detail"})
+            for g in groups]
 
 
 def group_order_logs(docs: Iterable[dict]) -> list[DuplicateGroup]:
@@ -249,7 +268,7 @@ def _dispatch_spec(workspace) -> SqlRuleSpec:
         source="dispatch", rule=DISPATCH_RULE, table=notifications,
         key_cols=(t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id),
         time_col=t.created_at, id_col=t.id,
-        fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.created_at,
+        fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.message, t.created_at,
                     t.dispatch_id, t.is_read),
         group=group_dispatch_rows, filter_cols=(t.type, t.dispatch_id, t.message),
         filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))

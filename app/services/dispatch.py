@@ -317,15 +317,28 @@ def _status_from_key(key: str) -> str | None:
     return None
 
 
-def _holders(conn, event: DispatchEvent, users: list[int]) -> set[int]:
-    """Recipients that already hold a notification of this semantic event, whatever its dispatch id."""
+def _holders(conn, event: DispatchEvent, users: list[int], dispatch_id: str, message: str) -> set[int]:
+    """Recipients that already hold a notification of this event.
+
+    Those holding one under this very dispatch id, plus those holding one of
+    the same semantic event under another id (the seed's timestamped keys,
+    legacy NULL ids). A status change is the same event only with the same
+    new status, which the notification names in its message: two changes by
+    one person on one issue are two events. When the log row does not tell
+    the new status (the seed's keys), the coarser semantic match is all there is.
+    """
     if not users:
         return set()
     n = notifications.c
+    held = set(conn.execute(select(n.user_id).distinct().where(
+        n.dispatch_id == dispatch_id, n.user_id.in_(users))).scalars())
     same_comment = n.comment_id.is_(None) if event.comment_id is None else n.comment_id == event.comment_id
-    return set(conn.execute(select(n.user_id).distinct().where(and_(
-        n.issue_id == event.issue_id, same_comment, n.user_id.in_(users), n.type == event.type,
-        n.actor_user_id == event.actor_user_id))).scalars())
+    conditions = [n.issue_id == event.issue_id, same_comment, n.user_id.in_(users), n.type == event.type,
+                  n.actor_user_id == event.actor_user_id]
+    if event.type == "status_changed" and event.new_status is not None:
+        conditions.append(n.message == message)
+    held |= set(conn.execute(select(n.user_id).distinct().where(and_(*conditions))).scalars())
+    return held
 
 
 def retry_item(workspace, item_id: str, *, operator: str, action_id: str) -> tuple[str, str | None]:
@@ -379,7 +392,8 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str) -> tup
                     return "skipped", why
                 event = _event_of(current)
                 recipients, message = recipients_of(conn, event)
-                missing = sorted(set(recipients) - _holders(conn, event, recipients))
+                missing = sorted(set(recipients) - _holders(conn, event, recipients,
+                                                            current["dispatch_id"], message))
                 inserted = 0
                 if missing:
                     inserted = insert_ignore(conn, notifications, _notification_rows(
