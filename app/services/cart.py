@@ -15,8 +15,9 @@ keyed by (user_id, cart_hash):
   recorded on the row (error_message) and the claim (failed).
 
 Every step is safe to repeat: a sender that dies leaves a "sending" claim the
-next detector (or a retry) takes over after the in-progress window, which is
-longer than the transport's worst-case time with its retries.
+next detector (or a retry) takes over after the in-progress window; the
+transport gets at most half that window (retries, waits and socket timeouts
+included), so a slow send ends before anyone may take its claim over.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
 from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
 from .actions import operator_identity
-from .mail import Email, MailError, MailTransport, transport_from_config
+from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
 _HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -235,9 +236,18 @@ def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: 
         headers={"X-NC-Cart": f"{user_id}:{cart_hash}", "X-NC-Cart-Log-Id": str(log_id)})
 
 
-def _send(transport: MailTransport, email: Email) -> tuple[str | None, str | None]:
+def _send_budget(in_progress: dt.timedelta, claimed: float) -> float:
+    """Seconds the send may take: half the in-progress window, less what passed since the claim.
+
+    After the window another console may take the claim over and send again,
+    so the transport (retries and waits included) must be done well before.
+    """
+    return in_progress.total_seconds() / 2 - (time.monotonic() - claimed)
+
+
+def _send(transport: MailTransport, email: Email, budget_seconds: float) -> tuple[str | None, str | None]:
     try:
-        return transport.send(email), None
+        return send_within(transport, email, budget_seconds), None
     except MailError as exc:
         return None, exc.message
     except Exception as exc:  # a transport bug must still leave the row marked failed
@@ -256,6 +266,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
     token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
 
     with engine.connect() as conn:  # one connection for claim and log row: fewer round trips
+        claimed = time.monotonic()
         won, seen = _take_claim(conn, uid, chash, token, log_id=None, in_progress=in_progress,
                                 window=window, failed_any_age=False)
         if not won:
@@ -288,7 +299,8 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
                            reason=f"cart already emailed within {_hours(window)} (row {sent['id']})")
 
     transport = transport or transport_from_config(workspace)
-    message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id))
+    message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id),
+                              _send_budget(in_progress, claimed))
     if error is not None:
         _mark_failed(engine, uid, chash, log_id, token, error)
         return CartOutcome("failed", log_id=log_id, reason=error)
@@ -343,6 +355,7 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
 
         uid, chash = row["user_id"], row["cart_hash"]
         token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
+        claimed = time.monotonic()
         won, seen = _take_claim(conn, uid, chash, token, log_id=log_id, in_progress=in_progress,
                                 window=window, failed_any_age=True)
         if not won:
@@ -370,7 +383,8 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
         raise OperationFailed(f"Cart row {log_id} was removed while it was being retried.")
 
     transport = transport or transport_from_config(workspace)
-    _message_id, error = _send(transport, cart_email(user, uid, chash, row["cart_value"], log_id))
+    _message_id, error = _send(transport, cart_email(user, uid, chash, row["cart_value"], log_id),
+                               _send_budget(in_progress, claimed))
     if error is not None:
         _mark_failed(engine, uid, chash, log_id, token, error)
         raise OperationFailed(f"The email of cart row {log_id} could not be sent: {error}")
