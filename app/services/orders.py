@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html as html_lib
+import time
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -34,9 +35,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from ..errors import OperationFailed, UsageError
 from ..read.failures import first_image_at, stage_images
 from ..schema_setup import require_order_schema
-from ..sqlutil import utcnow
 from .actions import operator_identity
-from .mail import Email, MailError, MailTransport, transport_from_config
+from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
 # stage -> (admin email event, status before, status after)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -130,26 +130,37 @@ def stage_email(workspace, order: dict, oid: int, stage: str, event: str, count:
         headers={"X-NC-Order": str(oid), "X-NC-Event": event})
 
 
-def _move_status(db, oid: int, stage: str) -> bool:
+def _send_budget(lease: dt.timedelta, claimed: float) -> float:
+    """Seconds the send may take: half the claim's lease, less what passed since the claim.
+
+    A "sending" claim older than the lease is taken over by a retry, which
+    sends again; the transport (retries, waits and socket timeouts included)
+    must be done well before that.
+    """
+    return lease.total_seconds() / 2 - (time.monotonic() - claimed)
+
+
+def _move_status(store, oid: int, stage: str) -> bool:
     _event, before, after = STAGES[stage]
-    res = db["orders"].update_one({"id": oid, "status": before},
-                                  {"$set": {"status": after, "updated_at": utcnow()}})
+    res = store.db["orders"].update_one({"id": oid, "status": before},
+                                        {"$set": {"status": after, "updated_at": store.now()}})
     return res.modified_count == 1
 
 
-def _send_claimed(workspace, db, transport: MailTransport, order: dict, oid: int, stage: str,
-                  token: str, count: int) -> tuple[str | None, str | None]:
+def _send_claimed(workspace, store, transport: MailTransport, order: dict, oid: int, stage: str,
+                  token: str, count: int, budget_seconds: float) -> tuple[str | None, str | None]:
     """Hand the claimed stage email over, log it, mark the claim; (message_id, error)."""
+    db = store.db
     event = STAGES[stage][0]
     email = stage_email(workspace, order, oid, stage, event, count)
     try:
-        message_id = transport.send(email)
+        message_id = send_within(transport, email, budget_seconds)
     except MailError as exc:
         error = exc.message
     except Exception as exc:  # a transport bug must still leave the claim failed, not "sending"
         error = f"{type(exc).__name__}: {exc}"
     else:
-        now = utcnow()
+        now = store.now()
         # email_log first: a crash before the claim is marked leaves the log,
         # and the retry sees it and skips.
         log = db["email_log"].insert_one({
@@ -162,7 +173,7 @@ def _send_claimed(workspace, db, transport: MailTransport, order: dict, oid: int
         return message_id, None
     db["nc_email_claims"].update_one(
         {"order_id": oid, "event": event, "owner": token, "state": "sending"},
-        {"$set": {"state": "failed", "error": error, "failed_at": utcnow()}})
+        {"$set": {"state": "failed", "error": error, "failed_at": store.now()}})
     return None, error
 
 
@@ -178,11 +189,12 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     if not isinstance(image, dict) or not image:
         raise UsageError("The image must be a non-empty document (filename, url, uploaded_at, uploaded_by).")
     image = dict(image)
-    image.setdefault("uploaded_at", utcnow())
     event = STAGES[stage][0]
     store = workspace.orders()
     db = store.db
     _require_schema_once(store)
+    lease = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+    image.setdefault("uploaded_at", _mongo("reading the orders database's clock", store.now))
 
     def push():
         # Current documents take the push at once; a legacy (or missing) one
@@ -190,7 +202,7 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
         for _ in range(_CONVERT_ROUNDS):
             after = db["orders"].find_one_and_update(
                 {"id": oid, f"images.{stage}": {"$type": "array"}},
-                {"$push": {f"images.{stage}": image}, "$set": {"updated_at": utcnow()}},
+                {"$push": {f"images.{stage}": image}, "$set": {"updated_at": store.now()}},
                 projection=_AFTER_FIELDS, return_document=ReturnDocument.AFTER)
             if after is not None:
                 return after
@@ -205,11 +217,13 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
 
     token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
 
+    claimed = time.monotonic()
+
     def claim():
         try:
             db["nc_email_claims"].insert_one({
                 "order_id": oid, "event": event, "state": "sending", "owner": token,
-                "claimed_at": utcnow(), "attempts": 1, "error": None})
+                "claimed_at": store.now(), "attempts": 1, "error": None})
             return True
         except DuplicateKeyError:
             return False
@@ -217,11 +231,12 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     if not _mongo(f"claiming the {event} email of order {oid}", claim):
         return ImageOutcome(oid, stage, count, False, after.get("status"),
                             reason=f"the {event} email of order {oid} was already claimed")
-    moved = _mongo(f"moving order {oid}'s status", lambda: _move_status(db, oid, stage))
+    moved = _mongo(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
     status = STAGES[stage][2] if moved else after.get("status")
     transport = transport or transport_from_config(workspace)
     message_id, error = _mongo(f"sending the {event} email of order {oid}",
-                               lambda: _send_claimed(workspace, db, transport, after, oid, stage, token, count))
+                               lambda: _send_claimed(workspace, store, transport, after, oid, stage, token, count,
+                                                     _send_budget(lease, claimed)))
     if error is not None:
         return ImageOutcome(oid, stage, count, False, status, reason=error, error=error)
     return ImageOutcome(oid, stage, count, True, status, message_id=message_id)
@@ -230,8 +245,9 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
 # --------------------------------------------------------------------------
 # Admin retry of missed stage emails (app.services.retry calls this per order)
 
-def _claim_for_retry(db, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
-    now = utcnow()
+def _claim_for_retry(store, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
+    db = store.db
+    now = store.now()
     try:
         db["nc_email_claims"].insert_one({"order_id": oid, "event": event, "state": "sending", "owner": token,
                                           "claimed_at": now, "attempts": 1, "error": None})
@@ -262,7 +278,8 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                transport: MailTransport | None = None) -> tuple[str, str | None]:
     """Send every missed stage email of one order, each exactly once."""
     oid = _order_id(item_id)
-    db = workspace.orders().db
+    store = workspace.orders()
+    db = store.db
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
 
     def read():
@@ -270,7 +287,7 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
     order = _mongo(f"reading order {oid}", read)
     if order is None:
         raise OperationFailed(f"Order {oid} does not exist.")
-    now = utcnow()
+    now = _mongo("reading the orders database's clock", store.now)
     missed: list[tuple[str, str, int]] = []
     notes: list[str] = []
     for stage, (event, _before, _after) in STAGES.items():
@@ -294,7 +311,8 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
     sent, errors = [], []
     for stage, event, count in missed:
         token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"
-        if not _mongo(f"claiming the {event} email", lambda: _claim_for_retry(db, oid, event, token, grace)):
+        claimed = time.monotonic()
+        if not _mongo(f"claiming the {event} email", lambda: _claim_for_retry(store, oid, event, token, grace)):
             notes.append(_mongo("reading the claim", lambda: _claim_reason(db, oid, event)))
             continue
         # Holding the claim: a sender that logged the email and died before
@@ -306,9 +324,10 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                                                        "email_log_id": logged["_id"], "error": None}})
             notes.append(f"the {event} email of order {oid} was already sent")
             continue
-        _mongo(f"moving order {oid}'s status", lambda: _move_status(db, oid, stage))
+        _mongo(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
         _message_id, error = _mongo(f"sending the {event} email of order {oid}",
-                                    lambda: _send_claimed(workspace, db, transport, order, oid, stage, token, count))
+                                    lambda: _send_claimed(workspace, store, transport, order, oid, stage, token,
+                                                          count, _send_budget(grace, claimed)))
         if error is None:
             sent.append(event)
         else:
