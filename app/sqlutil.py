@@ -101,3 +101,27 @@ def fetch_fast(conn: Connection, stmt) -> list:
     if compiled.positional:
         params = tuple(params[name] for name in compiled.positiontup)
     return conn.exec_driver_sql(compiled.string, params).all()
+
+
+# Errors that mean "this database user may not write here" (not a fault of
+# the data): MySQL/MariaDB table, column, database and global privileges, and
+# a server or replica running read-only; PostgreSQL insufficient_privilege
+# and a read-only transaction (hot standby); SQLite's read-only file.
+PERMISSION_CODES = frozenset({1142, 1143, 1044, 1227, 1290, 1836})
+PERMISSION_SQLSTATES = frozenset({"42501", "25006"})
+
+
+def is_permission_denied(exc: BaseException) -> bool:
+    """True when ``exc`` says the database user lacks the right to write (or read) what it tried.
+
+    The read side uses it to tell "this user may not maintain the console's
+    caches" (fall back to computing without persisting) from real failures.
+    """
+    orig = getattr(exc, "orig", None) or exc
+    args = getattr(orig, "args", None) or ()
+    if args and isinstance(args[0], int) and args[0] in PERMISSION_CODES:
+        return True
+    if getattr(orig, "pgcode", None) in PERMISSION_SQLSTATES:
+        return True
+    msg = str(orig).lower()
+    return "attempt to write a readonly database" in msg or "permission denied for" in msg
