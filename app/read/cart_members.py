@@ -41,6 +41,11 @@ any such manual change and on a schedule (nightly is plenty); a rebuild at
 2 M rows takes tens of seconds and does not block scans until its final swap.
 A cleanup --apply is safe whatever the index holds: it locks and regroups
 the real rows.
+
+A database user that may not write the index (a viewer on a read-only user;
+see ``app.grants``) reads it with ``read_groups_unpersisted``: the stored
+buckets with every key an advance would re-read replaced in memory, nothing
+written. It costs what the advance would, on every scan.
 """
 from __future__ import annotations
 
@@ -328,16 +333,35 @@ def advance(engine) -> dict | None:
 
 
 def _advance_locked(conn, state: dict) -> dict:
-    t = cart_log.c
     now = db_now(conn)
-    max_id, min_id = _id_range(conn)
-    keys: set = set()
-    swept: set = set()
+    keys, swept, max_id, min_id = _touched(conn, state, now)
     if max_id is None:
         # The table is empty: nothing can be a member.
         if conn.execute(select(func.count()).select_from(nc_cart_dup_bucket)).scalar():
             conn.execute(delete(nc_cart_dup_bucket))
         max_id = min_id = 0
+    changed = _refresh(conn, keys - swept, added_only=True) + _refresh(conn, swept)
+    state["max"], state["min"] = max_id, min_id
+    pat = state.get("pat")
+    if pat is None or _time(pat) <= now - LAG:
+        if state.get("pid") is not None:
+            state["idf"] = state["pid"]
+        state["pid"], state["pat"] = max_id, _iso(now)
+    _save_state(conn, state, now)
+    return {"touched": len(keys), "changed": changed}
+
+
+def _touched(conn, state: dict, now: dt.datetime) -> tuple[set, set, object, object]:
+    """What an advance re-reads: (keys that may have gained members, keys holding members
+    outside the id range, max id, min id); None ids when the table is empty.
+
+    Moves the marks in ``state`` past what it found (not saved here).
+    """
+    t = cart_log.c
+    max_id, min_id = _id_range(conn)
+    keys: set = set()
+    swept: set = set()
+    if max_id is None:
         state.update(idf=0, pid=None if state.get("pid") is None else 0)
     else:
         low = min_id if min_id > state["min"] else None      # rows purged below
@@ -358,15 +382,7 @@ def _advance_locked(conn, state: dict) -> dict:
             if sent_at is not None and sent_at > top:
                 top = sent_at
         state["sent"] = _iso(max(hwm, min(top, now)))
-    changed = _refresh(conn, keys - swept, added_only=True) + _refresh(conn, swept)
-    state["max"], state["min"] = max_id, min_id
-    pat = state.get("pat")
-    if pat is None or _time(pat) <= now - LAG:
-        if state.get("pid") is not None:
-            state["idf"] = state["pid"]
-        state["pid"], state["pat"] = max_id, _iso(now)
-    _save_state(conn, state, now)
-    return {"touched": len(keys), "changed": changed}
+    return keys, swept, max_id, min_id
 
 
 def refresh_keys(conn, keys) -> int:
@@ -488,10 +504,12 @@ def rebuild(engine, *, only_if_missing: bool = False) -> dict:
     t0 = time.perf_counter()
     with _transaction(engine) as conn:
         with conn.begin():
+            # First, so a database user that may not write the index is told
+            # before the computation, not after.
+            insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
+        with conn.begin():
             marks = _marks(conn)
             members = compute_members(conn)
-        with conn.begin():
-            insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
         with conn.begin():
             if only_if_missing and _load_state(_state_row(conn, lock=True)) is not None:
                 return {"keys": None, "members": None, "seconds": time.perf_counter() - t0, "installed": False}
@@ -540,11 +558,59 @@ def read_groups(conn, window_hours: float, since: dt.datetime | None = None) -> 
             gc.enable()
 
 
+def read_groups_unpersisted(conn, window_hours: float, since: dt.datetime | None = None
+                            ) -> list[DuplicateGroup] | None:
+    """``read_groups`` over the index as an advance would leave it, computed in memory.
+
+    For a database user that may not write the index (a viewer): the stored
+    buckets, with every key an advance would re-read (``_touched``) replaced
+    by its current sent rows; nothing is written. None while the index has
+    never been built (the caller scans the production rows instead). Read on
+    the caller's connection, so the stored index and the rows re-read come
+    from one snapshot.
+    """
+    state = read_state(conn)
+    if state is None:
+        return None
+    keys, swept, max_id, _min_id = _touched(conn, state, db_now(conn))
+    if max_id is None:
+        return []
+    stored = _load_buckets(conn)
+    keys |= swept
+    current = _sent_rows_for_keys(conn, keys)
+    for k in keys:
+        entries = stored.setdefault(bucket_of(k[0]), {})
+        rows = current.get(k, ())
+        if len(rows) >= 2:
+            entries[k] = _encode_members(rows)
+        else:
+            entries.pop(k, None)
+    texts, blobs = [], []
+    for entries in stored.values():
+        if entries:
+            text, blob = _encode_bucket(entries)
+            texts.append(text)
+            blobs.append(blob)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _groups_from(texts, blobs, window_hours, since)
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _read_groups(conn, window_hours: float, since: dt.datetime | None) -> list[DuplicateGroup]:
     texts, blobs = [], []
     for text, blob in conn.execute(select(nc_cart_dup_bucket.c.members, nc_cart_dup_bucket.c.times)):
         texts.append(text)
         blobs.append(blob)
+    return _groups_from(texts, blobs, window_hours, since)
+
+
+def _groups_from(texts: list, blobs: list, window_hours: float,
+                 since: dt.datetime | None) -> list[DuplicateGroup]:
+    """The groups of packed buckets (``members`` texts and ``times`` blobs, in the same order)."""
     if not texts:
         return []
     items = json.loads("[" + ",".join(texts) + "]")

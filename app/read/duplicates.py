@@ -23,7 +23,10 @@ phase 2 fetches only the rows of those keys and applies the rule above.
 The cart rule's scans without a text filter read the console's member index
 instead (``app.read.cart_members``: the sent rows of every key with two or
 more, kept up to date incrementally), because one pass over the 2 M-row log
-already costs more than the one second a full scan may take.
+already costs more than the one second a full scan may take. A database user
+that may not write the index (a viewer on a read-only user) gets the same
+groups: the index as stored plus what an advance would change, computed in
+memory, or the two-phase scan while the index has never been built.
 """
 from __future__ import annotations
 
@@ -39,12 +42,13 @@ from operator import attrgetter
 from typing import Iterable
 
 from sqlalchemy import DateTime, and_, column, func, or_, select, table, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import DuplicateRule
 from ..errors import UsageError
 from ..schema import cart_log, notifications
-from ..sqlutil import db_now
+from ..sqlutil import db_now, is_permission_denied
 from .models import DuplicateGroup
 
 CART_RULE = "cart_sent_within_window"
@@ -456,12 +460,12 @@ def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = N
             groups.extend(_scan_mongo(db, spec, since=since_at, limit=limit, filter_text=filter_text))
     else:
         specs = _specs(workspace, source, rule)
-        _advance_member_index(workspace, specs, filter_text)
+        index_current = _advance_member_index(workspace, specs, filter_text)
         with workspace.engine(source).connect() as conn, _bulk_objects():
             since_at = resolve_since(conn, since)
             for spec in specs:
                 groups.extend(_scan_spec(workspace, conn, spec, since=since_at, limit=limit,
-                                         filter_text=filter_text))
+                                         filter_text=filter_text, index_current=index_current))
             return _finish(groups, since_at, limit)
     return _finish(groups, since_at, limit)
 
@@ -487,17 +491,37 @@ def _uses_member_index(spec: SqlRuleSpec, filter_text) -> bool:
     return spec.rule == CART_RULE and spec.table is cart_log and not filter_text
 
 
-def _advance_member_index(workspace, specs, filter_text) -> None:
+def _advance_member_index(workspace, specs, filter_text) -> bool:
+    """Bring the member index up to date; False when this database user may not write it."""
     if any(_uses_member_index(s, filter_text) for s in specs):
         from . import cart_members
-        cart_members.ensure_current(workspace.engine("cart"))
+        try:
+            cart_members.ensure_current(workspace.engine("cart"))
+        except DBAPIError as exc:
+            if not is_permission_denied(exc):
+                raise
+            return False
+    return True
 
 
-def _scan_spec(workspace, conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
-    """One rule's groups: the cart rule from the member index, the others by a two-phase scan."""
+def _scan_spec(workspace, conn, spec: SqlRuleSpec, *, since, limit, filter_text,
+               index_current: bool = True) -> list[DuplicateGroup]:
+    """One rule's groups: the cart rule from the member index, the others by a two-phase scan.
+
+    ``index_current`` False (a database user that may not write the index):
+    the index as stored plus what an advance would change, in memory; or,
+    when it was never built, the two-phase scan of the production rows.
+    Either way the same groups, only slower.
+    """
     if _uses_member_index(spec, filter_text):
         from . import cart_members
-        return cart_members.read_groups(conn, workspace.config.thresholds.duplicate_window_hours, since)
+        window = workspace.config.thresholds.duplicate_window_hours
+        if index_current:
+            return cart_members.read_groups(conn, window, since)
+        groups = cart_members.read_groups_unpersisted(conn, window, since)
+        if groups is not None:
+            return groups
+        return _scan_sql(conn, spec, since=since, limit=None, filter_text=filter_text)
     return _scan_sql(conn, spec, since=since, limit=limit, filter_text=filter_text)
 
 
@@ -611,11 +635,12 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
         with workspace.engine(source).connect() as conn:
             now = db_now(conn)
             last_ids = {s.rule: _max_id(conn, s) for s in specs}
-        _advance_member_index(workspace, specs, filter_text)
+        index_current = _advance_member_index(workspace, specs, filter_text)
         with workspace.engine(source).connect() as conn:
             groups = []
             for spec in specs:
-                groups.extend(_scan_spec(workspace, conn, spec, since=None, limit=None, filter_text=filter_text))
+                groups.extend(_scan_spec(workspace, conn, spec, since=None, limit=None, filter_text=filter_text,
+                                         index_current=index_current))
         return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
                                cursor=ScanCursor(source, now, last_ids), full=True)
     with workspace.engine(source).connect() as conn:

@@ -10,7 +10,11 @@ latency and a latency histogram. ``advance_rollup`` moves it forward from a
 high-water mark on the log's id (``nc_cursor``), so each call costs what is
 new; rows still pending or failed when read wait in ``nc_rollup_unsettled``
 and are added when they settle (they are re-checked at most every
-``RECHECK_SECONDS``).
+``RECHECK_SECONDS``). A database user that may not write the rollup (a
+viewer on a read-only user) reads the same figures: the rollup as stored plus
+what an advance would add, computed in memory and persisted nowhere
+(``_unpersisted``: the rows past the high-water mark and the unsettled rows
+that settled since, within the window read).
 
 Histogram bins: bin 0 holds [0, 1 ms); bin i ≥ 1 holds [1.1^(i-1), 1.1^i) ms;
 a percentile is reported as its bin's geometric middle, so it is within
@@ -34,10 +38,11 @@ from collections import defaultdict
 
 import numpy as np
 from sqlalchemy import Integer, and_, cast, delete, func, insert, literal, select, tuple_, update
+from sqlalchemy.exc import DBAPIError
 
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled
-from ..sqlutil import backend, db_now, insert_ignore, with_retry
+from ..sqlutil import backend, db_now, insert_ignore, is_permission_denied, with_retry
 from .models import LatencyBucket, StatsSeries
 
 BIN_RATIO = 1.1
@@ -264,6 +269,58 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
             "settled_late": settled_late}
 
 
+def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
+    """What an advance would add to the rollup, computed in memory and written nowhere.
+
+    For a database user that may not write the rollup (a viewer): the rows
+    past the stored high-water mark, and the rows the rollup holds as
+    unsettled that have settled since, both created at or after ``floor``
+    (the start of the window read). Read on the caller's connection, so the
+    stored rollup and this tail come from one snapshot.
+    """
+    spec = _source_spec(source)
+    now = db_now(conn)
+    floor = max(floor, now - HORIZON)
+    raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == _cursor_name(source))).scalar()
+    last_id = json.loads(raw or "{}").get("last_id")
+    acc: dict = {}
+    if last_id is None:
+        # Never advanced: every row of the window is the tail.
+        first = conn.execute(select(func.min(spec["id"])).where(spec["created"] >= floor)).scalar()
+        if first is None:
+            return acc
+        last_id = first - 1
+    while True:
+        rows = conn.execute(select(*spec["cols"]).where(spec["id"] > last_id)
+                            .order_by(spec["id"]).limit(ROLLUP_BATCH)).all()
+        if not rows:
+            break
+        last_id = rows[-1][0]
+        _add_rows(acc, source, [r for r in rows if r[1] >= floor])
+        if len(rows) < ROLLUP_BATCH:
+            break
+    u = nc_rollup_unsettled.c
+    t = spec["table"]
+    settled_cond = (t.c.status == "completed") if source == "dispatch" else (t.c.email_sent == 1)
+    _add_rows(acc, source, conn.execute(select(*spec["cols"]).select_from(
+        t.join(nc_rollup_unsettled, and_(u.source == source, u.row_id == spec["id"])))
+        .where(settled_cond, u.created_at >= floor)).all())
+    return acc
+
+
+def _add_acc(hists: dict, source: str, acc: dict, bucket_seconds: int, start_b: int, n: int) -> None:
+    """Add an in-memory rollup tail (``_unpersisted``) into ``_rollup_hists``' arrays."""
+    for (series, minute), (_count, _lsum, values) in acc.items():
+        b = (_epoch(minute) // bucket_seconds) - start_b
+        if not 0 <= b < n:
+            continue
+        key = series.split(":", 1)[1] if source == "dispatch" else series
+        h = hists.get(key)
+        if h is None:
+            h = hists[key] = np.zeros((n, NBINS), dtype=np.int64)
+        h[b] += np.bincount(bin_index(values), minlength=NBINS)
+
+
 def _recheck(conn, source: str, spec, acc: dict, horizon: dt.datetime) -> int:
     u = nc_rollup_unsettled.c
     conn.execute(delete(nc_rollup_unsettled).where(u.source == source, u.created_at < horizon))
@@ -337,8 +394,14 @@ def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
         raise UsageError("Statistics buckets are whole minutes (60 s, 300 s, 3600 s, ...).")
     engine = workspace.engine(source)
     spec = _source_spec(source)
+    persisted = True
     if advance and not exact:
-        advance_rollup(workspace, source)
+        try:
+            advance_rollup(workspace, source)
+        except DBAPIError as exc:
+            if not is_permission_denied(exc):
+                raise
+            persisted = False  # this database user may not write the rollup: add the tail in memory
     with engine.connect() as conn:
         now = now or db_now(conn)
         start_b, n, start, end = _window(now, window, bucket_seconds)
@@ -346,6 +409,8 @@ def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
             hists, values = None, _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n)
         else:
             hists = _rollup_hists(conn, source, start, end, bucket_seconds, start_b, n)
+            if not persisted:
+                _add_acc(hists, source, _unpersisted(conn, source, start), bucket_seconds, start_b, n)
         failed, pending = _unsettled_counts(conn, workspace, source, start, end, bucket_seconds, start_b, n, now)
     data = values if exact else hists
     series_names = sorted(set(data) | set(failed) | set(pending))
