@@ -42,7 +42,7 @@ from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
     "operator": frozenset({"retry", "simulate"}),
-    "admin": frozenset({"retry", "cleanup", "undo", "simulate"}),
+    "admin": frozenset({"retry", "cleanup", "undo", "simulate", "simulate_naive"}),
 }
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 STALE_AFTER = dt.timedelta(minutes=2)
@@ -441,12 +441,13 @@ def require_role(workspace, kind: str, source: str, params: dict, action_id: str
         refuse(workspace, kind, source, params, action_id)
 
 
-def refuse(workspace, kind: str, source: str, params: dict, action_id: str | None = None):
+def refuse(workspace, kind: str, source: str, params: dict, action_id: str | None = None,
+           message: str | None = None):
     """Audit a refused attempt and raise PermissionDenied."""
     role = workspace.role
     operator = operator_identity()
     may = sorted(r for r, kinds in ROLE_PERMISSIONS.items() if kind in kinds)
-    message = f"The {role} role may not {kind}: it takes the {' or '.join(may) or 'no'} role."
+    message = message or f"The {role} role may not {kind}: it takes the {' or '.join(may) or 'no'} role."
     aid = f"refused-{uuid.uuid4().hex[:16]}"
     params = dict(params, requested_action_id=action_id) if action_id else params
     record = {"action_id": aid, "kind": kind, "source": source, "operator": operator, "role": role,

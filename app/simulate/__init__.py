@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 from ..bootstrap import Workspace
 from ..config import Config
+from ..services.actions import allowed, refuse, run_action
 from ..errors import OperationFailed, PermissionDenied, UsageError
 from ..schema_setup import require_schema
 from ..sources import sql_engine
@@ -212,13 +213,32 @@ def _run_processes(config, source, plan, mode, tasks, workers, processes) -> tup
     return (attempts, errors, first), seconds
 
 
+def simulate_kind(config: Config, mode: str) -> str:
+    """The action a simulation is: naive traffic writes the seeds' duplicates on purpose, so
+    outside the demo workspace it takes an admin."""
+    return "simulate_naive" if mode == "naive" and not config.demo else "simulate"
+
+
+def simulate_refusal(role: str, kind: str) -> str:
+    if kind == "simulate_naive":
+        return (f"The {role} role may not run naive traffic, which writes duplicates on purpose, against "
+                "these databases: it takes an admin (or the demo workspace).")
+    return (f"The {role} role may not run the simulator, which writes to the databases: "
+            "use an operator or admin configuration.")
+
+
 def run_simulation(config: Config, source: str, mode: str, workers: int, events: int,
                    processes: int = 1, seed: int | None = None) -> SimResult:
     """Drive ``events`` events (each attempted ATTEMPTS_PER_EVENT times at once) and count the outcome."""
     check_arguments(source, mode, workers, events, processes)
-    if config.role not in WRITER_ROLES:
-        raise PermissionDenied(f"The {config.role} role may not run the simulator, which writes to the "
-                               "databases: use an operator or admin configuration.")
+    kind = simulate_kind(config, mode)
+    params = {"mode": mode, "workers": workers, "events": events, "processes": processes, "seed": seed}
+    if not allowed(config.role, kind):
+        refusing = _workspace_for(config, source, 1)
+        try:
+            refuse(refusing, kind, source, params, message=simulate_refusal(config.role, kind))
+        finally:
+            refusing.close()
     if processes > 1 and source == "orders" and config.source("orders").kind == "mongo" \
             and not config.source("orders").scheme.startswith("mongodb"):
         raise UsageError("The in-process order store (mongomock) cannot be shared between processes: "
@@ -226,8 +246,9 @@ def run_simulation(config: Config, source: str, mode: str, workers: int, events:
     driver = load_driver(source)
     seed = random.randrange(2 ** 31) if seed is None else seed
     workspace = _workspace_for(config, source, workers)
-    try:
-        require_schema(workspace, source)
+    holder: dict = {}
+
+    def body(ctx) -> dict:
         plan = driver.prepare(workspace, events, seed)
         tasks = _tasks(driver, events)
         if processes == 1:
@@ -240,7 +261,17 @@ def run_simulation(config: Config, source: str, mode: str, workers: int, events:
         if attempts and errors == attempts:
             raise OperationFailed(f"Every simulated attempt failed; the first error: {first}")
         produced, duplicates = driver.count(workspace, plan)
+        holder.update(produced=produced, duplicates=duplicates, seconds=seconds, attempts=attempts,
+                      errors=errors, first=first)
+        return {"mode": mode, "events": events, "produced": produced, "duplicates": duplicates,
+                "seconds": round(seconds, 3), "attempts": attempts, "errors": errors}
+    try:
+        require_schema(workspace, source)
+        # Each run is an audited action: the simulator writes to real databases.
+        run_action(workspace, kind=kind, source=source, action_id=None, body=body, params=dict(params, seed=seed))
     finally:
         workspace.close()
+    produced, duplicates, seconds = holder["produced"], holder["duplicates"], holder["seconds"]
+    attempts, errors, first = holder["attempts"], holder["errors"], holder["first"]
     return SimResult(source=source, mode=mode, events=events, produced=produced, duplicates=duplicates,
                      seconds=seconds, attempts=attempts, errors=errors, first_error=first)

@@ -28,7 +28,8 @@ from typing import Callable
 from ..errors import ConsoleError, PermissionDenied, UsageError
 from ..schema_setup import require_schema
 from ..sqlutil import with_retry
-from . import MODES, SOURCES, WRITER_ROLES, load_driver
+from ..services.actions import allowed, run_action
+from . import MODES, SOURCES, load_driver, simulate_kind, simulate_refusal
 
 DEFAULT_INTERVAL_S = 1.5
 DEFAULT_EVENTS_PER_ROUND = 3
@@ -122,9 +123,9 @@ class TrafficRunner:
     def check(self) -> None:
         """Raise the operator's mistake as one sentence; touches no database."""
         role = self.workspace.role
-        if role not in WRITER_ROLES:
-            raise PermissionDenied(f"The {role} role may not run the traffic simulator, which writes to the "
-                                   "databases: use an operator or admin configuration.")
+        kind = simulate_kind(self.workspace.config, self.mode)
+        if not allowed(role, kind):
+            raise PermissionDenied(simulate_refusal(role, kind))
         if self.mode not in MODES:
             raise UsageError(f"Unknown mode '{self.mode}': choose naive or guarded.")
         if not self.sources:
@@ -190,6 +191,28 @@ class TrafficRunner:
         except Exception as exc:  # nothing ran: the reason is the whole report
             self._running = False
             return self._report(started, _sentence(exc), running=False)
+        # The whole run is one audited action: who ran traffic into which
+        # databases, in which mode, and what it produced.
+        holder: dict = {}
+
+        def body(ctx) -> dict:
+            holder["report"] = report = self._loop(drivers, started, ctx)
+            return {"mode": self.mode, "rounds": report.rounds, "events": report.events,
+                    "produced": report.produced, "duplicates": report.duplicates,
+                    "message": report.message}
+        try:
+            run_action(self.workspace, kind=simulate_kind(self.workspace.config, self.mode),
+                       source=self.sources[0], action_id=None, body=body,
+                       params={"mode": self.mode, "background": True, "sources": list(self.sources)})
+        except Exception as exc:  # the audit could not be written: say so, the run itself is over
+            if "report" not in holder:
+                self._running = False
+                return self._report(started, _sentence(exc), running=False)
+        self._running = False
+        return holder["report"]
+
+    def _loop(self, drivers: dict, started: float, ctx) -> TrafficReport:
+        message: str | None = None
         failed_rounds = 0
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="traffic") as pool:
             while not self._stop.is_set():

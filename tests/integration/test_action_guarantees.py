@@ -110,3 +110,17 @@ def test_a_viewer_is_refused_undo_before_anything_else_and_audited(workspace_fac
         undo(viewer, "no-such-action")
     entries, _ = audit_entries(admin, source="cart")
     assert [(e.kind, e.status, e.role) for e in entries] == [("undo", "refused", "viewer")]
+
+
+def test_simulator_runs_are_audited_and_naive_traffic_takes_an_admin(workspace_factory, sql_url):
+    from app.simulate import run_simulation
+    admin = workspace_factory(dispatch=sql_url("dispatch"))
+    operator = _with_role(admin, "operator")
+    with pytest.raises(PermissionDenied, match="may not run naive traffic"):
+        run_simulation(operator.config, "dispatch", "naive", workers=2, events=3)
+    result = run_simulation(operator.config, "dispatch", "guarded", workers=2, events=3)
+    assert result.duplicates == 0
+    entries, _ = audit_entries(admin, source="dispatch")
+    assert [(e.kind, e.status, e.role) for e in entries] == [("simulate", "succeeded", "operator"),
+                                                             ("simulate_naive", "refused", "operator")]
+    assert entries[0].outcome["events"] == 3 and entries[0].params["mode"] == "guarded"

@@ -33,7 +33,7 @@ def test_naive_duplicates_and_guarded_does_not_at_the_same_load(workspace_factor
     load = {"workers": 8, "events": 120, "seed": 42}
     figures = {}
     for mode in ("naive", "guarded"):
-        ws = workspace_factory(dispatch=mariadb_database(mode), role="operator")
+        ws = workspace_factory(dispatch=mariadb_database(mode), role="admin")
         result = run_simulation(ws.config, "dispatch", mode, load["workers"], load["events"], seed=load["seed"])
         people, logs, rows = expected_and_actual(ws.engine("dispatch"))
         by_event = Counter((r.user_id, r.type, r.issue_id, r.comment_id, r.actor_user_id) for r in rows)
@@ -113,7 +113,7 @@ def test_simulate_command(workspace_factory, tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'dispatch.db'}"
     workspace_factory(dispatch=url)
     cfg = tmp_path / "nc.toml"
-    cfg.write_text(f'[sources.dispatch]\nurl = "{url}"\n[console]\nrole = "operator"\n')
+    cfg.write_text(f'[sources.dispatch]\nurl = "{url}"\n[console]\nrole = "admin"\n')
     assert run(["--config", str(cfg), "simulate", "--mode", "guarded", "--workers", "3", "--events", "12",
                 "--seed", "5", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)

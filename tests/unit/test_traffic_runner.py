@@ -132,7 +132,7 @@ def test_stop_returns_promptly_while_waiting_and_mid_round(demo_like):
 def test_viewer_is_refused_before_anything_runs(demo_like):
     ws = demo_like(role="viewer")
     runner = TrafficRunner(ws, "guarded")
-    with pytest.raises(PermissionDenied, match="viewer role may not run the traffic simulator"):
+    with pytest.raises(PermissionDenied, match="viewer role may not run the simulator"):
         runner.start()
     assert runner.latest is None and not runner.running
     assert direct_counts(ws) == {"cart": (0, 0), "dispatch": (0, 0), "orders": (0, 0)}
