@@ -455,7 +455,7 @@ def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = N
     groups: list[DuplicateGroup] = []
     if source == "orders":
         db = workspace.orders().db
-        since_at = resolve_since(_utc_now(), since)
+        since_at = resolve_since(workspace.orders().now(), since)
         for spec in _specs(workspace, source, rule):
             groups.extend(_scan_mongo(db, spec, since=since_at, limit=limit, filter_text=filter_text))
     else:
@@ -555,11 +555,6 @@ def rebuild_cart_members(workspace) -> dict:
     """
     from . import cart_members
     return cart_members.rebuild(workspace.engine("cart"))
-
-
-def _utc_now() -> dt.datetime:
-    from ..sqlutil import utcnow
-    return utcnow()
 
 
 # --------------------------------------------------------------------------
@@ -662,7 +657,7 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
 
 def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> IncrementalScan:
     db = workspace.orders().db
-    now = _utc_now()
+    now = workspace.orders().now()
     specs = _specs(workspace, "orders")
     if cursor is None:
         groups = []

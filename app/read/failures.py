@@ -23,7 +23,7 @@ from sqlalchemy import and_, func, or_, select, tuple_
 
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
-from ..sqlutil import db_now, utcnow
+from ..sqlutil import db_now
 from .duplicates import _int_or_none, like_any, resolve_since
 from .models import FAILED_KINDS, FailedItem
 
@@ -222,7 +222,7 @@ def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedIt
     if "missed" not in kinds:
         return []
     db = workspace.orders().db
-    now = utcnow()
+    now = workspace.orders().now()  # the order store's clock, shared by every workstation
     since_at = resolve_since(now, since)
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
     # Orders with any image in either stage (a list with items, or a legacy object).

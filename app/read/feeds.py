@@ -25,7 +25,7 @@ from sqlalchemy import and_, or_, select
 
 from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
-from ..sqlutil import db_now, fetch_fast, utcnow
+from ..sqlutil import db_now, fetch_fast
 from .duplicates import _int_or_none, like_any, resolve_since
 from .models import FeedItem, FeedPage
 
@@ -296,7 +296,7 @@ def poll_notification_feed(workspace, after: dict | None = None, *, sources=None
 
 def _read_source(workspace, source, *, before, after, since, filter_text, limit) -> list[FeedItem]:
     if source == "orders":
-        since_at = resolve_since(utcnow(), since)
+        since_at = resolve_since(workspace.orders().now(), since)
         return _order_emails(workspace.orders().db, before=before, after=after, since=since_at,
                              filter_text=filter_text, limit=limit)
     with workspace.engine(source).connect() as conn:

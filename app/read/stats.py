@@ -549,8 +549,7 @@ def duplicates_per_hour(workspace, source: str, *, window: dt.timedelta | str = 
         window = resolve_period(window)[0]
     groups = scan_duplicates(workspace, source, since=window)
     if source == "orders":
-        from ..sqlutil import utcnow
-        now = utcnow()
+        now = workspace.orders().now()
     else:
         with workspace.engine(source).connect() as conn:
             now = db_now(conn)
