@@ -1,7 +1,6 @@
 """The cart simulator: seed 001's race produces duplicates; the guarded path none (MariaDB)."""
 from __future__ import annotations
 
-import threading
 
 from sqlalchemy import func, select
 
@@ -9,25 +8,11 @@ from app.schema import cart_log
 from app.simulate import cart as driver
 from app.simulate import run_simulation
 
+from concurrency_helpers import attempts_together as shared_attempts_together
+
 
 def attempts_together(fn, events: int):
-    """Each event's attempts on their own threads, released together."""
-    for event in range(events):
-        barrier = threading.Barrier(driver.ATTEMPTS_PER_EVENT)
-        errors = []
-
-        def run(attempt):
-            try:
-                fn(event, attempt, barrier)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(a,)) for a in range(driver.ATTEMPTS_PER_EVENT)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+    shared_attempts_together(fn, events, driver.ATTEMPTS_PER_EVENT)
 
 
 def test_naive_detectors_that_check_before_either_inserts_all_send(workspace_factory, mariadb_database):

@@ -1,29 +1,15 @@
 """The orders simulator: seed 000's check-count-before-push race against the guarded path."""
 from __future__ import annotations
 
-import threading
 
 from app.simulate import orders as driver
 from app.simulate import run_simulation
 
+from concurrency_helpers import attempts_together as shared_attempts_together
+
 
 def attempts_together(fn, events: int):
-    for event in range(events):
-        barrier = threading.Barrier(driver.ATTEMPTS_PER_EVENT)
-        errors = []
-
-        def run(attempt):
-            try:
-                fn(event, attempt, barrier)
-            except Exception as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=run, args=(a,)) for a in range(driver.ATTEMPTS_PER_EVENT)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+    shared_attempts_together(fn, events, driver.ATTEMPTS_PER_EVENT)
 
 
 def test_naive_uploads_that_count_before_any_push_all_email(workspace_factory, order_store_url):
