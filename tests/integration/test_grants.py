@@ -444,3 +444,48 @@ def test_admin_cleanup_then_undo_restores_identical_rows(env, db_users):
     # The member index the admin's cleanup and undo refreshed is exactly a fresh computation.
     with env.ws.engine("cart").connect() as conn:
         assert cart_members.snapshot(conn) == cart_members.compute_members(conn)
+
+
+# --------------------------------------------------------------------------
+# The same fallbacks on SQLite: a file the console may only read
+
+def test_read_side_on_a_read_only_sqlite_file_returns_what_a_writer_returns(workspace_factory, tmp_path):
+    from sqlalchemy import event
+
+    urls = {s: f"sqlite:///{tmp_path / (s + '.db')}" for s in ("cart", "dispatch")}
+    ws = workspace_factory(**urls)
+    ids = _seed(ws)
+    for source in ("cart", "dispatch"):
+        stats.advance_rollup(ws, source, force_recheck=True)
+    scan_duplicates(ws, "cart")
+    _add_after_build(ws, ids)
+
+    reader = Workspace(config=Config(path=None, sources={s: SourceConfig(s, u) for s, u in urls.items()},
+                                     role="viewer", thresholds=Thresholds(), mail=MailConfig(), duplicate_rules=()))
+    for source in urls:
+        event.listen(reader.engine(source), "connect",
+                     lambda dbapi_conn, _record: dbapi_conn.execute("PRAGMA query_only = ON"))
+
+    def caches():
+        out = {}
+        for source in urls:
+            with ws.engine(source).connect() as conn:
+                for table in (nc_cursor, nc_latency_minute, nc_rollup_unsettled, nc_cart_dup_bucket):
+                    out[(source, table.name)] = sorted(map(repr, conn.execute(select(table)).all()))
+        return out
+
+    before = caches()
+    try:
+        with ws.engine("dispatch").connect() as conn:
+            now = db_now(conn)
+        read_groups = [g.to_json() for g in scan_duplicates(reader, "cart")]
+        read_stats = {s: stats.latency_stats(reader, s, window="24h", by_type=True, now=now).to_json()
+                      for s in urls}
+    finally:
+        reader.close()
+    assert caches() == before
+    assert sorted(g["count"] for g in read_groups) == [2, 3, 3]
+    for source in urls:
+        stats.advance_rollup(ws, source, force_recheck=True)
+        assert read_stats[source] == stats.latency_stats(ws, source, window="24h", by_type=True, now=now).to_json()
+    assert read_groups == [g.to_json() for g in scan_duplicates(ws, "cart")]
