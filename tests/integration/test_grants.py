@@ -66,6 +66,32 @@ def test_every_console_table_is_readable_by_every_role_and_classified():
                 assert bool(archive) == (role == "admin")
 
 
+def test_permission_errors_are_told_from_other_database_errors():
+    import sqlite3
+
+    import pymysql
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from app.sqlutil import is_permission_denied
+
+    class PgError(Exception):
+        def __init__(self, pgcode):
+            super().__init__("ERROR: permission denied for table nc_cursor" if pgcode == "42501" else "ERROR")
+            self.pgcode = pgcode
+
+    def wrapped(orig):
+        return ProgrammingError("INSERT ...", {}, orig)
+    for code in (1142, 1143, 1044, 1227, 1290):
+        assert is_permission_denied(wrapped(pymysql.err.OperationalError(code, "denied")))
+    for code in (1213, 1205, 1062, 1146, 2003):
+        assert not is_permission_denied(wrapped(pymysql.err.OperationalError(code, "other")))
+    assert is_permission_denied(wrapped(PgError("42501"))) and is_permission_denied(wrapped(PgError("25006")))
+    assert not is_permission_denied(wrapped(PgError("40P01")))
+    assert is_permission_denied(OperationalError("INSERT", {}, sqlite3.OperationalError(
+        "attempt to write a readonly database")))
+    assert not is_permission_denied(OperationalError("INSERT", {}, sqlite3.OperationalError("database is locked")))
+
+
 # --------------------------------------------------------------------------
 # Fixtures and helpers
 
