@@ -221,7 +221,6 @@ nc_cursor = Table(
     Column("updated_at", NcTime, nullable=False),
 )
 
-CONSOLE_TABLES = tuple(t.name for t in console_metadata.sorted_tables)
 
 # --------------------------------------------------------------------------
 # Read-side rollups (revision 0002), advanced incrementally from a high-water
@@ -267,3 +266,7 @@ nc_cart_dup_bucket = Table(
     Column("members", LongText, nullable=False),
     Column("times", LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb"), nullable=False),
 )
+
+
+# Every console table, whichever migration adds it (defined last, after all of them).
+CONSOLE_TABLES = tuple(t.name for t in console_metadata.sorted_tables)

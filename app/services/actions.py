@@ -37,7 +37,7 @@ from ..config import data_dir
 from ..errors import ActionConflict, ConsoleError, OperationFailed, PermissionDenied, UsageError
 from ..schema import nc_action, nc_action_item
 from ..sources import describe_db_error, json_default
-from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
+from ..sqlutil import db_now, insert_ignore, is_permission_denied, utcnow, with_retry
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
@@ -122,7 +122,7 @@ class SqlLedger:
         try:
             return with_retry(fn)
         except (DBAPIError, SQLAlchemyError) as exc:
-            raise OperationFailed(describe_db_error(self.source, exc)) from None
+            raise _db_failure(self.source, exc) from None
 
     def start(self, action_id, kind, params, phash, operator, role, token,
               rerun_failed=False) -> Started:
@@ -236,6 +236,13 @@ class SqlLedger:
             q = q.where(nc_action.c.started_at >= since)
         with self.engine.connect() as conn:
             return [self._entry(conn, r, with_items=False) for r in conn.execute(q).mappings()]
+
+
+def _db_failure(source: str, exc: BaseException) -> ConsoleError:
+    """A database error as the operator's error: the database user's missing
+    privilege is a permission error (exit 3), anything else a failed operation."""
+    message = describe_db_error(source, exc)
+    return PermissionDenied(message) if is_permission_denied(exc) else OperationFailed(message)
 
 
 def _begin_run(engine, fn):
@@ -511,9 +518,9 @@ def run_action(workspace, *, kind: str, source: str, params: dict, action_id: st
         _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, exc.message)
         raise
     except (DBAPIError, SQLAlchemyError) as exc:
-        message = describe_db_error(source, exc)
-        _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, message)
-        raise OperationFailed(message) from None
+        error = _db_failure(source, exc)
+        _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, error.message)
+        raise error from None
     except Exception as exc:
         message = f"The {kind} on {source} failed: {type(exc).__name__}: {exc}"
         _finish_quietly(ledger, action_id, token, "failed", {"action_id": action_id}, message)

@@ -414,7 +414,7 @@ def test_viewer_whose_role_file_claims_admin_still_cannot_write(env, db_users):
                 ("retry", "--source", "dispatch", "--id", str(env.ids["dispatch_failed"])),
                 ("undo", target)]
     for args, proc in zip(attempts, env.many([(cfg, password, *a) for a in attempts])):
-        assert proc.returncode != 0, (args, proc.stdout)
+        assert proc.returncode == 3, (args, proc.stdout)   # the database said no: a permission error
         assert "lacks the privilege" in _one_sentence(proc), args
     assert env.snapshot() == before                    # nothing changed, not even the audit log
     assert not env.outbox.exists() or not any(env.outbox.iterdir())
