@@ -572,6 +572,9 @@ class ScanCursor:
     source: str
     scanned_at: dt.datetime
     last_ids: dict = field(default_factory=dict)
+    # (rule, id) → change time of the rows the late-commit margin re-read
+    # last time: re-reading them again is free, only a new change counts.
+    recent: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -594,20 +597,32 @@ def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
     return (group.rule, tuple(group.key.values()))
 
 
-def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime) -> tuple[set, object]:
+def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
+                 recent: dict | None = None) -> tuple[set, object, dict]:
+    """Keys of rows added (id above ``last_id``) or changed since ``changed_since``.
+
+    Returns (keys, new high-water id, the changed rows seen: {id: time}). A
+    row the previous scan already saw with the same change time is no news.
+    """
     keys: set = set()
     top = last_id
     stmt = select(spec.id_col, *spec.key_cols).where(spec.id_col > last_id).order_by(spec.id_col)
     for row in conn.execute(stmt):
         keys.add(tuple(row[1:]))
         top = row[0]
+    seen: dict = {}
+    recent = recent or {}
     # Cart rows matter once sent (sent_at, index nc_cart_sent_at); notifications
     # by created_at (idx_created). Config rules' tables may lack a time index:
     # their id cursor alone marks new rows.
     for col in spec.changed_cols:
-        stmt = select(*spec.key_cols).where(col >= changed_since).distinct()
-        keys.update(tuple(r) for r in conn.execute(stmt))
-    return keys, top
+        stmt = select(spec.id_col, col, *spec.key_cols).where(col >= changed_since)
+        for row in conn.execute(stmt):
+            rid, at = row[0], row[1]
+            seen[(col.name, rid)] = at
+            if recent.get((col.name, rid)) != at or rid > last_id:
+                keys.add(tuple(row[2:]))
+    return keys, top, seen
 
 
 def _max_id(conn, spec: SqlRuleSpec):
@@ -641,10 +656,12 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
     with workspace.engine(source).connect() as conn:
         now = db_now(conn)
         changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
-        groups, touched, last_ids = [], set(), dict(cursor.last_ids)
+        groups, touched, last_ids, recent = [], set(), dict(cursor.last_ids), {}
         for spec in specs:
-            keys, top = _touched_sql(conn, spec, cursor.last_ids.get(spec.rule, 0), changed_since)
+            keys, top, seen = _touched_sql(conn, spec, cursor.last_ids.get(spec.rule, 0), changed_since,
+                                           cursor.recent.get(spec.rule))
             last_ids[spec.rule] = top
+            recent[spec.rule] = seen
             keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
             touched.update((spec.rule, k) for k in keys)
             found = spec.group(_rows_for_keys(conn, spec, keys))
@@ -652,7 +669,7 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
                 found = _text_filter(found, filter_text)
             groups.extend(found)
     return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
-                           cursor=ScanCursor(source, now, last_ids))
+                           cursor=ScanCursor(source, now, last_ids, recent))
 
 
 def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> IncrementalScan:

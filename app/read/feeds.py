@@ -61,13 +61,15 @@ _DISPATCH_COLS = (dispatch_log.c.id, dispatch_log.c.dispatch_id, dispatch_log.c.
 
 
 def _id_poll(conn, cols, id_col, after_id, limit):
+    """Rows (dicts) with id above ``after_id``: one primary-key range, cost in proportion to what is new."""
+    names = [c.name for c in cols]
     if after_id is None:
         # First poll: the newest rows, returned oldest first.
         rows = fetch_fast(conn, select(*cols).order_by(id_col.desc()).limit(limit))
         rows.reverse()
-        return rows, False
+        return [dict(zip(names, r)) for r in rows], False
     rows = fetch_fast(conn, select(*cols).where(id_col > after_id).order_by(id_col).limit(limit + 1))
-    return rows[:limit], len(rows) > limit
+    return [dict(zip(names, r)) for r in rows[:limit]], len(rows) > limit
 
 
 def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
@@ -75,7 +77,7 @@ def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None 
     limit = _limit(limit)
     with workspace.engine("dispatch").connect() as conn:
         rows, more = _id_poll(conn, _DISPATCH_COLS, dispatch_log.c.id, after_id, limit)
-    items = [_dispatch_item(r._mapping) for r in rows]
+    items = [_dispatch_item(r) for r in rows]
     return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
 
 
@@ -107,7 +109,7 @@ def poll_cart_log(workspace, after_id: int | None = None, limit: int | None = 50
     limit = _limit(limit)
     with workspace.engine("cart").connect() as conn:
         rows, more = _id_poll(conn, _CART_COLS, cart_log.c.id, after_id, limit)
-    items = [_cart_row_item(dict(r._mapping)) for r in rows]
+    items = [_cart_row_item(r) for r in rows]
     return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
 
 
