@@ -129,6 +129,14 @@ def fetch_fast(conn: Connection, stmt) -> list[tuple]:
     return out
 
 
+# Errors that mean "this database user may not write here" (not a fault of
+# the data): MySQL/MariaDB table, column, database and global privileges, and
+# a server or replica running read-only; PostgreSQL insufficient_privilege
+# and a read-only transaction (hot standby); SQLite's read-only file.
+PERMISSION_CODES = frozenset({1142, 1143, 1044, 1227, 1290, 1836})
+PERMISSION_SQLSTATES = frozenset({"42501", "25006"})
+
+
 def is_permission_denied(exc: BaseException) -> bool:
     """True when ``exc`` says the database user lacks the right to write (or read) what it tried.
 

@@ -107,8 +107,13 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
             stuck_before = now - dt.timedelta(minutes=th.dispatch_stuck_minutes)
             wanted.append(("stuck", and_(t.status == "pending", t.created_at < stuck_before)))
         for kind, cond in wanted:
-            # One index range per status (status, created_at), newest first.
+            # One index range per status (status, created_at), newest first. The
+            # hint matters: MySQL otherwise walks idx_created backwards, reading
+            # every recent completed row to find a few failed ones (75 ms vs 1 ms
+            # at 5 M rows).
             stmt = select(*cols).where(cond)
+            for dialect in ("mysql", "mariadb"):
+                stmt = stmt.with_hint(dispatch_log, "FORCE INDEX (idx_status_created)", dialect)
             if since_at is not None:
                 stmt = stmt.where(t.created_at >= since_at)
             if filter_text:
