@@ -23,19 +23,40 @@ os.environ.setdefault("NC_NO_KEYRING", "1")
 MARIADB_ROOT = os.environ.get("NC_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306")
 
 
-def _mariadb_admin():
-    return create_engine(MARIADB_ROOT + "/test", future=True, isolation_level="AUTOCOMMIT",
-                         connect_args={"connect_timeout": 5})
+MARIADB_QUOTE, POSTGRES_QUOTE = "`", '"'
+POSTGRES_ROOT = os.environ.get("NC_TEST_POSTGRES_URL", "postgresql+psycopg2://root@127.0.0.1:5432")
+
+
+def _server_admin(url: str, what: str):
+    engine = create_engine(url, future=True, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # the suite needs the server: say so, do not skip
+        pytest.fail(f"{what} is not reachable ({exc}); run .ci/run, which starts it.")
+    return engine
+
+
+def _database_factory(admin, root_url: str, quote: str, drop_suffix: str = ""):
+    """Yield a factory of fresh databases on ``admin``'s server; drop them afterwards."""
+    created = []
+
+    def make(label: str = "db") -> str:
+        name = f"nc_t_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {quote}{name}{quote}"))
+        created.append(name)
+        return f"{root_url}/{name}"
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {quote}{name}{quote}{drop_suffix}"))
 
 
 @pytest.fixture(scope="session")
 def mariadb_admin():
-    engine = _mariadb_admin()
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # the suite needs MariaDB: say so, do not skip
-        pytest.fail(f"MariaDB on 127.0.0.1:3306 is not reachable ({exc}); run .ci/run or start mariadbd.")
+    engine = _server_admin(MARIADB_ROOT + "/test", "MariaDB on 127.0.0.1:3306")
     yield engine
     engine.dispose()
 
@@ -43,19 +64,20 @@ def mariadb_admin():
 @pytest.fixture
 def mariadb_database(mariadb_admin):
     """Factory: ``mariadb_database("cart")`` → URL of a fresh, empty database."""
-    created = []
+    yield from _database_factory(mariadb_admin, MARIADB_ROOT, MARIADB_QUOTE)
 
-    def make(label: str = "db") -> str:
-        name = f"nc_t_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        with mariadb_admin.connect() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-        created.append(name)
-        return f"{MARIADB_ROOT}/{name}"
 
-    yield make
-    with mariadb_admin.connect() as conn:
-        for name in created:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
+@pytest.fixture(scope="session")
+def postgres_admin():
+    engine = _server_admin(POSTGRES_ROOT + "/test", "PostgreSQL on 127.0.0.1:5432")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def postgres_database(postgres_admin):
+    """Factory: ``postgres_database("cart")`` → URL of a fresh, empty database."""
+    yield from _database_factory(postgres_admin, POSTGRES_ROOT, POSTGRES_QUOTE, " WITH (FORCE)")
 
 
 @pytest.fixture

@@ -72,24 +72,31 @@ def _id_poll(conn, cols, id_col, after_id, limit):
     return [dict(zip(names, r)) for r in rows[:limit]], len(rows) > limit
 
 
-def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
-    """Dispatch log rows with id above ``after_id`` (the newest ``limit`` on the first poll)."""
+def _poll(workspace, source, cols, item, after_id, limit) -> FeedPage:
     limit = _limit(limit)
-    with workspace.engine("dispatch").connect() as conn:
-        rows, more = _id_poll(conn, _DISPATCH_COLS, dispatch_log.c.id, after_id, limit)
-    items = [_dispatch_item(r) for r in rows]
+    with workspace.engine(source).connect() as conn:
+        rows, more = _id_poll(conn, cols, cols[0], after_id, limit)
+    items = [item(r) for r in rows]
     return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
 
 
-def refresh_dispatch_rows(workspace, ids) -> list[FeedItem]:
-    """Re-read dispatch log rows by id (a pending row the caller shows may have settled)."""
+def _refresh(workspace, source, cols, item, ids) -> list[FeedItem]:
+    """Re-read rows by id (a pending row the caller shows may have settled)."""
     ids = list(ids)[:MAX_LIMIT]
     if not ids:
         return []
-    with workspace.engine("dispatch").connect() as conn:
-        rows = conn.execute(select(*_DISPATCH_COLS).where(dispatch_log.c.id.in_(ids))
-                            .order_by(dispatch_log.c.id)).all()
-    return [_dispatch_item(r._mapping) for r in rows]
+    with workspace.engine(source).connect() as conn:
+        rows = conn.execute(select(*cols).where(cols[0].in_(ids)).order_by(cols[0])).all()
+    return [item(dict(r._mapping)) for r in rows]
+
+
+def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
+    """Dispatch log rows with id above ``after_id`` (the newest ``limit`` on the first poll)."""
+    return _poll(workspace, "dispatch", _DISPATCH_COLS, _dispatch_item, after_id, limit)
+
+
+def refresh_dispatch_rows(workspace, ids) -> list[FeedItem]:
+    return _refresh(workspace, "dispatch", _DISPATCH_COLS, _dispatch_item, ids)
 
 
 _CART_COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.c.cart_value,
@@ -106,20 +113,12 @@ def _cart_row_item(r: dict) -> FeedItem:
 
 
 def poll_cart_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
-    limit = _limit(limit)
-    with workspace.engine("cart").connect() as conn:
-        rows, more = _id_poll(conn, _CART_COLS, cart_log.c.id, after_id, limit)
-    items = [_cart_row_item(r) for r in rows]
-    return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
+    """Cart log rows with id above ``after_id`` (the newest ``limit`` on the first poll)."""
+    return _poll(workspace, "cart", _CART_COLS, _cart_row_item, after_id, limit)
 
 
 def refresh_cart_rows(workspace, ids) -> list[FeedItem]:
-    ids = list(ids)[:MAX_LIMIT]
-    if not ids:
-        return []
-    with workspace.engine("cart").connect() as conn:
-        rows = conn.execute(select(*_CART_COLS).where(cart_log.c.id.in_(ids)).order_by(cart_log.c.id)).all()
-    return [_cart_row_item(dict(r._mapping)) for r in rows]
+    return _refresh(workspace, "cart", _CART_COLS, _cart_row_item, ids)
 
 
 def poll_orders(workspace, after: tuple | None = None, limit: int | None = 500) -> FeedPage:

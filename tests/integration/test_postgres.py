@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select
 
 from app.read.duplicates import scan_duplicates
 from app.read.failures import failed_items
@@ -19,35 +17,9 @@ from app.services.retry import retry
 from test_actions_cleanup import seed_cart_duplicates, table_rows
 from test_dispatch_service import seed_people
 
-PG_ROOT = os.environ.get("NC_TEST_POSTGRES_URL", "postgresql+psycopg2://root@127.0.0.1:5432")
-
-
-@pytest.fixture
-def pg_database():
-    admin = create_engine(PG_ROOT + "/test", isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:  # the suite needs PostgreSQL: say so, do not skip
-        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is not reachable ({exc}); run .ci/run.")
-    created = []
-
-    def make(label):
-        name = f"nc_t_{label}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
-        return f"{PG_ROOT}/{name}"
-    yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 @pytest.mark.postgres
-def test_cart_cleanup_and_undo_on_postgresql(workspace_factory, pg_database):
-    ws = workspace_factory(cart=pg_database("cart"))
+def test_cart_cleanup_and_undo_on_postgresql(workspace_factory, postgres_database):
+    ws = workspace_factory(cart=postgres_database("cart"))
     engine = ws.engine("cart")
     seed_cart_duplicates(engine)
     before = table_rows(engine, cart_log)
@@ -64,8 +36,8 @@ def test_cart_cleanup_and_undo_on_postgresql(workspace_factory, pg_database):
 
 
 @pytest.mark.postgres
-def test_dispatch_retry_failed_list_and_latency_on_postgresql(workspace_factory, pg_database):
-    ws = workspace_factory(dispatch=pg_database("dispatch"))
+def test_dispatch_retry_failed_list_and_latency_on_postgresql(workspace_factory, postgres_database):
+    ws = workspace_factory(dispatch=postgres_database("dispatch"))
     engine = ws.engine("dispatch")
     seed_people(engine, issue_ids=(1,))
     ok = dispatch_service.dispatch_comment_added(ws, 1, 10, 1)
