@@ -153,9 +153,12 @@ def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[Fa
         in_progress_until = now - dt.timedelta(minutes=th.cart_in_progress_minutes)
         stmt = select(t.id, t.user_id, t.cart_hash, t.cart_value, t.created_at, t.error_message) \
             .where(t.email_sent == 0, t.created_at < in_progress_until)
-        if kinds == {"failed"}:
+        # With an error message a row failed, without one it is stuck: each kind
+        # asked for returns exactly its rows, whatever else (e.g. "missed") is asked.
+        cart_kinds = kinds & {"failed", "stuck"}
+        if cart_kinds == {"failed"}:
             stmt = stmt.where(t.error_message.is_not(None))
-        elif kinds == {"stuck"}:
+        elif cart_kinds == {"stuck"}:
             stmt = stmt.where(t.error_message.is_(None))
         if since_at is not None:
             stmt = stmt.where(t.created_at >= since_at)
