@@ -8,8 +8,10 @@
   for the same (user_id, cart_hash).
 * orders: a stage's images present longer than
   ``thresholds.order_missed_minutes`` with no ``email_log`` document for the
-  stage's event (missed). Legacy documents (a single image object, or null,
-  instead of a list) read the same. Attempts = the console's email claims.
+  stage's event (missed), newest first by the stage's first-image time, looking
+  back ``since`` or at most ``MISSED_LOOKBACK`` (7 days). Legacy documents (a
+  single image object, or null, instead of a list) read the same. Attempts =
+  the console's email claims.
 
 Every query is bounded by ``limit`` (default ``DEFAULT_LIMIT``) and uses an
 index ``db upgrade`` creates or the production schema has; ``filter_text``
@@ -28,8 +30,10 @@ from .duplicates import _int_or_none, like_any, resolve_since
 from .models import FAILED_KINDS, FailedItem
 
 DEFAULT_LIMIT = 200
-# Orders examined per page when looking for missed emails.
+# Orders examined per keyset page when looking for missed emails.
 ORDER_PAGE = 1000
+# Without --since, the missed list looks back this far (by first-image time).
+MISSED_LOOKBACK = dt.timedelta(days=7)
 STAGES = (("pickup", "pickup_images_added"), ("delivery", "delivery_images_added"))
 
 
@@ -227,57 +231,110 @@ def first_image_at(order: dict, images: list[dict]) -> dt.datetime | None:
 
 
 def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedItem]:
+    """Missed stage emails, newest first by the stage's first-image time.
+
+    Bounded lookback: only stages whose first image arrived at or after
+    ``since`` — or, without ``since``, within ``MISSED_LOOKBACK`` (7 days) —
+    are listed; older missed emails need an explicit, longer ``--since``.
+
+    The walk relies on the order's ``updated_at`` never being earlier than a
+    stage's first image (the first image changes the order's status, which
+    stamps ``updated_at``). So:
+
+    * candidates are the orders with ``updated_at`` at or after the lookback
+      start: one range of the ``nc_updated_at_id`` index;
+    * they are read newest ``updated_at`` first in keyset pages on
+      (updated_at, _id) — no ``skip``, each page costs its own size;
+    * the walk stops as soon as ``limit`` items are held and the next order's
+      ``updated_at`` (an upper bound of any first-image time still unread)
+      is older than the oldest item held;
+    * an order changed during the walk moves ahead of where the walk started:
+      one last query for ``updated_at`` past the walk's start reads it again,
+      and items are keyed by (order, stage), so none is skipped or repeated.
+    """
     if "missed" not in kinds:
         return []
-    db = workspace.orders().db
-    now = workspace.orders().now()  # the order store's clock, shared by every workstation
+    store = workspace.orders()
+    db = store.db
+    now = store.now()  # the order store's clock, shared by every workstation
     since_at = resolve_since(now, since)
+    start_at = since_at if since_at is not None else now - MISSED_LOOKBACK
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+    needle = filter_text.lower() if filter_text else None
     # Orders with any image in either stage (a list with items, or a legacy object).
     has_images = {"$or": [{f"images.{s}": {"$type": "object"}} for s, _ in STAGES]
                   + [{f"images.{s}.0": {"$exists": True}} for s, _ in STAGES]}
-    query: dict = {"$and": [has_images]}
-    if since_at is not None:
-        query["$and"].append({"updated_at": {"$gte": since_at}})
-    items: list[FailedItem] = []
-    skip = 0
-    needle = filter_text.lower() if filter_text else None
-    while len(items) < limit:
-        page = db["orders"].find(query, projection={"id": 1, "status": 1, "images": 1, "created_at": 1,
-                                                     "updated_at": 1, "customer_email": 1},
-                                 sort=[("updated_at", -1), ("_id", -1)], skip=skip, limit=ORDER_PAGE)
-        page = list(page)
-        if not page:
-            break
-        skip += len(page)
+    projection = {"id": 1, "status": 1, "images": 1, "created_at": 1, "updated_at": 1, "customer_email": 1}
+    found: dict[tuple, FailedItem] = {}
+
+    def read(extra: dict, page_size: int) -> list[dict]:
+        return list(db["orders"].find({"$and": [{"updated_at": {"$gte": start_at}}, has_images, extra]},
+                                      projection=projection, sort=[("updated_at", -1), ("_id", -1)],
+                                      limit=page_size))
+
+    def examine(page: list[dict]) -> None:
         ids = [o.get("id") for o in page]
         sent = {(d["order_id"], d["event"]) for d in db["email_log"].find(
             {"order_id": {"$in": ids}}, projection={"order_id": 1, "event": 1})}
         claims = {(c["order_id"], c["event"]): c for c in db["nc_email_claims"].find({"order_id": {"$in": ids}})}
         for order in page:
             for stage, event in STAGES:
-                images = stage_images(order, stage)
-                if not images or (order.get("id"), event) in sent:
-                    continue
-                first = first_image_at(order, images)
-                if first is None or now - first < grace:
-                    continue
-                claim = claims.get((order.get("id"), event))
-                error = None
-                if claim:
-                    error = claim.get("error") or claim.get("last_error")
-                error = error or f"no {event} email in email_log"
-                attempts = int(claim.get("attempts", 1)) if claim else 0
-                item = FailedItem(
-                    source="orders", id=order.get("id"), kind="missed", status=str(order.get("status")),
-                    age_seconds=_age(now, first), error=error, attempts=attempts, created_at=first,
-                    detail={"stage": stage, "event": event, "images": len(images),
-                            "order_oid": str(order.get("_id")), "customer_email": order.get("customer_email"),
-                            "claim_state": claim.get("state") if claim else None})
-                if needle and not (needle in error.lower() or needle in event or
-                                   needle == str(order.get("id"))):
-                    continue
-                items.append(item)
+                found.pop((order.get("id"), stage), None)  # a re-read order speaks for itself
+                item = _missed_item(order, stage, event, now, start_at, grace, sent, claims, needle)
+                if item is not None:
+                    found[(order.get("id"), stage)] = item
+
+    def oldest_kept() -> dt.datetime | None:
+        if len(found) < limit:
+            return None
+        return sorted((i.created_at for i in found.values()), reverse=True)[limit - 1]
+
+    walk_top: dict | None = None
+    after: dict | None = None
+    while True:
+        extra = {} if after is None else {"$or": [
+            {"updated_at": {"$lt": after["updated_at"]}},
+            {"updated_at": after["updated_at"], "_id": {"$lt": after["_id"]}}]}
+        page = read(extra, ORDER_PAGE)
+        if not page:
+            break
+        if walk_top is None:
+            walk_top = page[0]
+        examine(page)
+        after = page[-1]
         if len(page) < ORDER_PAGE:
             break
-    return _merge(items, limit)
+        bound = oldest_kept()
+        if bound is not None and after["updated_at"] < bound:
+            break  # nothing unread can have a newer first image than the items held
+    if walk_top is not None:
+        # Orders changed while the walk ran sit ahead of its start: read them once more.
+        changed = read({"$or": [{"updated_at": {"$gt": walk_top["updated_at"]}},
+                                {"updated_at": walk_top["updated_at"], "_id": {"$gt": walk_top["_id"]}}]},
+                       ORDER_PAGE)
+        if changed:
+            examine(changed)
+    return _merge(list(found.values()), limit)
+
+
+def _missed_item(order, stage, event, now, start_at, grace, sent, claims, needle) -> FailedItem | None:
+    images = stage_images(order, stage)
+    if not images or (order.get("id"), event) in sent:
+        return None
+    first = first_image_at(order, images)
+    if first is None or first < start_at or now - first < grace:
+        return None
+    claim = claims.get((order.get("id"), event))
+    error = None
+    if claim:
+        error = claim.get("error") or claim.get("last_error")
+    error = error or f"no {event} email in email_log"
+    if needle and not (needle in error.lower() or needle in event or needle == str(order.get("id"))):
+        return None
+    attempts = int(claim.get("attempts", 1)) if claim else 0
+    return FailedItem(
+        source="orders", id=order.get("id"), kind="missed", status=str(order.get("status")),
+        age_seconds=_age(now, first), error=error, attempts=attempts, created_at=first,
+        detail={"stage": stage, "event": event, "images": len(images),
+                "order_oid": str(order.get("_id")), "customer_email": order.get("customer_email"),
+                "claim_state": claim.get("state") if claim else None})
