@@ -1,7 +1,13 @@
-"""``status [--json]``: per source, reachable or not, schema present or not, row counts.
+"""``status [--json] [--exact]``: per source, reachable or not, schema present or not, row counts.
 
 Like ``pg_isready`` it exits 2 when any configured source cannot be reached,
 after printing the whole report.
+
+Row counts are cheap by default, as in the GUI: a table below
+``app.status.EXACT_BELOW`` rows (50,000) is counted exactly, a bigger one shows
+the database's estimate, marked ``~`` in the text and listed under
+``"estimated"`` in the JSON (``counts`` stays {table: rows}). ``--exact``
+counts every row: a full scan per table, seconds on tables of millions of rows.
 """
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from ..errors import EXIT_OK, EXIT_USAGE
 def register(sub) -> None:
     p = sub.add_parser("status", help="reachability, schema and row counts of each source")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--exact", action="store_true",
+                   help="count every row exactly (a full scan of each table: seconds at millions of rows); "
+                        "by default tables above 50,000 rows show the database's estimate, marked ~")
     p.set_defaults(handler=handle_status)
 
 
@@ -30,7 +39,10 @@ def format_report(report) -> str:
             lines.append(f"          production schema: {_yes(s.production_schema)}   "
                          f"console schema: {_yes(s.console_schema)}")
             if s.counts:
-                lines.append("          rows: " + ", ".join(f"{k} {v:,}" for k, v in s.counts.items()))
+                estimated = set(s.estimated)
+                lines.append("          rows: " + ", ".join(
+                    f"{k} {'~' if k in estimated else ''}{v:,}" for k, v in s.counts.items())
+                    + ("   (~ estimated; status --exact counts every row)" if estimated else ""))
         if s.reason:
             lines.append(f"          {s.reason}")
     return "\n".join(lines)
@@ -38,6 +50,6 @@ def format_report(report) -> str:
 
 def handle_status(ctx, args) -> int:
     from ..status import check_all
-    report = check_all(ctx.workspace)
+    report = check_all(ctx.workspace, exact=args.exact)
     ctx.emit(report.to_dict(), format_report(report))
     return EXIT_OK if report.all_reachable else EXIT_USAGE

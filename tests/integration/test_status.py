@@ -20,7 +20,7 @@ from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_KEYS = {"name", "kind", "backend", "target", "reachable", "reason", "production_schema",
-               "console_schema", "counts", "elapsed_ms", "ok", "state"}
+               "console_schema", "counts", "estimated", "elapsed_ms", "ok", "state"}
 
 
 def run_main(args, tmp_path, timeout=60):
@@ -77,6 +77,7 @@ def test_status_json_on_the_demo(tmp_path):
         assert set(s) == SOURCE_KEYS
         assert s["reachable"] and s["production_schema"] and s["console_schema"] and s["state"] == "ok"
         assert all(isinstance(v, int) and v > 0 for v in s["counts"].values())
+        assert s["estimated"] == []   # demo tables are below the exact-count bound
     marker = json.loads((tmp_path / "data" / "demo" / "demo.json").read_text())
     assert report["sources"][1]["counts"]["cart_abandonment_log"] == marker["counts"]["cart"]["cart_abandonment_log"]
     assert report["sources"][2]["counts"]["notifications"] == marker["counts"]["dispatch"]["notifications"]
