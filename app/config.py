@@ -27,7 +27,7 @@ source = "cart"
 table = "assets"
 key = ["md5", "asset_type"]
 time_column = "created_at"
-id_column = "id"
+id_column = "id"               # default: "id" ("_id" for an orders rule)
 window_hours = 24
 ```
 
@@ -54,6 +54,8 @@ SQL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "postgres
                "postgresql+psycopg2", "sqlite", "sqlite+pysqlite")
 MONGO_SCHEMES = ("mongodb", "mongodb+srv", "mongomock")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# The built-in duplicate rules (app.read.duplicates): config rules may not take their names.
+BUILTIN_RULE_NAMES = ("cart_sent_within_window", "dispatch_same_event", "order_email_per_event")
 
 
 def data_dir() -> Path:
@@ -289,6 +291,7 @@ def parse_config(raw: dict, p: Path | None) -> Config:
     rules_raw = raw.get("duplicate_rules", [])
     if not isinstance(rules_raw, list):
         raise ConfigError(f"{_where(p, 'duplicate_rules')} must be an array of tables ([[duplicate_rules]]).")
+    seen_names: dict[str, str] = {}
     for i, r in enumerate(rules_raw):
         base = f"duplicate_rules[{i}]"
         if not isinstance(r, dict):
@@ -296,18 +299,35 @@ def parse_config(raw: dict, p: Path | None) -> Config:
         for need in ("name", "source", "table", "key", "time_column"):
             if need not in r:
                 raise ConfigError(f"{_where(p, base + '.' + need)} is missing.")
+        name = r["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{_where(p, base + '.name')} must be a non-empty string, not {name!r}.")
+        # Scan cursors and rule selection are keyed by the rule's name.
+        if name in BUILTIN_RULE_NAMES:
+            raise ConfigError(f"{_where(p, base + '.name')} takes the name of the built-in rule {name!r}: "
+                              "choose another name.")
+        if name in seen_names:
+            raise ConfigError(f"{_where(p, base + '.name')} repeats {name!r}, the name of {seen_names[name]}: "
+                              "each rule needs its own name.")
+        seen_names[name] = base
         if r["source"] not in SOURCE_NAMES:
             raise ConfigError(f"{_where(p, base + '.source')} must be orders, cart or dispatch.")
         key = r["key"]
         if isinstance(key, str):
-            key = [key]
-        names = [r["table"], r["time_column"], r.get("id_column", "id"), *key]
+            key = [key] if key.strip() else []
+        if not isinstance(key, list) or not key:
+            raise ConfigError(f"{_where(p, base + '.key')} must name at least one column, not {r['key']!r}.")
+        # Documents are identified by _id, rows by id.
+        id_column = r.get("id_column", "_id" if r["source"] == "orders" else "id")
+        names = [r["table"], r["time_column"], id_column, *key]
         for n in names:
             if not isinstance(n, str) or not _IDENT.match(n):
                 raise ConfigError(f"{_where(p, base)} has the invalid column or table name {n!r}.")
+        if len(set(key)) != len(key):
+            raise ConfigError(f"{_where(p, base + '.key')} names a column twice: {key!r}.")
         rules.append(DuplicateRule(
-            name=str(r["name"]), source=r["source"], table=r["table"], key=tuple(key),
-            time_column=r["time_column"], id_column=r.get("id_column", "id"),
+            name=name, source=r["source"], table=r["table"], key=tuple(key),
+            time_column=r["time_column"], id_column=id_column,
             window_hours=_number(p, r, "window_hours", 24, base + ".window_hours")))
     return Config(path=p, sources=sources, role=role, thresholds=thresholds, mail=mail,
                   duplicate_rules=tuple(rules))
