@@ -16,12 +16,20 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNO
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+# Longest --since: ten years reach back past any log the console reads and
+# keep "now minus the duration" a representable date on every backend.
+MAX_SINCE_DAYS = 3650
+
+
 def parse_duration(text: str) -> dt.timedelta:
     """``30m``, ``24h``, ``7d``, ``90s``, ``2w`` → timedelta; anything else is a usage error."""
     m = _DURATION.match(text or "")
     if not m or float(m.group(1)) <= 0:
         raise UsageError(f"--since takes a duration such as 30m, 24h or 7d, not {text!r}.")
-    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
+    seconds = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if not seconds <= MAX_SINCE_DAYS * 86400:
+        raise UsageError(f"--since reaches back at most {MAX_SINCE_DAYS} days (about ten years), not {text!r}.")
+    return dt.timedelta(seconds=seconds)
 
 
 def _positive(text: str) -> int:
