@@ -34,6 +34,7 @@ import dataclasses
 
 import datetime as dt
 import gc
+import json
 import re
 from collections import defaultdict
 from contextlib import contextmanager
@@ -41,13 +42,13 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Iterable
 
-from sqlalchemy import DateTime, and_, column, func, or_, select, table, tuple_
+from sqlalchemy import DateTime, and_, case, column, func, or_, select, table, tuple_
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import DuplicateRule
 from ..errors import UsageError
-from ..schema import cart_log, notifications
+from ..schema import cart_log, nc_action, nc_archive, notifications
 from ..sqlutil import db_now, is_permission_denied
 from .models import DuplicateGroup
 
@@ -195,8 +196,13 @@ def resolve_since(conn_or_now, since) -> dt.datetime | None:
 
 
 def like_any(columns, text: str) -> ColumnElement:
-    """``text`` matched literally (a bound, escaped LIKE pattern) in any of ``columns``."""
-    return or_(*[c.contains(text, autoescape=True) for c in columns])
+    """``text`` in any of ``columns``: literal and case-insensitive on every backend.
+
+    A bound, escaped pattern (``%``, ``_``, quotes and backslashes match
+    themselves); ``icontains`` is ``lower(..) LIKE lower(..)`` on MariaDB and
+    SQLite and ``ILIKE`` on PostgreSQL, whose plain LIKE is case-sensitive.
+    """
+    return or_(*[c.icontains(text, autoescape=True) for c in columns])
 
 
 def _int_or_none(text: str | None):
@@ -293,6 +299,11 @@ def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
 
 
 def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
+    """The one statement of what ``--filter`` matches in a row of ``spec``'s table.
+
+    A key is picked when one of its qualifying rows matches; every scan (full
+    or incremental) picks keys with this clause, so they agree.
+    """
     if not filter_text:
         return None
     clauses = [like_any(spec.filter_cols, filter_text)] if spec.filter_cols else []
@@ -305,20 +316,36 @@ def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
 def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tuple]:
     """Phase 1: keys with more than one qualifying row, latest activity first.
 
-    With ``filter_text`` the keys are those of the rows matching it (a
-    literal, bound LIKE); phase 2 still fetches every member of those keys.
+    With ``filter_text`` only the keys of which at least one qualifying row
+    matches it (a literal, bound pattern) — decided in the same GROUP BY, so
+    a filter narrows the scan instead of widening it; phase 2 still fetches
+    every member of those keys.
     """
     flt = _filter_clause(spec, filter_text)
     last = func.max(spec.time_col).label("last_at")
-    stmt = select(*spec.key_cols, last).where(*spec.where)
+    stmt = select(*spec.key_cols, last).where(*spec.where).group_by(*spec.key_cols).having(func.count() > 1)
+    if since is not None:
+        stmt = stmt.having(last >= since)
     if flt is not None:
-        stmt = stmt.where(flt).group_by(*spec.key_cols)
-    else:
-        stmt = stmt.group_by(*spec.key_cols).having(func.count() > 1)
-        if since is not None:
-            stmt = stmt.having(last >= since)
+        stmt = stmt.having(func.max(case((flt, 1), else_=0)) == 1)
     stmt = stmt.order_by(last.desc())
     return [tuple(r[:-1]) for r in conn.execute(stmt)]
+
+
+def _keys_matching(conn, spec: SqlRuleSpec, keys: list[tuple], filter_text) -> set:
+    """Those of ``keys`` of which a qualifying row matches ``filter_text`` (``_filter_clause``)."""
+    flt = _filter_clause(spec, filter_text)
+    if flt is None:
+        return set(keys)
+    out: set = set()
+    for batch in _batched(keys, KEY_BATCH):
+        stmt = select(*spec.key_cols).distinct().where(*spec.where, _keys_clause(spec.key_cols, batch), flt)
+        out.update(tuple(r) for r in conn.execute(stmt))
+    return out
+
+
+def _sql_key_of(group: DuplicateGroup, spec: SqlRuleSpec) -> tuple:
+    return tuple(group.key.get(c.name) for c in spec.key_cols)
 
 
 def _rows_for_keys(conn, spec: SqlRuleSpec, keys: list[tuple]) -> list[dict]:
@@ -572,8 +599,9 @@ class ScanCursor:
     source: str
     scanned_at: dt.datetime
     last_ids: dict = field(default_factory=dict)
-    # (rule, id) → change time of the rows the late-commit margin re-read
-    # last time: re-reading them again is free, only a new change counts.
+    # rule → {(column, id): change time} of the rows the late-commit margin
+    # re-read last time, and {("action", id): state} of the console actions
+    # it looked at: re-reading them again is free, only a new change counts.
     recent: dict = field(default_factory=dict)
 
 
@@ -622,7 +650,65 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
             seen[(col.name, rid)] = at
             if recent.get((col.name, rid)) != at or rid > last_id:
                 keys.add(tuple(row[2:]))
+    keys |= _keys_of_actions_sql(conn, spec, changed_since, recent, seen)
     return keys, top, seen
+
+
+# Console actions that remove rows (archiving them) or put them back.
+_ROW_ACTIONS = ("cleanup", "undo")
+
+
+def _action_mark(status, heartbeat_at, finished_at) -> tuple:
+    """An action's state as a cursor keeps it: a scan re-reads an action's keys when it changes."""
+    return (status, str(heartbeat_at), str(finished_at))
+
+
+def _undo_target(kind: str, params) -> str | None:
+    if kind != "undo":
+        return None
+    try:
+        data = params if isinstance(params, dict) else json.loads(params)
+        target = data.get("target")
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return target if isinstance(target, str) and target else None
+
+
+def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: dict, seen: dict) -> set:
+    """Keys of ``spec``'s rows that console actions archived or restored since ``since``.
+
+    A cleanup deletes rows and an undo puts them back with their old ids and
+    times: neither shows in the id cursor or the change times, so the
+    actions' archive entries name the keys. An action counts when it began,
+    finished or beat its heartbeat since ``since`` or is still running; one
+    the previous scan saw in the same state is no news.
+    """
+    a = nc_action.c
+    action_ids: set = set()
+    stmt = select(a.action_id, a.kind, a.params_json, a.status, a.heartbeat_at, a.finished_at).where(
+        a.source == spec.source, a.kind.in_(_ROW_ACTIONS),
+        or_(a.started_at >= since, a.finished_at >= since, a.heartbeat_at >= since, a.finished_at.is_(None)))
+    for action_id, kind, params, status, heartbeat_at, finished_at in conn.execute(stmt):
+        mark = _action_mark(status, heartbeat_at, finished_at)
+        seen[("action", action_id)] = mark
+        if recent.get(("action", action_id)) == mark:
+            continue
+        action_ids.add(action_id)
+        target = _undo_target(kind, params)
+        if target:
+            action_ids.add(target)
+    keys: set = set()
+    names = [c.name for c in spec.key_cols]
+    for batch in _batched(sorted(action_ids), 200):
+        for (text,) in conn.execute(select(nc_archive.c.row_json).where(
+                nc_archive.c.action_id.in_(batch), nc_archive.c.table_name == spec.table.name)):
+            try:
+                row = json.loads(text)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                keys.add(tuple(row.get(n) for n in names))
+    return keys
 
 
 def _max_id(conn, spec: SqlRuleSpec):
@@ -633,9 +719,19 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
                                 filter_text: str | None = None) -> IncrementalScan:
     """Groups touched since ``cursor`` (all groups, with ``full=True``, when there is none).
 
-    Phase 1 reads only the keys of rows added (id above the high-water mark)
-    or changed (time at or after the previous scan, minus a late-commit
-    margin) since the previous scan; phase 2 applies the rule to those keys.
+    Phase 1 reads only the keys of rows added (id above the high-water mark),
+    changed (time at or after the previous scan, minus a late-commit margin)
+    or archived and restored by the console's own cleanups and undos since
+    the previous scan; phase 2 applies the rule to those keys and reports
+    their current groups (none, for a group a cleanup removed).
+
+    ``filter_text`` picks keys exactly as the full scan does (the same SQL
+    clause, run on the touched keys only); a touched key that no longer
+    matches has no group in the result.
+
+    Rows deleted, or edited without a newer time (a sent row set back to
+    unsent, a back-dated time), by anything other than the console are not
+    seen here: only a full scan (no cursor) shows their effect.
     """
     if source == "orders":
         return _incremental_orders(workspace, cursor, filter_text)
@@ -666,7 +762,8 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
             touched.update((spec.rule, k) for k in keys)
             found = spec.group(_rows_for_keys(conn, spec, keys))
             if filter_text:
-                found = _text_filter(found, filter_text)
+                picked = _keys_matching(conn, spec, keys, filter_text)
+                found = [g for g in found if _sql_key_of(g, spec) in picked]
             groups.extend(found)
     return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
                            cursor=ScanCursor(source, now, last_ids, recent))
@@ -683,26 +780,56 @@ def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> In
         return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
                                cursor=ScanCursor("orders", now, {}), full=True)
     changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
-    groups, touched = [], set()
+    groups, touched, recent = [], set(), {}
     for spec in specs:
         keys = set()
         for doc in db[spec.collection].find({spec.time_field: {"$gte": changed_since}},
                                             projection={f: 1 for f in spec.key_fields}):
             keys.add(tuple(doc.get(f) for f in spec.key_fields))
+        seen: dict = {}
+        keys |= _keys_of_actions_mongo(db, spec, changed_since, cursor.recent.get(spec.rule) or {}, seen)
+        recent[spec.rule] = seen
+        keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
         touched.update((spec.rule, k) for k in keys)
-        found = spec.group(_mongo_docs_for_keys(db, spec, sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))))
+        found = spec.group(_mongo_docs_for_keys(db, spec, keys))
         if filter_text:
-            found = _text_filter(found, filter_text)
+            picked = _mongo_keys_matching(db, spec, keys, filter_text)
+            found = [g for g in found if tuple(g.key.get(f) for f in spec.key_fields) in picked]
         groups.extend(found)
     return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
-                           cursor=ScanCursor("orders", now, {}))
+                           cursor=ScanCursor("orders", now, {}, recent))
 
 
-def _text_filter(groups: list[DuplicateGroup], text: str) -> list[DuplicateGroup]:
-    """Groups whose key or evidence contains ``text`` (literal, case-insensitive)."""
-    needle = text.lower()
+def _mongo_keys_matching(db, spec: MongoRuleSpec, keys: list[tuple], filter_text) -> set:
+    """Those of ``keys`` of which a document matches ``filter_text`` (``_mongo_filter``, as the full scan)."""
+    out: set = set()
+    for batch in _batched(keys, KEY_BATCH):
+        query = {"$and": [{"$or": [dict(zip(spec.key_fields, k)) for k in batch]},
+                          _mongo_filter(spec, filter_text)]}
+        for doc in db[spec.collection].find(query, projection={f: 1 for f in spec.key_fields}):
+            out.add(tuple(doc.get(f) for f in spec.key_fields))
+    return out
 
-    def hit(g: DuplicateGroup) -> bool:
-        values = list(g.key.values()) + [v for ev in g.evidence for v in ev.values()]
-        return any(needle in str(v).lower() for v in values if v is not None)
-    return [g for g in groups if hit(g)]
+
+def _keys_of_actions_mongo(db, spec: MongoRuleSpec, since: dt.datetime, recent: dict, seen: dict) -> set:
+    """``_keys_of_actions_sql`` for the order store (``nc_actions`` and ``nc_archive`` collections)."""
+    action_ids: set = set()
+    query = {"source": spec.source, "kind": {"$in": list(_ROW_ACTIONS)},
+             "$or": [{"started_at": {"$gte": since}}, {"finished_at": {"$gte": since}},
+                     {"heartbeat_at": {"$gte": since}}, {"finished_at": None}]}
+    for doc in db["nc_actions"].find(query):
+        mark = _action_mark(doc.get("status"), doc.get("heartbeat_at"), doc.get("finished_at"))
+        seen[("action", doc["_id"])] = mark
+        if recent.get(("action", doc["_id"])) == mark:
+            continue
+        action_ids.add(doc["_id"])
+        target = _undo_target(doc.get("kind") or "", doc.get("params") or {})
+        if target:
+            action_ids.add(target)
+    keys: set = set()
+    if action_ids:
+        for entry in db["nc_archive"].find({"action_id": {"$in": sorted(action_ids)},
+                                            "collection": spec.collection}):
+            doc = entry.get("doc") or {}
+            keys.add(tuple(doc.get(f) for f in spec.key_fields))
+    return keys
