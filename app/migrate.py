@@ -41,9 +41,14 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade_sql(engine: Engine) -> str:
-    """Bring the console's tables in this database to the newest revision."""
-    with engine.begin() as conn:
+    """Bring the console's tables in this database to the newest revision.
+
+    Alembic owns the transactions (one per revision), so a revision may step
+    out of them with ``autocommit_block`` (PostgreSQL CREATE INDEX CONCURRENTLY).
+    """
+    with engine.connect() as conn:
         command.upgrade(_alembic_config(conn), "head")
+        conn.commit()
     return head_revision()
 
 

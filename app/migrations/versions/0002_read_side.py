@@ -28,6 +28,16 @@ notification_dispatch_log
 
 Console tables: nc_latency_minute (per-minute latency histograms) and
 nc_rollup_unsettled (rows to re-check until they settle).
+
+The indexes go onto live production tables without blocking their writers:
+
+* PostgreSQL: ``CREATE INDEX CONCURRENTLY`` inside an autocommit block (it
+  cannot run in a transaction). An index a broken earlier run left INVALID
+  is dropped (concurrently) and built again, so running the upgrade again
+  after a failure repairs it.
+* MySQL / MariaDB: ``ALGORITHM=INPLACE, LOCK=NONE`` — InnoDB builds online
+  anyway; saying so makes the server refuse rather than lock the table.
+* SQLite: a plain CREATE INDEX (a local file, no concurrent writers to speak of).
 """
 from alembic import op
 import sqlalchemy as sa
@@ -55,14 +65,43 @@ def upgrade():
     console_metadata.create_all(bind, tables=[console_metadata.tables["nc_latency_minute"],
                                               console_metadata.tables["nc_rollup_unsettled"]],
                                 checkfirst=True)
+    dialect = bind.dialect.name
+    if dialect == "postgresql":
+        # CONCURRENTLY cannot run inside a transaction: the console tables above
+        # are committed first, then each index builds while writers carry on.
+        with op.get_context().autocommit_block():
+            _create_indexes_postgresql()
+        return
     inspector = sa.inspect(bind)
     present = set(inspector.get_table_names())
     for table_name, index_name, columns in READ_SIDE_INDEXES:
         if table_name not in present:
             continue
-        existing = {ix["name"] for ix in inspector.get_indexes(table_name)}
-        if index_name not in existing:
+        if index_name in {ix["name"] for ix in inspector.get_indexes(table_name)}:
+            continue
+        if dialect in ("mysql", "mariadb"):
+            quote = bind.dialect.identifier_preparer.quote
+            op.execute(f"CREATE INDEX {quote(index_name)} ON {quote(table_name)} "
+                       f"({', '.join(quote(c) for c in columns)}) ALGORITHM=INPLACE LOCK=NONE")
+        else:
             op.create_index(index_name, table_name, list(columns))
+
+
+def _create_indexes_postgresql():
+    bind = op.get_bind()
+    inspector = sa.inspect(bind)
+    present = set(inspector.get_table_names())
+    for table_name, index_name, columns in READ_SIDE_INDEXES:
+        if table_name not in present:
+            continue
+        valid = bind.execute(sa.text(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.oid = to_regclass(quote_ident(:name))"), {"name": index_name}).scalar()
+        if valid:
+            continue
+        if valid is not None:  # left INVALID by an interrupted concurrent build
+            op.drop_index(index_name, table_name=table_name, postgresql_concurrently=True)
+        op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True)
 
 
 def downgrade():
