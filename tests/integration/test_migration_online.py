@@ -136,7 +136,7 @@ def test_upgrade_of_a_populated_mariadb_database_builds_online_and_twice_is_a_no
     built = [s for s in seen if s.startswith("CREATE INDEX") and any(f" {n} " in s for n in READ_SIDE["cart"])]
     assert len(built) == 3 and all(s.endswith("ALGORITHM=INPLACE LOCK=NONE") for s in built)
     with engine.connect() as conn:
-        names = {r[0] for r in conn.execute(text("SHOW INDEX FROM cart_abandonment_log"))}
+        names = {r.Key_name for r in conn.execute(text("SHOW INDEX FROM cart_abandonment_log"))}
     assert set(READ_SIDE["cart"]) <= names
     seen.clear()
     assert upgrade_sql_source(engine, "cart") == migrate.head_revision()
