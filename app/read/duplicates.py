@@ -328,8 +328,12 @@ def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tupl
         stmt = stmt.having(last >= since)
     if flt is not None:
         stmt = stmt.having(func.max(case((flt, 1), else_=0)) == 1)
-    stmt = stmt.order_by(last.desc())
-    return [tuple(r[:-1]) for r in conn.execute(stmt)]
+    # Sorted here, not by the database: an ORDER BY on the aggregate makes
+    # MariaDB group in a temporary table instead of along the key index
+    # (4 s instead of 2.3 s on 1 M sent cart rows).
+    found = [(tuple(r[:-1]), _time_key(_as_time(r[-1]))) for r in conn.execute(stmt)]
+    found.sort(key=lambda kt: kt[1], reverse=True)
+    return [k for k, _ in found]
 
 
 def _keys_matching(conn, spec: SqlRuleSpec, keys: list[tuple], filter_text) -> set:
