@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from .tasks import TaskError, TaskManager
+
+# How long closing the window may hold the GUI thread for tasks to finish.
+CLOSE_WAIT_MS = 100
+# How often a deferred release checks whether the last task has finished.
+RELEASE_POLL_MS = 50
 
 
 class AppContext(QObject):
@@ -18,12 +23,15 @@ class AppContext(QObject):
     workspace_ready = Signal(object)        # app.bootstrap.Workspace
     workspace_failed = Signal(object)       # TaskError
     notice = Signal(str, str)               # level (error|warning|info), one sentence
+    released = Signal()                     # the workspace's connections were let go after close()
 
     def __init__(self, parent: QObject | None = None, tasks: TaskManager | None = None):
         super().__init__(parent)
         self.tasks = tasks or TaskManager(self)
         self.workspace = None
         self.error: TaskError | None = None
+        self.closing = False
+        self._release_timer: QTimer | None = None
         self.tasks.task_failed.connect(lambda err: self.notify(err.message, "error"))
 
     @property
@@ -48,6 +56,34 @@ class AppContext(QObject):
         self.notice.emit(level, text)
 
     def close(self) -> None:
-        self.tasks.wait(5000)
+        """Stop new work; let go of the databases once no task uses them.
+
+        New tasks are refused and queued ones dropped. The GUI thread waits at
+        most ``CLOSE_WAIT_MS`` for running tasks; if one still runs (a slow
+        query), the workspace is closed when the pool becomes idle — never
+        under a running task. If the application exits first, the process
+        exit lets go of the connections (order-store writes checkpoint
+        themselves as they happen).
+        """
+        if self.closing:
+            return
+        self.closing = True
+        self.tasks.stop_accepting()
+        if self.tasks.wait(CLOSE_WAIT_MS):
+            self._release()
+            return
+        self._release_timer = QTimer(self)
+        self._release_timer.setInterval(RELEASE_POLL_MS)
+        self._release_timer.timeout.connect(self._release_when_idle)
+        self._release_timer.start()
+
+    def _release_when_idle(self) -> None:
+        if self.tasks.busy:
+            return
+        self._release_timer.stop()
+        self._release()
+
+    def _release(self) -> None:
         if self.workspace is not None:
             self.workspace.close()
+        self.released.emit()

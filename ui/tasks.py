@@ -74,6 +74,7 @@ class TaskManager(QObject):
         self.pool.setMaxThreadCount(max_threads)
         self._running: dict[int, Task] = {}
         self._tokens = itertools.count(1)
+        self.accepting = True
 
     def submit(self, fn: Callable[..., Any], *args, on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[TaskError], None] | None = None, key: str | None = None,
@@ -81,8 +82,11 @@ class TaskManager(QObject):
         """Run ``fn(*args, **kwargs)`` off the GUI thread.
 
         With ``key``, a task is skipped (returns None) while another with the
-        same key still runs: a polling timer never piles up work.
+        same key still runs: a polling timer never piles up work. After
+        ``stop_accepting`` every task is skipped.
         """
+        if not self.accepting:
+            return None
         if key is not None and self.is_running(key):
             return None
         task = Task(next(self._tokens), fn, args, kwargs, key)
@@ -99,6 +103,16 @@ class TaskManager(QObject):
     @property
     def running(self) -> int:
         return len(self._running)
+
+    def stop_accepting(self) -> None:
+        """Shutdown: refuse new tasks and drop the queued ones that have not started."""
+        self.accepting = False
+        self.pool.clear()
+
+    @property
+    def busy(self) -> bool:
+        """A task is running on the pool (queued ones count only until ``stop_accepting``)."""
+        return self.pool.activeThreadCount() > 0
 
     def wait(self, msecs: int = 10000) -> bool:
         """Block until the pool drains (shutdown only)."""
