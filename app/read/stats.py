@@ -6,15 +6,19 @@ Latency = ``completed_at − created_at`` (dispatch) or ``sent_at − created_at
 Percentiles over long windows come from a rollup the console maintains
 incrementally: ``nc_latency_minute`` holds, per creation minute and series
 (``dispatch:<dispatch_type>`` or ``cart``), the settled count, the summed
-latency and a latency histogram. ``advance_rollup`` moves it forward from a
-high-water mark on the log's id (``nc_cursor``), so each call costs what is
-new; rows still pending or failed when read wait in ``nc_rollup_unsettled``
-and are added when they settle (they are re-checked at most every
-``RECHECK_SECONDS``). A database user that may not write the rollup (a
-viewer on a read-only user) reads the same figures: the rollup as stored plus
-what an advance would add, computed in memory and persisted nowhere
-(``_unpersisted``: the rows past the high-water mark and the unsettled rows
-that settled since, within the window read).
+latency and a latency histogram. ``advance_rollup`` moves it forward along
+the log's id with a lagged frontier (``app.read.idwindow``, state in
+``nc_cursor``): each call reads the rows above the highest id read and the
+ids below it not read yet (a transaction that took a lower id and committed
+later), and counts every row exactly once; it costs what is new. Advancers
+are serialised by a lock on the cursor row. Rows still pending or failed when
+read wait in ``nc_rollup_unsettled`` and are added when they settle (they
+are re-checked at most every ``RECHECK_SECONDS``). A database user that may
+not write the rollup (a viewer on a read-only user) reads the same figures:
+the rollup as stored plus what an advance would add, computed in memory and
+persisted nowhere (``_unpersisted``: the rows an advance would read, with
+the same window, and the unsettled rows that settled since, within the
+window read).
 
 Histogram bins: bin 0 holds [0, 1 ms); bin i ≥ 1 holds [1.1^(i-1), 1.1^i) ms;
 a percentile is reported as its bin's geometric middle, so it is within
@@ -43,6 +47,9 @@ from sqlalchemy.exc import DBAPIError
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled
 from ..sqlutil import backend, db_now, insert_ignore, is_permission_denied, with_retry
+from . import idwindow
+from .duplicates import LATE_COMMIT_MARGIN
+from .idwindow import IdWindow
 from .models import LatencyBucket, StatsSeries
 
 BIN_RATIO = 1.1
@@ -56,6 +63,8 @@ _SPARSE = np.dtype([("bin", "<u2"), ("count", "<u4")])
 HORIZON = dt.timedelta(days=8)
 ROLLUP_BATCH = 20000
 RECHECK_SECONDS = 30.0
+# A transaction that took an id commits within this long (see app.read.idwindow).
+LAG = LATE_COMMIT_MARGIN
 EXACT_MAX_ROWS = 2_000_000
 PERIODS = {"1h": (dt.timedelta(hours=1), 60), "24h": (dt.timedelta(hours=24), 300),
            "7d": (dt.timedelta(days=7), 3600)}
@@ -216,42 +225,102 @@ def advance_rollup(workspace, source: str, *, max_rows: int = 500_000, force_rec
     return with_retry(lambda: _advance(engine, source, max_rows, force_recheck))
 
 
+def _epoch_seconds(t: dt.datetime) -> float:
+    return (t - dt.datetime(1970, 1, 1)).total_seconds()
+
+
+def _gap_rows(name: str):
+    """The ``nc_cursor`` rows holding a window's gaps (``<name>:gaps:NNNN``; a position is 255 characters)."""
+    return and_(nc_cursor.c.name > f"{name}:gaps:", nc_cursor.c.name < f"{name}:gaps;")
+
+
+def _stored_window(conn, name: str, pos: dict) -> IdWindow | None:
+    """The id window of a stored cursor (a cursor of the high-water-mark format reads on from its mark)."""
+    if pos.get("w") is not None:
+        w = IdWindow.from_json(pos["w"])
+        if pos["w"].get("ng"):
+            text = ",".join(conn.execute(select(nc_cursor.c.position).where(_gap_rows(name))
+                                         .order_by(nc_cursor.c.name)).scalars())
+            w.gaps = [[int(a), int(b)] for a, _, b in (g.partition("-") for g in text.split(",") if g)]
+        return w
+    if pos.get("last_id") is not None:
+        return IdWindow.at(pos["last_id"])
+    return None
+
+
+def _save_window(conn, name: str, pos: dict, w: IdWindow, now: dt.datetime) -> None:
+    """Store ``w`` in ``pos`` (the cursor row, written by the caller) and its gaps in their own rows."""
+    old = (pos.get("w") or {}).get("ng", 0)
+    chunks: list[str] = []
+    line = ""
+    for lo, hi in w.gaps:
+        g = f"{lo}-{hi}"
+        if line and len(line) + 1 + len(g) > 250:
+            chunks.append(line)
+            line = ""
+        line = f"{line},{g}" if line else g
+    if line:
+        chunks.append(line)
+    if old or chunks:
+        conn.execute(delete(nc_cursor).where(_gap_rows(name)))
+    if chunks:
+        conn.execute(insert(nc_cursor), [{"name": f"{name}:gaps:{k:04d}", "position": c, "updated_at": now}
+                                         for k, c in enumerate(chunks)])
+    state = w.to_json()
+    del state["gaps"]
+    state["ng"] = len(chunks)
+    pos["w"] = state
+    pos["last_id"] = w.last
+
+
+def _first_window(conn, spec, floor: dt.datetime) -> IdWindow | None:
+    """The window of a first read: from the first row created at or after ``floor``. None on an empty log.
+
+    The ids between the visible row before that one and it are gaps (a
+    transaction still open holds them, or they were rolled back): everything
+    below that row was created before ``floor``, long settled.
+    """
+    first = conn.execute(select(func.min(spec["id"])).where(spec["created"] >= floor)).scalar()
+    if first is None:
+        top = conn.execute(select(func.max(spec["id"]))).scalar()
+        return None if top is None else IdWindow.at(top)
+    before = conn.execute(select(func.max(spec["id"])).where(spec["id"] < first)).scalar() or 0
+    w = IdWindow.at(before)
+    if first - 1 > before:
+        w.last, w.gaps = first - 1, [[before + 1, first - 1]]
+    return w
+
+
 def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
     spec = _source_spec(source)
     name = _cursor_name(source)
-    u = nc_rollup_unsettled.c
     with engine.begin() as conn:
         now = db_now(conn)
         horizon = now - HORIZON
         insert_ignore(conn, nc_cursor, {"name": name, "position": "{}", "updated_at": now})
+        # The lock serialises advancers: another console waits here, then
+        # reads the state this one leaves (a locking read sees the latest).
         raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == name)
                            .with_for_update()).scalar_one()
         pos = json.loads(raw or "{}")
-        last_id = pos.get("last_id")
-        if last_id is None:
-            # First run: start at the first row inside the horizon (created_at index).
-            first = conn.execute(select(func.min(spec["id"])).where(spec["created"] >= horizon)).scalar()
-            last_id = (first - 1) if first is not None else (
-                conn.execute(select(func.max(spec["id"]))).scalar() or 0)
+        w = _stored_window(conn, name, pos) or _first_window(conn, spec, horizon) or IdWindow.at(0)
         acc: dict = {}
         read = 0
         caught_up = False
         while read < max_rows:
-            rows = conn.execute(select(*spec["cols"]).where(spec["id"] > last_id)
-                                .order_by(spec["id"]).limit(min(ROLLUP_BATCH, max_rows - read))).all()
-            if not rows:
+            rows, more = idwindow.read(conn, spec["cols"], spec["id"], w, min(ROLLUP_BATCH, max_rows - read))
+            if rows:
+                read += len(rows)
+                idwindow.note(w, [r[0] for r in rows])
+                fresh = [r for r in rows if r[1] >= horizon]
+                unsettled = _add_rows(acc, source, fresh)
+                if unsettled:
+                    insert_ignore(conn, nc_rollup_unsettled,
+                                  [{"source": source, "row_id": r[0], "created_at": r[1]} for r in unsettled])
+            if not more:
                 caught_up = True
                 break
-            read += len(rows)
-            last_id = rows[-1][0]
-            fresh = [r for r in rows if r[1] >= horizon]
-            unsettled = _add_rows(acc, source, fresh)
-            if unsettled:
-                insert_ignore(conn, nc_rollup_unsettled,
-                              [{"source": source, "row_id": r[0], "created_at": r[1]} for r in unsettled])
-            if len(rows) < ROLLUP_BATCH:
-                caught_up = True
-                break
+        idwindow.settle(w, _epoch_seconds(now), LAG.total_seconds())
         settled_late = 0
         last_check = pos.get("rechecked_at", 0.0)
         if force_recheck or time.time() - last_check >= RECHECK_SECONDS:
@@ -262,42 +331,40 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
         conn.execute(delete(nc_latency_minute).where(nc_latency_minute.c.minute < horizon - dt.timedelta(days=1),
                                                      nc_latency_minute.c.series.like(
                                                          "dispatch:%" if source == "dispatch" else "cart")))
-        pos["last_id"] = last_id
+        _save_window(conn, name, pos, w, now)
         conn.execute(update(nc_cursor).where(nc_cursor.c.name == name)
-                     .values(position=json.dumps(pos), updated_at=now))
-    return {"source": source, "read": read, "last_id": last_id, "caught_up": caught_up,
-            "settled_late": settled_late}
+                     .values(position=json.dumps(pos, separators=(",", ":")), updated_at=now))
+    return {"source": source, "read": read, "last_id": w.last, "caught_up": caught_up,
+            "settled_late": settled_late, "gaps": len(w.gaps)}
 
 
 def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
     """What an advance would add to the rollup, computed in memory and written nowhere.
 
     For a database user that may not write the rollup (a viewer): the rows
-    past the stored high-water mark, and the rows the rollup holds as
-    unsettled that have settled since, both created at or after ``floor``
-    (the start of the window read). Read on the caller's connection, so the
-    stored rollup and this tail come from one snapshot.
+    an advance would read (in the stored window's gaps, then past its highest
+    id: late commits included, nothing counted twice), and the rows the
+    rollup holds as unsettled that have settled since, both created at or
+    after ``floor`` (the start of the window read). Read on the caller's
+    connection, so the stored rollup and this tail come from one snapshot.
     """
     spec = _source_spec(source)
     now = db_now(conn)
     floor = max(floor, now - HORIZON)
-    raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == _cursor_name(source))).scalar()
-    last_id = json.loads(raw or "{}").get("last_id")
+    name = _cursor_name(source)
+    raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == name)).scalar()
+    w = _stored_window(conn, name, json.loads(raw or "{}"))
     acc: dict = {}
-    if last_id is None:
+    if w is None:
         # Never advanced: every row of the window is the tail.
-        first = conn.execute(select(func.min(spec["id"])).where(spec["created"] >= floor)).scalar()
-        if first is None:
+        w = _first_window(conn, spec, floor)
+        if w is None:
             return acc
-        last_id = first - 1
     while True:
-        rows = conn.execute(select(*spec["cols"]).where(spec["id"] > last_id)
-                            .order_by(spec["id"]).limit(ROLLUP_BATCH)).all()
-        if not rows:
-            break
-        last_id = rows[-1][0]
+        rows, more = idwindow.read(conn, spec["cols"], spec["id"], w, ROLLUP_BATCH)
+        idwindow.note(w, [r[0] for r in rows])
         _add_rows(acc, source, [r for r in rows if r[1] >= floor])
-        if len(rows) < ROLLUP_BATCH:
+        if not more:
             break
     u = nc_rollup_unsettled.c
     t = spec["table"]
