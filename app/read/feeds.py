@@ -15,23 +15,48 @@ emails and dispatch notifications, newest first, each with source,
 recipient, subject/type, time and a link to the row behind it. Paging is by
 keyset per source (``before``), so every page is one bounded index range per
 source, and a poll for newer entries (``after``) costs what is new.
+
+Late commits: a row's id or time is taken before its transaction commits,
+so a row can become visible after a poll already delivered rows above it.
+Every poll therefore re-reads a margin (``LAG``, the late-commit margin of
+``app.read.duplicates``) and skips what it already delivered:
+
+* id polls keep an ``app.read.idwindow.IdWindow`` in their cursor
+  (``IdCursor``, which compares as the highest id delivered): the ids below
+  it not delivered yet are re-read by primary-key range until the lag has
+  passed;
+* the unified feed's (time, id) keysets keep a ``FeedMark`` per source: rows
+  are read from ``low`` (the newest time delivered, or the clock if earlier,
+  minus the lag) in ascending order, and the ids delivered since ``low``
+  (``seen``) are skipped.
+
+A poller thus sees every row exactly once, provided no transaction stays
+open longer than the lag. A poll delivers the oldest ``limit`` new entries
+and sets ``has_more`` when more wait; its cursor moves to the last entry
+delivered, never past an entry it did not deliver.
 """
 from __future__ import annotations
 
 import datetime as dt
 import re
+import time
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, or_, select
 
 from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
 from ..sqlutil import db_now, fetch_fast
-from .duplicates import _int_or_none, like_any, resolve_since
+from . import idwindow
+from .duplicates import LATE_COMMIT_MARGIN, _int_or_none, like_any, resolve_since
+from .idwindow import IdWindow
 from .models import FeedItem, FeedPage
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 FEED_SOURCES = ("orders", "cart", "dispatch")
+# A transaction commits within this long after taking its id or time.
+LAG = LATE_COMMIT_MARGIN
 
 
 def _limit(limit) -> int:
@@ -60,24 +85,61 @@ _DISPATCH_COLS = (dispatch_log.c.id, dispatch_log.c.dispatch_id, dispatch_log.c.
                   dispatch_log.c.completed_at, dispatch_log.c.error_message)
 
 
-def _id_poll(conn, cols, id_col, after_id, limit):
-    """Rows (dicts) with id above ``after_id``: one primary-key range, cost in proportion to what is new."""
+class IdCursor(int):
+    """The cursor of an id poll: the highest id delivered (it compares and prints as that id).
+
+    It carries the poll's ``IdWindow`` (the ids below not delivered yet,
+    re-read until the late-commit lag has passed). A plain int is accepted
+    as a cursor too: everything up to it counts as delivered.
+    """
+
+    window: IdWindow
+
+    def __new__(cls, window: IdWindow):
+        obj = super().__new__(cls, window.last)
+        obj.window = window.copy()
+        return obj
+
+
+def _window_of(after) -> IdWindow:
+    if isinstance(after, IdCursor):
+        return after.window.copy()
+    return IdWindow.at(int(after))
+
+
+def _id_poll(conn, cols, id_col, after, limit, now: float | None = None):
+    """Rows (dicts) not delivered yet, oldest first; whether more wait; the next cursor.
+
+    First poll (``after`` None): the newest ``limit`` rows. Otherwise the
+    rows of the cursor's gaps (late commits) and those above its highest id:
+    primary-key ranges, cost in proportion to what is new.
+    """
     names = [c.name for c in cols]
-    if after_id is None:
-        # First poll: the newest rows, returned oldest first.
+    now = time.time() if now is None else now
+    if after is None:
         rows = fetch_fast(conn, select(*cols).order_by(id_col.desc()).limit(limit))
         rows.reverse()
-        return [dict(zip(names, r)) for r in rows], False
-    rows = fetch_fast(conn, select(*cols).where(id_col > after_id).order_by(id_col).limit(limit + 1))
-    return [dict(zip(names, r)) for r in rows[:limit]], len(rows) > limit
+        if not rows:
+            return [], False, None
+        # The page holds the newest rows: a hole between them, or below them
+        # when the page holds the whole log, may be a transaction still open.
+        start = rows[0][0] - 1 if len(rows) == limit else 0
+        w = IdWindow.at(start)
+        more = False
+    else:
+        w = _window_of(after)
+        rows, more = idwindow.read(conn, cols, id_col, w, limit)
+    idwindow.note(w, [r[0] for r in rows])
+    idwindow.settle(w, now, LAG.total_seconds())
+    return [dict(zip(names, r)) for r in rows], more, IdCursor(w)
 
 
 def _poll(workspace, source, cols, item, after_id, limit) -> FeedPage:
     limit = _limit(limit)
     with workspace.engine(source).connect() as conn:
-        rows, more = _id_poll(conn, cols, cols[0], after_id, limit)
+        rows, more, cursor = _id_poll(conn, cols, cols[0], after_id, limit)
     items = [item(r) for r in rows]
-    return FeedPage(items=items, cursor=items[-1].id if items else after_id, has_more=more)
+    return FeedPage(items=items, cursor=after_id if cursor is None else cursor, has_more=more)
 
 
 def _refresh(workspace, source, cols, item, ids) -> list[FeedItem]:
@@ -91,7 +153,10 @@ def _refresh(workspace, source, cols, item, ids) -> list[FeedItem]:
 
 
 def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
-    """Dispatch log rows with id above ``after_id`` (the newest ``limit`` on the first poll)."""
+    """Dispatch log rows not delivered before ``after_id`` (a page's cursor), oldest first.
+
+    The newest ``limit`` on the first poll; then every row once, late commits included.
+    """
     return _poll(workspace, "dispatch", _DISPATCH_COLS, _dispatch_item, after_id, limit)
 
 
@@ -113,7 +178,10 @@ def _cart_row_item(r: dict) -> FeedItem:
 
 
 def poll_cart_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
-    """Cart log rows with id above ``after_id`` (the newest ``limit`` on the first poll)."""
+    """Cart log rows not delivered before ``after_id`` (a page's cursor), oldest first.
+
+    The newest ``limit`` on the first poll; then every row once, late commits included.
+    """
     return _poll(workspace, "cart", _CART_COLS, _cart_row_item, after_id, limit)
 
 
@@ -149,14 +217,14 @@ def poll_orders(workspace, after: tuple | None = None, limit: int | None = 500) 
 # --------------------------------------------------------------------------
 # The unified notification feed
 
-def _dispatch_notifications(conn, *, before, after, since, filter_text, limit) -> list[FeedItem]:
+def _dispatch_notifications(conn, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
     n = notifications.c
     u = dispatch_users.c
     i = issues.c
     stmt = select(n.id, n.user_id, n.type, n.issue_id, n.comment_id, n.actor_user_id, n.message, n.is_read,
                   n.created_at, n.dispatch_id, u.email, i.issue_key).select_from(
         notifications.outerjoin(dispatch_users, u.id == n.user_id).outerjoin(issues, i.id == n.issue_id))
-    stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit)
+    stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit, poll)
     if filter_text:
         clauses = [like_any((n.message, n.type, n.dispatch_id, u.email), filter_text)]
         num = _int_or_none(filter_text)
@@ -175,12 +243,12 @@ def _dispatch_notifications(conn, *, before, after, since, filter_text, limit) -
     return out
 
 
-def _cart_emails(conn, *, before, after, since, filter_text, limit) -> list[FeedItem]:
+def _cart_emails(conn, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
     c = cart_log.c
     u = cart_users.c
     stmt = select(c.id, c.user_id, c.cart_hash, c.cart_value, c.created_at, c.sent_at, u.email).select_from(
         cart_log.outerjoin(cart_users, u.id == c.user_id)).where(c.email_sent == 1, c.sent_at.is_not(None))
-    stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit)
+    stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll)
     if filter_text:
         clauses = [like_any((c.cart_hash, u.email), filter_text)]
         num = _int_or_none(filter_text)
@@ -194,7 +262,43 @@ def _cart_emails(conn, *, before, after, since, filter_text, limit) -> list[Feed
             for r in conn.execute(stmt)]
 
 
-def _keyset(stmt, time_col, id_col, before, after, since, limit):
+@dataclass(frozen=True)
+class FeedMark:
+    """Where a source of the live unified feed stands (one per source in a poll's cursor).
+
+    ``at``: the newest time delivered. ``low``: rows older than it are not
+    read again (``at``, or the clock when earlier, minus ``LAG``; it never
+    moves back). ``seen``: (time, id) of the entries delivered at or after
+    ``low``, skipped when read again. ``floor``: a (time, id) at or below
+    which nothing is delivered (the rows older than a first page, or a plain
+    (time, id) cursor); dropped once ``low`` has passed it.
+    """
+
+    at: dt.datetime | None = None
+    low: dt.datetime | None = None
+    floor: tuple | None = None
+    seen: tuple = field(default=())
+
+
+def _as_mark(pos) -> FeedMark | None:
+    if pos is None or isinstance(pos, FeedMark):
+        return pos
+    at, last = pos  # a plain (time, id) position: everything up to it was delivered
+    return FeedMark(at=at, low=at, floor=(at, last))
+
+
+def _keyset(stmt, time_col, id_col, before, after, since, limit, poll=False):
+    if poll:
+        # Oldest first from the mark's margin; the caller skips what it delivered.
+        mark = after
+        if mark is not None and mark.low is not None:
+            stmt = stmt.where(time_col >= mark.low)
+        if mark is not None and mark.floor is not None:
+            at, last = mark.floor
+            stmt = stmt.where(or_(time_col > at, and_(time_col == at, id_col > last)))
+        if since is not None:
+            stmt = stmt.where(time_col >= since)
+        return stmt.order_by(time_col.asc(), id_col.asc()).limit(limit)
     if before is not None:
         at, last = before
         stmt = stmt.where(or_(time_col < at, and_(time_col == at, id_col < last)))
@@ -206,12 +310,18 @@ def _keyset(stmt, time_col, id_col, before, after, since, limit):
     return stmt.order_by(time_col.desc(), id_col.desc()).limit(limit)
 
 
-def _order_emails(db, *, before, after, since, filter_text, limit) -> list[FeedItem]:
+def _order_emails(db, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
     conds: list[dict] = []
     if before is not None:
         at, oid = before
         conds.append({"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lt": oid}}]})
-    if after is not None:
+    if poll:
+        if after is not None and after.low is not None:
+            conds.append({"sent_at": {"$gte": after.low}})
+        if after is not None and after.floor is not None:
+            at, oid = after.floor
+            conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
+    elif after is not None:
         at, oid = after
         conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
     if since is not None:
@@ -224,7 +334,8 @@ def _order_emails(db, *, before, after, since, filter_text, limit) -> list[FeedI
             ors.append({"order_id": num})
         conds.append({"$or": ors})
     query = {"$and": conds} if conds else {}
-    docs = db["email_log"].find(query, sort=[("sent_at", -1), ("_id", -1)], limit=limit)
+    order = 1 if poll else -1
+    docs = db["email_log"].find(query, sort=[("sent_at", order), ("_id", order)], limit=limit)
     return [FeedItem(source="orders", kind="order_email", id=str(d["_id"]), at=d.get("sent_at"),
                      recipient=d.get("to"), subject=d.get("subject") or d.get("event"), status="sent",
                      link={"source": "orders", "table": "email_log", "id": str(d["_id"]),
@@ -254,8 +365,9 @@ def notification_feed(workspace, *, sources=None, before: dict | None = None, si
     before = dict(before or {})
     items: list[FeedItem] = []
     for source in sources:
-        items.extend(_read_source(workspace, source, before=before.get(source), after=None, since=since,
-                                  filter_text=filter_text, limit=limit + 1))
+        got, _now = _read_source(workspace, source, before=before.get(source), after=None, since=since,
+                                 filter_text=filter_text, limit=limit + 1)
+        items.extend(got)
     items.sort(key=_item_sort_key, reverse=True)
     more = len(items) > limit
     page = items[:limit]
@@ -265,42 +377,99 @@ def notification_feed(workspace, *, sources=None, before: dict | None = None, si
     return FeedPage(items=page, cursor=cursor, has_more=more)
 
 
+def _next_mark(mark: FeedMark | None, delivered: list, now: dt.datetime, floor=None) -> FeedMark | None:
+    """The mark after delivering ``delivered`` (entries of one source), read at ``now``."""
+    positions = [_position(i) for i in delivered]
+    if mark is None and not positions and floor is None:
+        return None
+    times = [p[0] for p in positions if p[0] is not None]
+    old_at = mark.at if mark is not None else None
+    at = max([t for t in (old_at, *times) if t is not None], default=None)
+    if at is None and floor is not None:
+        at = floor[0]
+    low = mark.low if mark is not None else None
+    if at is not None:
+        candidate = min(at, now) - LAG
+        low = candidate if low is None else max(low, candidate)
+    floor = floor if floor is not None else (mark.floor if mark is not None else None)
+    if floor is not None and low is not None and floor[0] is not None and low > floor[0]:
+        floor = None
+    seen = (mark.seen if mark is not None else ()) + tuple(positions)
+    if low is not None:
+        seen = tuple(p for p in seen if p[0] is not None and p[0] >= low)
+    return FeedMark(at=at, low=low, floor=floor, seen=seen)
+
+
+def _raw_id(item: FeedItem):
+    return _position(item)[1]
+
+
 def poll_notification_feed(workspace, after: dict | None = None, *, sources=None,
                            filter_text: str | None = None, limit: int | None = 500) -> FeedPage:
-    """Entries newer than ``after`` (source → (time, id)), newest first; the cursor of the next poll.
+    """Entries not delivered before ``after`` (a poll's cursor: source → ``FeedMark``), newest first.
 
     With no cursor, the newest ``limit`` entries (the feed's first page).
+    Then the oldest ``limit`` entries not delivered yet (late commits
+    included), shown newest first; ``has_more`` when more wait (poll again
+    at once). A plain (time, id) per source is accepted as a cursor too.
     """
-    if after is None:
-        page = notification_feed(workspace, sources=sources, filter_text=filter_text, limit=limit)
-        cursor = {}
-        for item in reversed(page.items):
-            cursor[item.source] = _position(item)
-        for source in (sources or FEED_SOURCES):
-            if workspace.has(source) and source not in cursor:
-                cursor[source] = None
-        return FeedPage(items=page.items, cursor=cursor, has_more=False)
     limit = _limit(limit)
-    items: list[FeedItem] = []
-    for source in (sources or FEED_SOURCES):
-        if not workspace.has(source):
-            continue
-        pos = after.get(source)
-        items.extend(_read_source(workspace, source, before=None, after=pos, since=None,
-                                  filter_text=filter_text, limit=limit))
-    items.sort(key=_item_sort_key, reverse=True)
+    sources = [s for s in (sources or FEED_SOURCES) if workspace.has(s)]
+    if after is None:
+        # The first page: the newest ``limit`` across sources.
+        fetched: dict = {}
+        nows: dict = {}
+        merged: list[FeedItem] = []
+        for source in sources:
+            got, nows[source] = _read_source(workspace, source, before=None, after=None, since=None,
+                                             filter_text=filter_text, limit=limit + 1)
+            fetched[source] = got
+            merged.extend(got)
+        merged.sort(key=_item_sort_key, reverse=True)
+        page = merged[:limit]
+        shown = {(i.source, str(i.id)) for i in page}
+        cursor = {}
+        for source in sources:
+            delivered = [i for i in fetched[source] if (source, str(i.id)) in shown]
+            left = [i for i in fetched[source] if (source, str(i.id)) not in shown]
+            # Entries of the source older than the page are not delivered: the floor.
+            floor = max((_position(i) for i in left), key=_position_key, default=None)
+            cursor[source] = _next_mark(None, delivered, nows[source], floor=floor)
+        return FeedPage(items=page, cursor=cursor, has_more=False)
+    fresh: list[FeedItem] = []
+    marks, nows = {}, {}
+    for source in sources:
+        mark = marks[source] = _as_mark(after.get(source))
+        seen = {p[1] for p in mark.seen} if mark is not None else set()
+        got, nows[source] = _read_source(workspace, source, before=None, after=mark, since=None,
+                                         filter_text=filter_text, limit=limit + 1 + len(seen), poll=True)
+        fresh.extend([i for i in got if _raw_id(i) not in seen][:limit + 1])
+    fresh.sort(key=_item_sort_key)
+    delivered = fresh[:limit]
     cursor = dict(after)
-    for item in reversed(items):
-        cursor[item.source] = _position(item)
-    return FeedPage(items=items, cursor=cursor, has_more=False)
+    for source in sources:
+        mine = [i for i in delivered if i.source == source]
+        cursor[source] = _next_mark(marks[source], mine, nows[source])
+    delivered.reverse()
+    return FeedPage(items=delivered, cursor=cursor, has_more=len(fresh) > limit)
 
 
-def _read_source(workspace, source, *, before, after, since, filter_text, limit) -> list[FeedItem]:
+def _position_key(pos):
+    at, raw = pos
+    return (at or dt.datetime.min, str(raw).zfill(24))
+
+
+def _read_source(workspace, source, *, before, after, since, filter_text, limit, poll=False):
+    """(entries of one source, the source's clock)."""
     if source == "orders":
-        since_at = resolve_since(workspace.orders().now(), since)
-        return _order_emails(workspace.orders().db, before=before, after=after, since=since_at,
-                             filter_text=filter_text, limit=limit)
+        store = workspace.orders()
+        now = store.now()
+        since_at = resolve_since(now, since)
+        return _order_emails(store.db, before=before, after=after, since=since_at,
+                             filter_text=filter_text, limit=limit, poll=poll), now
     with workspace.engine(source).connect() as conn:
-        since_at = resolve_since(conn, since)
+        now = db_now(conn)
+        since_at = resolve_since(now, since)
         reader = _cart_emails if source == "cart" else _dispatch_notifications
-        return reader(conn, before=before, after=after, since=since_at, filter_text=filter_text, limit=limit)
+        return reader(conn, before=before, after=after, since=since_at, filter_text=filter_text, limit=limit,
+                      poll=poll), now
