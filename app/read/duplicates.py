@@ -205,6 +205,19 @@ def like_any(columns, text: str) -> ColumnElement:
     return or_(*[c.icontains(text, autoescape=True) for c in columns])
 
 
+def text_filter(text_cols, int_cols, text: str | None):
+    """What ``--filter TEXT`` matches: TEXT literally (case-insensitive) in one of
+    ``text_cols``, or, when TEXT is a whole number, equal to one of ``int_cols``.
+    None when there is no filter. Every list the console filters uses this."""
+    if not text:
+        return None
+    clauses = [like_any(text_cols, text)] if text_cols else []
+    n = _int_or_none(text)
+    if n is not None:
+        clauses += [c == n for c in int_cols]
+    return or_(*clauses) if clauses else None
+
+
 def _int_or_none(text: str | None):
     if text is None:
         return None
@@ -304,13 +317,7 @@ def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
     A key is picked when one of its qualifying rows matches; every scan (full
     or incremental) picks keys with this clause, so they agree.
     """
-    if not filter_text:
-        return None
-    clauses = [like_any(spec.filter_cols, filter_text)] if spec.filter_cols else []
-    n = _int_or_none(filter_text)
-    if n is not None:
-        clauses += [c == n for c in spec.filter_int_cols]
-    return or_(*clauses) if clauses else None
+    return text_filter(spec.filter_cols, spec.filter_int_cols, filter_text)
 
 
 def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tuple]:
@@ -403,15 +410,21 @@ def _config_mongo_spec(rule: DuplicateRule) -> MongoRuleSpec:
                          filter_fields=tuple(rule.key))
 
 
-def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict:
-    if not filter_text:
+def mongo_text_filter(text_fields, int_fields, text: str | None) -> dict:
+    """``text_filter`` for the order store: TEXT literally (case-insensitive) in a
+    text field, or a whole number equal to an int field; {} without a filter."""
+    if not text:
         return {}
-    pattern = re.escape(filter_text)  # literal text, never an operator or a pattern
-    ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in spec.filter_fields]
-    n = _int_or_none(filter_text)
+    pattern = re.escape(text)  # literal text, never an operator or a pattern
+    ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in text_fields]
+    n = _int_or_none(text)
     if n is not None:
-        ors += [{f: n} for f in spec.filter_int_fields]
+        ors += [{f: n} for f in int_fields]
     return {"$or": ors}
+
+
+def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict:
+    return mongo_text_filter(spec.filter_fields, spec.filter_int_fields, filter_text)
 
 
 def _mongo_candidates(db, spec: MongoRuleSpec, *, match: dict, since, limit, min_count: int = 2) -> list[tuple]:

@@ -26,7 +26,7 @@ from sqlalchemy import and_, func, or_, select, tuple_
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
 from ..sqlutil import db_now
-from .duplicates import _int_or_none, like_any, resolve_since
+from .duplicates import resolve_since, text_filter
 from .models import FAILED_KINDS, FailedItem
 
 DEFAULT_LIMIT = 200
@@ -121,11 +121,7 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
             if since_at is not None:
                 stmt = stmt.where(t.created_at >= since_at)
             if filter_text:
-                clauses = [like_any((t.error_message, t.dispatch_id), filter_text)]
-                n = _int_or_none(filter_text)
-                if n is not None:
-                    clauses += [t.id == n, t.issue_id == n]
-                stmt = stmt.where(or_(*clauses))
+                stmt = stmt.where(text_filter((t.error_message, t.dispatch_id), (t.id, t.issue_id), filter_text))
             page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
             attempts = {}
             if page:
@@ -167,11 +163,7 @@ def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[Fa
         if since_at is not None:
             stmt = stmt.where(t.created_at >= since_at)
         if filter_text:
-            clauses = [like_any((t.error_message, t.cart_hash), filter_text)]
-            n = _int_or_none(filter_text)
-            if n is not None:
-                clauses += [t.id == n, t.user_id == n]
-            stmt = stmt.where(or_(*clauses))
+            stmt = stmt.where(text_filter((t.error_message, t.cart_hash), (t.id, t.user_id), filter_text))
         page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
         attempts: dict = {}
         sent_keys: set = set()

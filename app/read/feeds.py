@@ -38,7 +38,6 @@ delivered, never past an entry it did not deliver.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -48,7 +47,7 @@ from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
 from ..sqlutil import db_now, fetch_fast
 from . import idwindow
-from .duplicates import LATE_COMMIT_MARGIN, _int_or_none, like_any, resolve_since
+from .duplicates import LATE_COMMIT_MARGIN, mongo_text_filter, resolve_since, text_filter
 from .idwindow import IdWindow
 from .models import FeedItem, FeedPage
 
@@ -226,11 +225,8 @@ def _dispatch_notifications(conn, *, before, after, since, filter_text, limit, p
         notifications.outerjoin(dispatch_users, u.id == n.user_id).outerjoin(issues, i.id == n.issue_id))
     stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit, poll)
     if filter_text:
-        clauses = [like_any((n.message, n.type, n.dispatch_id, u.email), filter_text)]
-        num = _int_or_none(filter_text)
-        if num is not None:
-            clauses += [n.id == num, n.issue_id == num, n.user_id == num]
-        stmt = stmt.where(or_(*clauses))
+        stmt = stmt.where(text_filter((n.message, n.type, n.dispatch_id, u.email),
+                                      (n.id, n.issue_id, n.user_id), filter_text))
     out = []
     for r in conn.execute(stmt):
         out.append(FeedItem(
@@ -250,11 +246,7 @@ def _cart_emails(conn, *, before, after, since, filter_text, limit, poll=False) 
         cart_log.outerjoin(cart_users, u.id == c.user_id)).where(c.email_sent == 1, c.sent_at.is_not(None))
     stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll)
     if filter_text:
-        clauses = [like_any((c.cart_hash, u.email), filter_text)]
-        num = _int_or_none(filter_text)
-        if num is not None:
-            clauses += [c.id == num, c.user_id == num]
-        stmt = stmt.where(or_(*clauses))
+        stmt = stmt.where(text_filter((c.cart_hash, u.email), (c.id, c.user_id), filter_text))
     return [FeedItem(source="cart", kind="cart_email", id=r.id, at=r.sent_at,
                      recipient=r.email or f"user {r.user_id}", subject=f"Cart abandonment ({r.cart_value})",
                      status="sent", link={"source": "cart", "table": "cart_abandonment_log", "id": r.id},
@@ -327,12 +319,7 @@ def _order_emails(db, *, before, after, since, filter_text, limit, poll=False) -
     if since is not None:
         conds.append({"sent_at": {"$gte": since}})
     if filter_text:
-        pattern = re.escape(filter_text)  # literal text, never a pattern
-        ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in ("to", "subject", "event")]
-        num = _int_or_none(filter_text)
-        if num is not None:
-            ors.append({"order_id": num})
-        conds.append({"$or": ors})
+        conds.append(mongo_text_filter(("to", "subject", "event"), ("order_id",), filter_text))
     query = {"$and": conds} if conds else {}
     order = 1 if poll else -1
     docs = db["email_log"].find(query, sort=[("sent_at", order), ("_id", order)], limit=limit)
