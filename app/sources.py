@@ -27,7 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 
 from .config import SourceConfig
 from .errors import ConfigError, SourceUnavailable
-from .sqlutil import utcnow
+from .sqlutil import OffsetClock, utcnow
 
 try:  # POSIX; elsewhere the demo store is not locked
     import fcntl
@@ -298,8 +298,7 @@ class OrderStore:
     read_only: str | None = None
     refs: int = 1
     _file_lock: _FileLock | None = field(default=None, repr=False)
-    _clock: tuple | None = field(default=None, repr=False)
-    _clock_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _clock: OffsetClock = field(default_factory=lambda: OffsetClock(CLOCK_REFRESH_S), repr=False)
 
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
@@ -321,17 +320,7 @@ class OrderStore:
         """
         if self.kind != "mongodb":
             return utcnow()
-        mono = time.monotonic()
-        with self._clock_lock:
-            cached = self._clock
-        if cached is not None and mono - cached[1] <= CLOCK_REFRESH_S:
-            return utcnow() + cached[0]
-        before = utcnow()
-        server = self._server_time()
-        after = utcnow()
-        with self._clock_lock:
-            self._clock = (server - (before + (after - before) / 2), mono)
-        return server
+        return self._clock.now(self._server_time)
 
     def _server_time(self) -> dt.datetime:
         from pymongo.errors import OperationFailure

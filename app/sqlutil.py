@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import threading
 import time
 
 from sqlalchemy import CHAR, DateTime, Table, cast, insert, text
@@ -33,6 +34,34 @@ def db_now(conn: Connection) -> dt.datetime:
     if b == "postgresql":
         return conn.execute(text("SELECT (now() AT TIME ZONE 'UTC')")).scalar_one()
     return utcnow()
+
+
+class OffsetClock:
+    """A shared clock (a database's) read at most once per ``refresh`` seconds.
+
+    Several workstations must agree on "24 h ago" and "lease expired", so the
+    console stamps and compares on the database's clock; in between reads it
+    is the local clock plus the last measured offset, without a round trip.
+    """
+
+    def __init__(self, refresh: float = 30.0):
+        self.refresh = refresh
+        self._cached: tuple | None = None
+        self._lock = threading.Lock()
+
+    def now(self, read) -> dt.datetime:
+        """The shared clock's time; ``read()`` asks the database when the offset is stale."""
+        mono = time.monotonic()
+        with self._lock:
+            cached = self._cached
+        if cached is not None and mono - cached[1] <= self.refresh:
+            return utcnow() + cached[0]
+        before = utcnow()
+        remote = read()
+        after = utcnow()
+        with self._lock:
+            self._cached = (remote - (before + (after - before) / 2), mono)
+        return remote
 
 
 def insert_ignore(conn: Connection, table: Table, values: dict | list[dict]) -> int:

@@ -37,7 +37,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ..errors import OperationFailed, UsageError
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
-from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
+from ..sqlutil import OffsetClock, db_now, insert_ignore, with_retry
 from .actions import operator_identity
 from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
@@ -107,33 +107,18 @@ def _claim_key(user_id: int, cart_hash: str):
 
 
 class _DbClock:
-    """The database's clock without a round trip per call.
-
-    Several workstations must agree on "24 h ago" and "2 minutes ago", so the
-    console uses the database's clock; the offset to the local clock is read
-    once and refreshed every ``REFRESH`` seconds.
-    """
-
-    REFRESH = 30.0
+    """The cart database's clock, one ``OffsetClock`` per engine."""
 
     def __init__(self):
-        self._offsets: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+        self._clocks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def now(self, conn) -> dt.datetime:
-        engine = conn.engine
-        mono = time.monotonic()
         with self._lock:
-            cached = self._offsets.get(engine)
-        if cached is None or mono - cached[1] > self.REFRESH:
-            before = utcnow()
-            db = db_now(conn)
-            after = utcnow()
-            offset = db - (before + (after - before) / 2)
-            with self._lock:
-                self._offsets[engine] = (offset, mono)
-            return db
-        return utcnow() + cached[0]
+            clock = self._clocks.get(conn.engine)
+            if clock is None:
+                clock = self._clocks[conn.engine] = OffsetClock()
+        return clock.now(lambda: db_now(conn))
 
 
 _clock = _DbClock()
