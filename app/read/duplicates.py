@@ -642,6 +642,18 @@ def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
     return (group.rule, tuple(group.key.values()))
 
 
+def apply_scan(state: dict, scan) -> dict:
+    """A caller's group list ({group_key: [groups]}) after ``scan``: a full scan
+    replaces it, an incremental one replaces the groups of the keys it touched."""
+    if scan.full:
+        state = {}
+    for touched in scan.touched:
+        state.pop(touched, None)
+    for g in scan.groups:
+        state.setdefault(group_key(g), []).append(g)
+    return state
+
+
 def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
                  recent: dict | None = None) -> tuple[set, object, dict]:
     """Keys of rows added (id above ``last_id``) or changed since ``changed_since``.

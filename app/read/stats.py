@@ -297,11 +297,16 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
     with engine.begin() as conn:
         now = db_now(conn)
         horizon = now - HORIZON
-        insert_ignore(conn, nc_cursor, {"name": name, "position": "{}", "updated_at": now})
         # The lock serialises advancers: another console waits here, then
         # reads the state this one leaves (a locking read sees the latest).
-        raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == name)
-                           .with_for_update()).scalar_one()
+        # The row is created only when missing: an INSERT IGNORE on an existing
+        # row takes a shared lock, and two advancers each holding one while
+        # asking for the exclusive one deadlock every time.
+        lock = select(nc_cursor.c.position).where(nc_cursor.c.name == name).with_for_update()
+        raw = conn.execute(lock).scalar_one_or_none()
+        if raw is None:
+            insert_ignore(conn, nc_cursor, {"name": name, "position": "{}", "updated_at": now})
+            raw = conn.execute(lock).scalar_one()
         pos = json.loads(raw or "{}")
         w = _stored_window(conn, name, pos) or _first_window(conn, spec, horizon) or IdWindow.at(0)
         acc: dict = {}
@@ -378,14 +383,21 @@ def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
 def _add_acc(hists: dict, source: str, acc: dict, bucket_seconds: int, start_b: int, n: int) -> None:
     """Add an in-memory rollup tail (``_unpersisted``) into ``_rollup_hists``' arrays."""
     for (series, minute), (_count, _lsum, values) in acc.items():
-        b = (_epoch(minute) // bucket_seconds) - start_b
-        if not 0 <= b < n:
-            continue
-        key = series.split(":", 1)[1] if source == "dispatch" else series
-        h = hists.get(key)
-        if h is None:
-            h = hists[key] = np.zeros((n, NBINS), dtype=np.int64)
-        h[b] += np.bincount(bin_index(values), minlength=NBINS)
+        row = _hist_row(hists, source, series, minute, bucket_seconds, start_b, n)
+        if row is not None:
+            row += np.bincount(bin_index(values), minlength=NBINS)
+
+
+def _hist_row(hists: dict, source: str, series: str, minute, bucket_seconds: int, start_b: int, n: int):
+    """The histogram row of ``series`` at ``minute``'s bucket (allocated on first use), None outside the window."""
+    b = (_epoch(minute) // bucket_seconds) - start_b
+    if not 0 <= b < n:
+        return None
+    key = series.split(":", 1)[1] if source == "dispatch" else series
+    h = hists.get(key)
+    if h is None:
+        h = hists[key] = np.zeros((n, NBINS), dtype=np.int64)
+    return h[b]
 
 
 def _recheck(conn, source: str, spec, acc: dict, horizon: dt.datetime) -> int:
@@ -519,14 +531,9 @@ def _rollup_hists(conn, source, start, end, bucket_seconds, start_b, n) -> dict:
                         .where(m.minute >= start, m.minute < end, m.series.like(pattern))).all()
     out: dict = {}
     for series, minute, blob in rows:
-        b = (_epoch(minute) // bucket_seconds) - start_b
-        if not 0 <= b < n:
-            continue
-        key = series.split(":", 1)[1] if source == "dispatch" else series
-        h = out.get(key)
-        if h is None:
-            h = out[key] = np.zeros((n, NBINS), dtype=np.int64)
-        decode_hist(blob, h[b])
+        row = _hist_row(out, source, series, minute, bucket_seconds, start_b, n)
+        if row is not None:
+            decode_hist(blob, row)
     return out
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import insert
 from app import cli
 from app.config import BUILTIN_RULE_NAMES, load_config
 from app.read import duplicates as dup
-from app.read.duplicates import group_key, scan_duplicates, scan_duplicates_incremental
+from app.read.duplicates import apply_scan as merge, scan_duplicates, scan_duplicates_incremental
 from app.schema import cart_log, notifications
 from app.services.cleanup import cleanup, undo
 
@@ -40,17 +40,6 @@ def insert_rows(ws, source, table, rows):
 
 def members(groups):
     return sorted(tuple(g.member_ids) for g in groups)
-
-
-def merge(state: dict, scan) -> dict:
-    """A caller's group list: a full scan replaces it, an incremental one its touched keys."""
-    if scan.full:
-        state = {}
-    for touched in scan.touched:
-        state.pop(touched, None)
-    for g in scan.groups:
-        state.setdefault(group_key(g), []).append(g)
-    return state
 
 
 def merged(state: dict) -> list:

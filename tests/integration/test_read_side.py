@@ -13,7 +13,7 @@ from sqlalchemy import delete, insert, text
 from app import cli
 from app.config import DuplicateRule, Thresholds
 from app.read import stats
-from app.read.duplicates import group_key, scan_duplicates, scan_duplicates_incremental
+from app.read.duplicates import apply_scan as _merge, scan_duplicates, scan_duplicates_incremental
 from app.read.failures import failed_items
 from app.read.feeds import notification_feed, poll_dispatch_log, poll_notification_feed
 from app.schema import cart_log, cart_users, dispatch_log, dispatch_users, nc_dispatch_attempt, notifications
@@ -110,16 +110,6 @@ def test_incremental_scan_after_new_rows_finds_exactly_the_new_groups(workspace_
         conn.execute(cart_log.update().where(cart_log.c.id == 8).values(email_sent=1, sent_at=db_now(conn)))
     late = scan_duplicates_incremental(ws, "cart", mid.cursor)
     assert [g.member_ids for g in late.groups] == [[7, 8]]
-
-
-def _merge(state: dict, scan) -> dict:
-    if scan.full:
-        state = {}
-    for touched in scan.touched:
-        state.pop(touched, None)
-    for g in scan.groups:
-        state.setdefault(group_key(g), []).append(g)
-    return state
 
 
 def _as_set(groups):
