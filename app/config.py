@@ -8,7 +8,9 @@ url = "mysql+pymysql://user@host:3306/cart"
 [sources.dispatch]
 url = "mysql+pymysql://user@host:3306/dispatch"
 [console]
-role = "admin"                 # viewer | operator | admin
+role = "admin"                 # viewer | operator | admin; without it: viewer
+[actions]
+pool_size = 4                  # connections a retry works on at once (1 to 64)
 [thresholds]
 dispatch_stuck_minutes = 5
 cart_in_progress_minutes = 2
@@ -125,6 +127,15 @@ class MailConfig:
 
 
 @dataclass(frozen=True)
+class ActionsConfig:
+    # Items of one retry worked on at once, each on its own connection.
+    pool_size: int = 4
+
+
+POOL_SIZE_MAX = 64
+
+
+@dataclass(frozen=True)
 class DuplicateRule:
     """An extra duplicate watch defined by an admin in the config file."""
 
@@ -141,10 +152,12 @@ class DuplicateRule:
 class Config:
     path: Path | None
     sources: dict[str, SourceConfig]
-    role: str = "admin"
+    # Fail closed: a configuration that names no role may only look.
+    role: str = "viewer"
     thresholds: Thresholds = field(default_factory=Thresholds)
     mail: MailConfig = field(default_factory=MailConfig)
     duplicate_rules: tuple[DuplicateRule, ...] = ()
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
     demo: bool = False
 
     def source(self, name: str) -> SourceConfig:
@@ -227,7 +240,7 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def parse_config(raw: dict, p: Path | None) -> Config:
     p = p or Path("<config>")
-    known = {"sources", "console", "thresholds", "mail", "duplicate_rules"}
+    known = {"sources", "console", "actions", "thresholds", "mail", "duplicate_rules"}
     for key in raw:
         if key not in known:
             raise ConfigError(f"{_where(p, key)} is unknown: the sections are {', '.join(sorted(known))}.")
@@ -247,9 +260,11 @@ def parse_config(raw: dict, p: Path | None) -> Config:
         sources[name] = SourceConfig(name, validate_url(p, name, entry["url"]))
 
     console = raw.get("console", {})
-    role = console.get("role", "admin") if isinstance(console, dict) else None
+    # Fail closed: without a role the console only reads (the demo workspace alone defaults to admin).
+    role = console.get("role", "viewer") if isinstance(console, dict) else None
     if role not in ROLES:
         raise ConfigError(f"{_where(p, 'console.role')} must be viewer, operator or admin, not {role!r}.")
+    actions = _actions(p, raw.get("actions", {}))
 
     th_raw = raw.get("thresholds", {})
     if not isinstance(th_raw, dict):
@@ -330,4 +345,17 @@ def parse_config(raw: dict, p: Path | None) -> Config:
             time_column=r["time_column"], id_column=id_column,
             window_hours=_number(p, r, "window_hours", 24, base + ".window_hours")))
     return Config(path=p, sources=sources, role=role, thresholds=thresholds, mail=mail,
-                  duplicate_rules=tuple(rules))
+                  duplicate_rules=tuple(rules), actions=actions)
+
+
+def _actions(p: Path, raw) -> ActionsConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{_where(p, 'actions')} must be a table.")
+    for key in raw:
+        if key not in ActionsConfig.__dataclass_fields__:
+            raise ConfigError(f"{_where(p, 'actions.' + key)} is unknown: the only key is pool_size.")
+    size = raw.get("pool_size", ActionsConfig.pool_size)
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= POOL_SIZE_MAX:
+        raise ConfigError(f"{_where(p, 'actions.pool_size')} must be a whole number from 1 to {POOL_SIZE_MAX}, "
+                          f"not {size!r}.")
+    return ActionsConfig(pool_size=size)

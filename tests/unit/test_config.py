@@ -86,6 +86,10 @@ def test_malformed_toml_names_file_and_line(tmp_path):
     ('[console]\nrole = "root"\n', ["console.role", "viewer, operator or admin", "'root'"]),
     ('[mail]\ntransport = "pigeon"\n', ["mail.transport", "smtp or outbox"]),
     ('[extras]\nx = 1\n', ["key 'extras'", "unknown"]),
+    ('[actions]\npool_size = 0\n', ["actions.pool_size", "from 1 to 64", "0"]),
+    ('[actions]\npool_size = 65\n', ["actions.pool_size", "from 1 to 64", "65"]),
+    ('[actions]\npool_size = "4"\n', ["actions.pool_size", "whole number"]),
+    ('[actions]\nworkers = 4\n', ["actions.workers", "unknown"]),
 ])
 def test_bad_values_are_one_sentence_naming_the_key(tmp_path, text, needles):
     p = write(tmp_path, text)
@@ -110,3 +114,23 @@ def test_default_location_follows_nc_config(monkeypatch, tmp_path):
     p = write(tmp_path, '[sources.cart]\nurl = "sqlite:////tmp/c.db"\n')
     monkeypatch.setenv("NC_CONFIG", str(p))
     assert load_config().path == p
+
+
+def test_a_config_without_a_role_is_a_viewer(tmp_path):
+    """Fail closed: only a file that says so makes the console an operator or admin."""
+    cfg = load_config(write(tmp_path, '[sources.cart]\nurl = "sqlite:////tmp/cart.db"\n'))
+    assert cfg.role == "viewer"
+    cfg = load_config(write(tmp_path, '[console]\n[sources.cart]\nurl = "sqlite:////tmp/cart.db"\n'))
+    assert cfg.role == "viewer"
+
+
+def test_the_demo_workspace_alone_defaults_to_admin(tmp_path):
+    from app.demo import demo_config
+    assert demo_config(tmp_path).role == "admin"
+
+
+def test_the_retry_pool_defaults_to_four_connections(tmp_path):
+    cfg = load_config(write(tmp_path, '[sources.cart]\nurl = "sqlite:////tmp/cart.db"\n'))
+    assert cfg.actions.pool_size == 4
+    cfg = load_config(write(tmp_path, '[actions]\npool_size = 64\n'))
+    assert cfg.actions.pool_size == 64
