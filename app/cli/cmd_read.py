@@ -11,6 +11,7 @@ import re
 
 from ..config import SOURCE_NAMES
 from ..errors import UsageError
+from ..read.models import FAILED_KINDS
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -49,7 +50,7 @@ def _common(p, *, default_limit: int) -> None:
 def register(sub) -> None:
     p = sub.add_parser("failed", help="failed, stuck and missed items per source")
     _common(p, default_limit=200)
-    p.add_argument("--kind", action="append", choices=("failed", "stuck", "missed"),
+    p.add_argument("--kind", action="append", choices=FAILED_KINDS,
                    help="only this kind (repeatable)")
     p.set_defaults(handler=run_failed)
 
@@ -102,7 +103,7 @@ def run_failed(ctx, args) -> int:
     lines = [f"{len(items)} item(s) need attention"]
     for i in items:
         err = (i.error or "").replace("\n", " ")
-        lines.append(f"{i.source:8} {str(i.id):>10} {i.kind:6} {i.status:20} age {_age(i.age_seconds):>5} "
+        lines.append(f"{i.source:8} {str(i.id):>10} {i.kind:10} {i.status:20} age {_age(i.age_seconds):>5} "
                      f"attempts {i.attempts}  {err[:100]}")
     ctx.emit([i.to_json() for i in items], "\n".join(lines))
     return 0

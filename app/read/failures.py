@@ -4,8 +4,10 @@
   ``thresholds.dispatch_stuck_minutes`` (stuck). Attempts from the console's
   ``nc_dispatch_attempt`` (0 when the console never retried the row).
 * cart: unsent rows older than ``thresholds.cart_in_progress_minutes``: with
-  an error message they failed, without one they are stuck. Attempts = rows
-  for the same (user_id, cart_hash).
+  an error message they failed, without one they are stuck — unless a sent
+  row of the same (user_id, cart_hash) already emailed the abandonment
+  (``cart_supersede``): then they are superseded, listed with that row's id
+  and never retried. Attempts = rows for the same (user_id, cart_hash).
 * orders: a stage's images present longer than
   ``thresholds.order_missed_minutes`` with no ``email_log`` document for the
   stage's event (missed), newest first by the stage's first-image time, looking
@@ -26,6 +28,7 @@ from sqlalchemy import and_, func, or_, select, tuple_
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
 from ..sqlutil import db_now
+from .cart_supersede import sent_rows_of, superseded_reason, superseding
 from .duplicates import resolve_since, text_filter
 from .models import FAILED_KINDS, FailedItem
 
@@ -43,7 +46,7 @@ def _check_kinds(kinds) -> set[str]:
     kinds = set(kinds)
     bad = kinds - set(FAILED_KINDS)
     if bad:
-        raise UsageError(f"Unknown kind '{sorted(bad)[0]}': choose failed, stuck or missed.")
+        raise UsageError(f"Unknown kind '{sorted(bad)[0]}': choose {', '.join(FAILED_KINDS[:-1])} or {FAILED_KINDS[-1]}.")
     return kinds
 
 
@@ -143,10 +146,20 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
 # cart
 
 def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[FailedItem]:
-    if not kinds & {"failed", "stuck"}:
+    """Unsent rows past the in-progress window: failed (with an error), stuck (without),
+    or superseded (another row of the cart already emailed this abandonment).
+
+    Superseded is decided per row in Python (``cart_supersede``), so a page
+    is read again from where it stopped until it holds ``limit`` rows of the
+    kinds asked for, or the log has no more.
+    """
+    cart_kinds = kinds & {"failed", "stuck", "superseded"}
+    if not cart_kinds:
         return []
     t = cart_log.c
     th = workspace.config.thresholds
+    window = dt.timedelta(hours=th.duplicate_window_hours)
+    items: list[FailedItem] = []
     with workspace.engine("cart").connect() as conn:
         now = db_now(conn)
         since_at = resolve_since(now, since)
@@ -155,37 +168,53 @@ def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[Fa
             .where(t.email_sent == 0, t.created_at < in_progress_until)
         # With an error message a row failed, without one it is stuck: each kind
         # asked for returns exactly its rows, whatever else (e.g. "missed") is asked.
-        cart_kinds = kinds & {"failed", "stuck"}
-        if cart_kinds == {"failed"}:
-            stmt = stmt.where(t.error_message.is_not(None))
-        elif cart_kinds == {"stuck"}:
-            stmt = stmt.where(t.error_message.is_(None))
+        if "superseded" not in cart_kinds:
+            if cart_kinds == {"failed"}:
+                stmt = stmt.where(t.error_message.is_not(None))
+            elif cart_kinds == {"stuck"}:
+                stmt = stmt.where(t.error_message.is_(None))
         if since_at is not None:
             stmt = stmt.where(t.created_at >= since_at)
         if filter_text:
             stmt = stmt.where(text_filter((t.error_message, t.cart_hash), (t.id, t.user_id), filter_text))
-        page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
-        attempts: dict = {}
-        sent_keys: set = set()
-        keys = sorted({(r["user_id"], r["cart_hash"]) for r in page})
-        for i in range(0, len(keys), 400):
-            batch = keys[i:i + 400]
-            q = select(t.user_id, t.cart_hash, func.count(), func.max(t.email_sent)) \
-                .where(tuple_(t.user_id, t.cart_hash).in_(batch)).group_by(t.user_id, t.cart_hash)
-            for uid, h, n, any_sent in conn.execute(q):
-                attempts[(uid, h)] = int(n)
-                if any_sent:
-                    sent_keys.add((uid, h))
+        while len(items) < limit:
+            page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
+            if not page:
+                break
+            items.extend(i for i in _cart_items(conn, page, now, window) if i.kind in cart_kinds)
+            if len(page) < limit:
+                break
+            before = (page[-1]["created_at"], page[-1]["id"])
+    return items[:limit]
+
+
+def _cart_items(conn, page: list[dict], now: dt.datetime, window: dt.timedelta) -> list[FailedItem]:
+    t = cart_log.c
+    attempts: dict = {}
+    ever_sent: set = set()
+    keys = sorted({(r["user_id"], r["cart_hash"]) for r in page})
+    for i in range(0, len(keys), 400):
+        batch = keys[i:i + 400]
+        q = select(t.user_id, t.cart_hash, func.count(), func.max(t.email_sent)) \
+            .where(tuple_(t.user_id, t.cart_hash).in_(batch)).group_by(t.user_id, t.cart_hash)
+        for uid, h, n, any_sent in conn.execute(q):
+            attempts[(uid, h)] = int(n)
+            if any_sent:
+                ever_sent.add((uid, h))
+    sent = sent_rows_of(conn, keys, min(r["created_at"] for r in page), now, window)
     items = []
     for r in page:
         key = (r["user_id"], r["cart_hash"])
-        kind = "failed" if r["error_message"] else "stuck"
+        by = superseding(sent.get(key, ()), r["created_at"], now, window)
+        kind = "superseded" if by else "failed" if r["error_message"] else "stuck"
+        detail = {"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
+                  "cart_already_emailed": key in ever_sent, "error_class": error_class(r["error_message"])}
+        if by:
+            detail.update(superseded_by=by.id, emailed_at=by.emailed_at, reason=superseded_reason(by))
         items.append(FailedItem(
             source="cart", id=r["id"], kind=kind, status="failed" if r["error_message"] else "unsent",
             age_seconds=_age(now, r["created_at"]), error=r["error_message"],
-            attempts=attempts.get(key, 1), created_at=r["created_at"],
-            detail={"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
-                    "cart_already_emailed": key in sent_keys, "error_class": error_class(r["error_message"])}))
+            attempts=attempts.get(key, 1), created_at=r["created_at"], detail=detail))
     return items
 
 

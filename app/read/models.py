@@ -76,7 +76,7 @@ class DuplicateGroup:
         }
 
 
-FAILED_KINDS = ("failed", "stuck", "missed")
+FAILED_KINDS = ("failed", "stuck", "superseded", "missed")
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,11 @@ class FailedItem:
     """One item that needs an admin: a failed send, a stuck one, or a missed email.
 
     ``kind`` is ``failed`` (the system gave up, with an error), ``stuck``
-    (still pending past its threshold) or ``missed`` (an order stage email
-    that never went out). ``status`` is the row's own status text.
+    (still pending past its threshold), ``superseded`` (a cart row whose
+    abandonment another row already emailed: listed so support sees why,
+    never retried; ``detail["superseded_by"]`` names that row) or ``missed``
+    (an order stage email that never went out). ``status`` is the row's own
+    status text.
     """
 
     source: str

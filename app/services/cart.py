@@ -35,6 +35,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import OperationFailed, UsageError
+from ..read.cart_supersede import SentRow, superseded_reason, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
 from ..sqlutil import OffsetClock, db_now, insert_ignore, with_retry
@@ -90,16 +91,6 @@ def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
     if value < 0 or value >= Decimal("100000000"):
         raise UsageError(f"The cart value {cart_value!r} is out of range.")
     return uid, cart_hash.lower(), value
-
-
-def _sent_within(conn, user_id: int, cart_hash: str, since: dt.datetime):
-    """The latest sent row of this cart since ``since``, or None."""
-    return conn.execute(
-        select(cart_log.c.id, cart_log.c.sent_at)
-        .where(cart_log.c.user_id == user_id, cart_log.c.cart_hash == cart_hash,
-               cart_log.c.email_sent == 1,
-               func.coalesce(cart_log.c.sent_at, cart_log.c.created_at) >= since)
-        .order_by(cart_log.c.id.desc()).limit(1)).mappings().first()
 
 
 def _claim_key(user_id: int, cart_hash: str):
@@ -168,6 +159,8 @@ def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
         return "cart email is being handled by another console"
     ref = f"row {row['log_id']}" if row["log_id"] is not None else "no row yet"
     if row["state"] == "sent":
+        if row["log_id"] is not None and row["sent_at"] is not None:
+            return superseded_reason(SentRow(row["log_id"], row["sent_at"], row["sent_at"]))
         return f"cart already emailed within {_hours(window)} ({ref})"
     age = max(0, int((now - row["claimed_at"]).total_seconds()))
     if row["state"] == "sending":
@@ -206,7 +199,7 @@ def _release(conn, user_id, cart_hash, token, *, sent_row=None, drop=False) -> N
         conn.execute(delete(nc_cart_claim).where(key, nc_cart_claim.c.state == "sending"))
     else:
         conn.execute(update(nc_cart_claim).where(key).values(
-            state="sent", log_id=sent_row["id"], sent_at=sent_row["sent_at"] or _clock.now(conn)))
+            state="sent", log_id=sent_row.id, sent_at=sent_row.sent_at or _clock.now(conn)))
 
 
 def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
@@ -265,10 +258,10 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
                     _release(conn, uid, chash, token, drop=True)
                     return None, None, None
                 now = _clock.now(conn)
-                sent = _sent_within(conn, uid, chash, now - window)
+                sent = superseding_row(conn, uid, chash, now, now, window)
                 if sent is not None:
                     _release(conn, uid, chash, token, sent_row=sent)
-                    return dict(user), None, dict(sent)
+                    return dict(user), None, sent
                 log_id = conn.execute(insert(cart_log).values(
                     user_id=uid, cart_hash=chash, cart_value=value, email_sent=0, created_at=now)
                 ).inserted_primary_key[0]
@@ -280,8 +273,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
     if user is None:
         raise OperationFailed(f"User {uid} does not exist in the cart database.")
     if sent is not None:
-        return CartOutcome("skipped", log_id=sent["id"],
-                           reason=f"cart already emailed within {_hours(window)} (row {sent['id']})")
+        return CartOutcome("skipped", log_id=sent.id, reason=superseded_reason(sent))
 
     transport = transport or transport_from_config(workspace)
     message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id),
@@ -320,10 +312,10 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                 row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
                 if row is None:
                     return now, None, None, None
-                sent = _sent_within(conn, row["user_id"], row["cart_hash"], now - window)
+                sent = superseding_row(conn, row["user_id"], row["cart_hash"], row["created_at"], now, window)
                 user = conn.execute(select(cart_users.c.email, cart_users.c.name)
                                     .where(cart_users.c.id == row["user_id"])).mappings().first()
-                return now, dict(row), sent and dict(sent), user and dict(user)
+                return now, dict(row), sent, user and dict(user)
 
         now, row, sent, user = _db(read)
         if row is None:
@@ -334,7 +326,7 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
             age = max(0, int((now - row["created_at"]).total_seconds()))
             return "skipped", f"cart row {log_id} is still in progress (created {age} s ago)"
         if sent is not None:
-            return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
+            return "skipped", superseded_reason(sent)
         if user is None:
             raise OperationFailed(f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
 
@@ -350,18 +342,18 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
         def recheck():
             with conn.begin():
                 current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
-                sent2 = _sent_within(conn, uid, chash, _clock.now(conn) - window)
+                sent2 = superseding_row(conn, uid, chash, row["created_at"], _clock.now(conn), window)
                 if sent2 is not None:
                     _release(conn, uid, chash, token, sent_row=sent2)
                 elif current:
-                    _release(conn, uid, chash, token, sent_row={"id": log_id, "sent_at": None})
+                    _release(conn, uid, chash, token, sent_row=SentRow(log_id, row["created_at"], None))
                 elif current is None:
                     _release(conn, uid, chash, token, drop=True)
-                return current, sent2 and dict(sent2)
+                return current, sent2
 
         current, sent = _db(recheck)
     if sent is not None:
-        return "skipped", f"cart already emailed within {_hours(window)} (row {sent['id']})"
+        return "skipped", superseded_reason(sent)
     if current:
         return "skipped", f"cart row {log_id} was already sent"
     if current is None:

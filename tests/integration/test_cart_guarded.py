@@ -13,10 +13,7 @@ from app.services import cart as cart_service
 from app.services.mail import MemoryTransport, OutboxTransport, PermanentMailError
 from app.services.retry import retry
 from app.sqlutil import db_now
-
-
-def cart_hash(label: str) -> str:
-    return hashlib.sha256(label.encode()).hexdigest()
+from tests.helpers import add_row, add_user, cart_hash, rows
 
 
 class Failing:
@@ -28,24 +25,6 @@ class Failing:
     def send(self, email):
         self.calls += 1
         raise PermanentMailError("The mail server 127.0.0.1:25 refused the message (550 mailbox unavailable)")
-
-
-def add_user(engine, email="ann@example.com", name="Ann") -> int:
-    with engine.begin() as conn:
-        return conn.execute(insert(cart_users).values(email=email, name=name)).inserted_primary_key[0]
-
-
-def add_row(engine, user_id, chash, *, age: dt.timedelta, sent=False, error=None, value="10.00") -> int:
-    with engine.begin() as conn:
-        now = db_now(conn)
-        return conn.execute(insert(cart_log).values(
-            user_id=user_id, cart_hash=chash, cart_value=value, email_sent=1 if sent else 0,
-            created_at=now - age, sent_at=(now - age) if sent else None, error_message=error)).inserted_primary_key[0]
-
-
-def rows(engine):
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(cart_log).order_by(cart_log.c.id)).mappings()]
 
 
 def claim(engine, user_id, chash):
@@ -71,6 +50,13 @@ def age_rows(engine, by: dt.timedelta):
                 created_at=r["created_at"] - by, sent_at=r["sent_at"] - by if r["sent_at"] else None))
 
 
+def emailed_reason(engine, row_id: int) -> str:
+    """The skip reason that names a sent row: ``cart already emailed at T (row N)``."""
+    with engine.connect() as conn:
+        r = conn.execute(select(cart_log.c.sent_at, cart_log.c.created_at).where(cart_log.c.id == row_id)).one()
+    return f"cart already emailed at {(r.sent_at or r.created_at):%Y-%m-%d %H:%M:%S} UTC (row {row_id})"
+
+
 @pytest.fixture
 def cart_ws(workspace_factory, sql_url, tmp_path):
     return workspace_factory(cart=sql_url("cart"))
@@ -84,7 +70,7 @@ def test_first_detection_sends_one_email_and_marks_row_and_claim(cart_ws, tmp_pa
     assert first.status == "sent" and first.message_id
     again = cart_service.process_abandoned_cart(cart_ws, uid, h, "1543.00")
     assert again.status == "skipped"
-    assert again.reason == f"cart already emailed within 24 h (row {first.log_id})"
+    assert again.reason == emailed_reason(engine, first.log_id)
     [row] = rows(engine)
     assert row["id"] == first.log_id and row["email_sent"] == 1 and row["sent_at"] is not None
     assert str(row["cart_value"]) == "1543.00"
@@ -162,7 +148,7 @@ def test_a_sent_row_written_before_the_console_counts(cart_ws):
     old = add_row(engine, uid, h, age=dt.timedelta(hours=3), sent=True)
     mem = MemoryTransport()
     out = cart_service.process_abandoned_cart(cart_ws, uid, h, 10, transport=mem)
-    assert out.status == "skipped" and out.reason == f"cart already emailed within 24 h (row {old})"
+    assert out.status == "skipped" and out.reason == emailed_reason(engine, old)
     assert mem.sent == [] and len(rows(engine)) == 1
     assert claim(engine, uid, h)["state"] == "sent"
 
@@ -203,7 +189,7 @@ def test_retry_skipped_when_the_cart_was_emailed_within_24_hours(cart_ws, tmp_pa
     failed = add_row(engine, uid, h, age=dt.timedelta(minutes=10), error="451 try later")
     out = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-1")
     assert out["retried"] == 0 and out["failed"] == []
-    assert out["skipped"] == [{"id": failed, "reason": f"cart already emailed within 24 h (row {sent})"}]
+    assert out["skipped"] == [{"id": failed, "reason": emailed_reason(engine, sent)}]
     assert OutboxTransport(tmp_path / "outbox").files() == []
     assert [r["email_sent"] for r in rows(engine)] == [1, 0]
 

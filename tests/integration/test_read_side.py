@@ -236,9 +236,15 @@ def test_cart_failed_and_stuck(workspace_factory, sql_url):
         cart_row(3, HB, now - dt.timedelta(seconds=30), sent=0),                                      # 4 in progress
     ])
     items = failed_items(ws, "cart")
-    assert [(i.id, i.kind, i.attempts) for i in items] == [(3, "stuck", 1), (1, "failed", 2)]
+    # Row 1 failed, but row 2 emailed the same abandonment 10 minutes later: superseded.
+    assert [(i.id, i.kind, i.attempts) for i in items] == [(3, "stuck", 1), (1, "superseded", 2)]
     assert items[1].detail["cart_already_emailed"] is True
-    assert [i.id for i in failed_items(ws, "cart", kinds=["failed"])] == [1]
+    assert items[1].detail["superseded_by"] == 2
+    assert items[1].detail["reason"].startswith("cart already emailed at ")
+    assert items[1].detail["reason"].endswith("(row 2)")
+    assert [i.id for i in failed_items(ws, "cart", kinds=["failed"])] == []
+    assert [i.id for i in failed_items(ws, "cart", kinds=["superseded"])] == [1]
+    assert [i.id for i in failed_items(ws, "cart", kinds=["stuck"])] == [3]
     assert [i.id for i in failed_items(ws, "cart", filter_text="Refused")] == [1]
 
 

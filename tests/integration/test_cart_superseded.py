@@ -1,0 +1,133 @@
+"""A cart retry never sends a second email for an abandonment already emailed (SQLite and MariaDB).
+
+Seed 001's race: a second detector attempt writes its own row and bounces
+while the first attempt's email goes out. Days later that failed row is
+*superseded*, not retried: a sent row of the same cart lies within the
+duplicate window before or after it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from app.read.failures import failed_items
+from app.services import cart as cart_service
+from app.services.mail import MemoryTransport, OutboxTransport
+from app.services.retry import retry
+from tests.helpers import add_row, add_user, cart_hash, rows
+
+DAYS_AGO = dt.timedelta(days=3)
+
+
+@pytest.fixture
+def cart_ws(workspace_factory, sql_url):
+    return workspace_factory(cart=sql_url("cart"))
+
+
+def sent_count(tmp_path) -> int:
+    return len(OutboxTransport(tmp_path / "outbox").files())
+
+
+def reason_naming(row_id: int, engine) -> str:
+    [row] = [r for r in rows(engine) if r["id"] == row_id]
+    return f"cart already emailed at {row['sent_at']:%Y-%m-%d %H:%M:%S} UTC (row {row_id})"
+
+
+@pytest.mark.parametrize("sent_offset", [dt.timedelta(minutes=-5), dt.timedelta(hours=23, minutes=59)],
+                         ids=["sent-5-minutes-before", "sent-23h59-after"])
+def test_a_failed_row_with_a_sent_row_within_the_window_is_superseded(cart_ws, tmp_path, sent_offset):
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    h = cart_hash("c")
+    failed = add_row(engine, uid, h, age=DAYS_AGO, error="SMTPRecipientsRefused: 550 bounced")
+    sent = add_row(engine, uid, h, age=DAYS_AGO - sent_offset, sent=True)
+
+    [item] = failed_items(cart_ws, "cart")
+    assert (item.id, item.kind) == (failed, "superseded")
+    assert item.detail["superseded_by"] == sent
+    assert item.detail["reason"] == reason_naming(sent, engine)
+
+    out = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-ids")
+    assert out["retried"] == 0 and out["failed"] == []
+    assert out["skipped"] == [{"id": failed, "reason": reason_naming(sent, engine)}]
+    # --all never picks it up
+    out = retry(cart_ws, "cart", all_matching=True, action_id="retry-all")
+    assert out["snapshot"] == 0 and out["retried"] == 0
+    assert sent_count(tmp_path) == 0
+    assert [r["email_sent"] for r in rows(engine)] == [0, 1]
+
+
+def test_a_sent_row_24h01_before_is_another_abandonment_and_the_row_is_retried(cart_ws, tmp_path):
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    h = cart_hash("c")
+    add_row(engine, uid, h, age=DAYS_AGO + dt.timedelta(hours=24, minutes=1), sent=True)
+    failed = add_row(engine, uid, h, age=DAYS_AGO, error="451 try later")
+    [item] = failed_items(cart_ws, "cart")
+    assert item.kind == "failed"
+    out = retry(cart_ws, "cart", all_matching=True, action_id="retry-all")
+    assert (out["snapshot"], out["retried"], out["retried_ids"]) == (1, 1, [failed])
+    assert sent_count(tmp_path) == 1
+
+
+def test_a_sent_row_of_another_cart_does_not_supersede(cart_ws, tmp_path):
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    add_row(engine, uid, cart_hash("other"), age=DAYS_AGO + dt.timedelta(minutes=5), sent=True)
+    failed = add_row(engine, uid, cart_hash("c"), age=DAYS_AGO, error="451 try later")
+    out = retry(cart_ws, "cart", all_matching=True, action_id="retry-all")
+    assert out["retried_ids"] == [failed]
+    assert sent_count(tmp_path) == 1
+
+
+@pytest.mark.parametrize("apart", [dt.timedelta(hours=1), dt.timedelta(days=2)], ids=["1h-apart", "2-days-apart"])
+def test_two_failed_rows_of_one_cart_send_exactly_one_email(cart_ws, tmp_path, apart):
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    h = cart_hash("c")
+    older = add_row(engine, uid, h, age=DAYS_AGO + apart, error="451 try later")
+    newer = add_row(engine, uid, h, age=DAYS_AGO, error="451 try later")
+    assert {i.kind for i in failed_items(cart_ws, "cart")} == {"failed"}
+    out = retry(cart_ws, "cart", all_matching=True, action_id="retry-all")
+    assert out["snapshot"] == 2 and out["retried"] == 1 and out["failed"] == []
+    [won] = out["retried_ids"]
+    [skip] = out["skipped"]
+    assert {won, skip["id"]} == {older, newer}
+    # Sequentially the second row finds the first sent; on the pool the two may
+    # run at once and the second then finds the first's claim in progress.
+    assert skip["reason"] == reason_naming(won, engine) or \
+        skip["reason"].startswith(f"cart email already in progress on ") and f"(row {won}," in skip["reason"]
+    assert sent_count(tmp_path) == 1
+    # the other row now shows as superseded by the one that was sent
+    [item] = failed_items(cart_ws, "cart")
+    assert (item.id, item.kind, item.detail["superseded_by"]) == (skip["id"], "superseded", won)
+
+
+def test_the_failed_list_keeps_kinds_apart_and_pages_past_superseded_rows(cart_ws):
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    superseded = []
+    for n in range(5):  # newest rows: superseded, each by its own sent row
+        h = cart_hash(f"s{n}")
+        superseded.append(add_row(engine, uid, h, age=DAYS_AGO - dt.timedelta(minutes=n), error="bounce"))
+        add_row(engine, uid, h, age=DAYS_AGO - dt.timedelta(minutes=n, seconds=30), sent=True)
+    failed = add_row(engine, uid, cart_hash("f"), age=DAYS_AGO + dt.timedelta(hours=1), error="451")
+    stuck = add_row(engine, uid, cart_hash("k"), age=DAYS_AGO + dt.timedelta(hours=2))
+    # A page of two "failed" items must look past the five newer superseded rows.
+    assert [i.id for i in failed_items(cart_ws, "cart", kinds=["failed", "stuck"], limit=2)] == [failed, stuck]
+    assert [i.id for i in failed_items(cart_ws, "cart", kinds=["superseded"], limit=3)] == superseded[::-1][:3]
+    assert len(failed_items(cart_ws, "cart")) == 7
+
+
+def test_the_production_path_skips_a_cart_emailed_within_the_window(cart_ws):
+    """The simulator's guarded path: a new detection of a cart emailed 5 minutes ago sends nothing."""
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    h = cart_hash("c")
+    sent = add_row(engine, uid, h, age=dt.timedelta(minutes=5), sent=True)
+    mem = MemoryTransport()
+    out = cart_service.process_abandoned_cart(cart_ws, uid, h, 10, transport=mem)
+    assert (out.status, out.log_id) == ("skipped", sent)
+    assert out.reason == reason_naming(sent, engine)
+    assert mem.sent == []
