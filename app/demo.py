@@ -410,6 +410,11 @@ def _seed_dispatch(conn, rng: random.Random, clock: _Clock) -> dict:
             for _k in range(rng.choice((1, 1, 2))):
                 t2 = t + _ms(rng, 1, 4000)
                 write(ev, t2, "completed")
+    # Stuck past any threshold: the draw above gives about 18, but never fewer than 12.
+    stuck = sum(1 for row in logs if row["status"] == "pending")
+    for _ in range(max(0, 12 - stuck)):
+        t = clock.ago(rng, min_minutes=30)
+        write(event(t), t, "pending", recipients=[])
     # In flight right now (not stuck yet).
     for _ in range(3):
         ev = event(clock.now - dt.timedelta(seconds=rng.uniform(2, 60)))
