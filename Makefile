@@ -26,6 +26,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/guarded_vs_naive.py
 	$(PY) bench/read_side.py
+	$(PY) bench/actions.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
