@@ -32,7 +32,9 @@ class Workspace:
         """The SQLAlchemy engine of ``cart`` or ``dispatch``."""
         with self._lock:
             if source not in self._engines:
-                self._engines[source] = sql_engine(self.config.source(source))
+                # Room for a retry's worker pool, its heartbeat and a reader beside it.
+                size = max(5, self.config.actions.pool_size + 2)
+                self._engines[source] = sql_engine(self.config.source(source), pool_size=size)
             return self._engines[source]
 
     def orders(self) -> OrderStore:

@@ -1,7 +1,9 @@
 """Retry: failed or stuck items of one source, by ids or every item matching a filter.
 
 ``--all`` takes a fixed snapshot of the matching ids first, then processes
-them in bounded batches; each item gets exactly one outcome (retried,
+them on a bounded pool of ``[actions] pool_size`` workers (default 4), each
+item on its own connection with its own guard, recording outcomes in
+batches of 100 in snapshot order; each item gets exactly one outcome (retried,
 skipped with a reason, failed with the error) and one item's failure never
 stops the rest. The per-source work lives in ``app.services.<source>`` as
 ``retry_item(workspace, item_id, *, operator, action_id) -> (outcome, detail)``
@@ -11,18 +13,28 @@ action taken over after a crash, or two consoles at once) is safe.
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
+from typing import Callable, Iterable, Iterator
 
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
 from .actions import require_role, run_action
+from .mail import transport_from_config
 
 BATCH_SIZE = 100
 SNAPSHOT_LIMIT = 100_000
 HANDLERS = {"dispatch": "app.services.dispatch", "cart": "app.services.cart", "orders": "app.services.orders"}
-# What ``--all`` picks up per source (FailedItem.kind values).
+# What ``--all`` picks up per source (FailedItem.kind values): never "superseded"
+# (the cart was already emailed) nor anything else that must not be sent again.
 RETRYABLE_KINDS = {"dispatch": ("failed", "stuck"), "cart": ("failed", "stuck"), "orders": ("missed",)}
+# Sources whose retry sends email: each worker keeps one mail session for its items.
+SENDS_MAIL = ("cart", "orders")
+# Items handed to the pool ahead of the one being recorded, per worker.
+AHEAD_PER_WORKER = 4
 
 
 def _handler(source: str):
@@ -38,6 +50,60 @@ def _item_id(source: str, raw) -> int:
     if not text.isdigit() or not 0 < int(text) < 2 ** 63:
         raise UsageError(f"The {what} {raw!r} is not a positive whole number.")
     return int(text)
+
+
+class _Workers:
+    """The bounded pool a retry runs its items on.
+
+    Each worker thread works on its own pooled connection (``retry_item``
+    opens one per item from the engine, sized for the pool) and, for the
+    sources that send email, keeps one mail session for all its items (one
+    SMTP connection instead of one per email; the session reconnects when
+    the server drops it). Results come back in snapshot order, so the audit
+    log and the progress callback read exactly as a sequential run would.
+    """
+
+    def __init__(self, workspace, source: str, size: int):
+        self.workspace = workspace
+        self.source = source
+        self.size = size
+        self._local = threading.local()
+        self._sessions = ExitStack()
+        self._lock = threading.Lock()
+
+    def kwargs(self) -> dict:
+        kw = getattr(self._local, "kwargs", None)
+        if kw is None:
+            kw = {}
+            if self.source in SENDS_MAIL:
+                transport = transport_from_config(self.workspace)
+                opening = transport.session() if hasattr(transport, "session") else nullcontext(transport)
+                kw["transport"] = opening.__enter__()
+                with self._lock:
+                    self._sessions.push(opening.__exit__)
+            self._local.kwargs = kw
+        return kw
+
+    def ordered(self, fn: Callable[[int], dict], items: Iterable[int]) -> Iterator[dict]:
+        """``fn(item)`` for every item on the pool, yielded in the items' order."""
+        with ExitStack() as stack:
+            stack.callback(self._sessions.close)
+            pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"retry-{self.source}")
+            # On the way out (done, or the action taken over): start nothing new, wait for what runs.
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+            pending: deque = deque()
+            it = iter(items)
+            ahead = self.size * AHEAD_PER_WORKER
+            for item in it:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(fn, nxt))
+                yield result
 
 
 def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
@@ -57,36 +123,43 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
     def body(ctx) -> dict:
         if all_matching:
             from ..read.failures import failed_items
-            items = failed_items(workspace, source, filter_text=filter_text, limit=SNAPSHOT_LIMIT)
+            items = failed_items(workspace, source, kinds=RETRYABLE_KINDS[source], filter_text=filter_text,
+                                 limit=SNAPSHOT_LIMIT)
             snapshot = list(dict.fromkeys(int(i.id) for i in items if i.kind in RETRYABLE_KINDS[source]))
         else:
             snapshot = list(dict.fromkeys(ids))
+        workers = _Workers(workspace, source, workspace.config.actions.pool_size)
+
+        def one(item_id: int) -> dict:
+            try:
+                outcome, detail = module.retry_item(workspace, str(item_id), operator=ctx.operator,
+                                                    action_id=ctx.action_id, **workers.kwargs())
+            except ConsoleError as exc:
+                outcome, detail = "failed", exc.message
+            except Exception as exc:  # one item's failure never stops the rest
+                outcome, detail = "failed", describe_db_error(source, exc) if hasattr(exc, "orig") \
+                    else f"{type(exc).__name__}: {exc}"
+            return {"id": item_id, "outcome": outcome, "detail": detail}
+
         retried, skipped, failed = [], [], []
+        records: list[dict] = []
         done = 0
-        for start in range(0, len(snapshot), BATCH_SIZE):
-            batch = snapshot[start:start + BATCH_SIZE]
-            records = []
-            for item_id in batch:
-                try:
-                    outcome, detail = module.retry_item(workspace, str(item_id), operator=ctx.operator,
-                                                        action_id=ctx.action_id)
-                except ConsoleError as exc:
-                    outcome, detail = "failed", exc.message
-                except Exception as exc:  # one item's failure never stops the rest
-                    outcome, detail = "failed", describe_db_error(source, exc) if hasattr(exc, "orig") \
-                        else f"{type(exc).__name__}: {exc}"
-                records.append({"id": item_id, "outcome": outcome, "detail": detail})
-                if outcome == "retried":
-                    retried.append(item_id)
-                elif outcome == "skipped":
-                    skipped.append({"id": item_id, "reason": detail})
-                else:
-                    failed.append({"id": item_id, "error": detail})
-            ctx.record(records)
-            ctx.heartbeat()
-            done += len(batch)
-            if progress:
-                progress(done, len(snapshot))
+        for record in workers.ordered(one, snapshot):
+            records.append(record)
+            item_id, outcome, detail = record["id"], record["outcome"], record["detail"]
+            if outcome == "retried":
+                retried.append(item_id)
+            elif outcome == "skipped":
+                skipped.append({"id": item_id, "reason": detail})
+            else:
+                failed.append({"id": item_id, "error": detail})
+            if len(records) == BATCH_SIZE or done + len(records) == len(snapshot):
+                ctx.record(records)
+                ctx.heartbeat()
+                done += len(records)
+                records = []
+                if progress:
+                    progress(done, len(snapshot))
         return {"source": source, "snapshot": len(snapshot), "retried": len(retried), "retried_ids": retried,
                 "skipped": skipped, "failed": failed}
 
