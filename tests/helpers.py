@@ -4,9 +4,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 
-from app.schema import cart_log, cart_users
+from app.schema import cart_log, cart_users, dispatch_log, dispatch_users, issue_watchers, issues, notifications
 from app.sqlutil import db_now
 
 
@@ -30,3 +30,30 @@ def add_row(engine, user_id, chash, *, age: dt.timedelta, sent=False, error=None
 def rows(engine):
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(cart_log).order_by(cart_log.c.id)).mappings()]
+
+
+def seed_people(engine, *, issue_ids=(1,), reporter=1, assignee=2, watchers=(2, 3, 4), users=6):
+    """Users 1..users; issues with the given reporter, assignee and watchers."""
+    with engine.begin() as conn:
+        if not conn.execute(select(func.count()).select_from(dispatch_users)).scalar():
+            conn.execute(insert(dispatch_users), [
+                {"id": i, "email": f"u{i}@example.test", "display_name": f"User {i}"} for i in range(1, users + 1)])
+        for issue_id in issue_ids:
+            conn.execute(insert(issues), {"id": issue_id, "issue_key": f"OPS-{issue_id}", "title": f"Issue {issue_id}",
+                                          "reporter_id": reporter, "assignee_id": assignee})
+            if watchers:
+                conn.execute(insert(issue_watchers), [{"issue_id": issue_id, "user_id": u} for u in watchers])
+
+
+def notification_users(engine, **where):
+    n = notifications.c
+    q = select(n.user_id).order_by(n.user_id)
+    for col, value in where.items():
+        q = q.where(getattr(n, col) == value)
+    with engine.connect() as conn:
+        return list(conn.execute(q).scalars())
+
+
+def log_rows(engine):
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(dispatch_log).order_by(dispatch_log.c.id)).mappings()]

@@ -24,21 +24,19 @@ from __future__ import annotations
 import datetime as dt
 import html as html_lib
 import re
-import threading
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, superseded_reason, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
-from ..sqlutil import OffsetClock, db_now, insert_ignore, with_retry
+from ..sqlutil import insert_ignore, shared_now, with_retry
 from .actions import operator_identity
 from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
@@ -97,24 +95,6 @@ def _claim_key(user_id: int, cart_hash: str):
     return and_(nc_cart_claim.c.user_id == user_id, nc_cart_claim.c.cart_hash == cart_hash)
 
 
-class _DbClock:
-    """The cart database's clock, one ``OffsetClock`` per engine."""
-
-    def __init__(self):
-        self._clocks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
-
-    def now(self, conn) -> dt.datetime:
-        with self._lock:
-            clock = self._clocks.get(conn.engine)
-            if clock is None:
-                clock = self._clocks[conn.engine] = OffsetClock()
-        return clock.now(lambda: db_now(conn))
-
-
-_clock = _DbClock()
-
-
 def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
                 in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool):
     """Claim (user, cart) for one email: (True, None) for exactly one caller, else (False, claim row).
@@ -127,14 +107,14 @@ def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int |
         with conn.begin():
             return insert_ignore(conn, nc_cart_claim, {
                 "user_id": user_id, "cart_hash": cart_hash, "log_id": log_id, "state": "sending",
-                "claimed_at": _clock.now(conn), "sent_at": None, "owner": token}) == 1
+                "claimed_at": shared_now(conn), "sent_at": None, "owner": token}) == 1
 
     if _db(insert_tx):
         return True, None
 
     def takeover_tx():
         with conn.begin():
-            now = _clock.now(conn)
+            now = shared_now(conn)
             failed = nc_cart_claim.c.state == "failed"
             if not failed_any_age:
                 failed = and_(failed, nc_cart_claim.c.claimed_at < now - in_progress)
@@ -172,7 +152,7 @@ def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
 def _mark_sent(engine, user_id, cart_hash, log_id, token) -> None:
     def tx():
         with engine.begin() as conn:
-            now = _clock.now(conn)
+            now = shared_now(conn)
             conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
                          .values(email_sent=1, sent_at=now, error_message=None))
             conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
@@ -199,7 +179,7 @@ def _release(conn, user_id, cart_hash, token, *, sent_row=None, drop=False) -> N
         conn.execute(delete(nc_cart_claim).where(key, nc_cart_claim.c.state == "sending"))
     else:
         conn.execute(update(nc_cart_claim).where(key).values(
-            state="sent", log_id=sent_row.id, sent_at=sent_row.sent_at or _clock.now(conn)))
+            state="sent", log_id=sent_row.id, sent_at=sent_row.sent_at or shared_now(conn)))
 
 
 def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
@@ -257,7 +237,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
                 if user is None:
                     _release(conn, uid, chash, token, drop=True)
                     return None, None, None
-                now = _clock.now(conn)
+                now = shared_now(conn)
                 sent = superseding_row(conn, uid, chash, now, now, window)
                 if sent is not None:
                     _release(conn, uid, chash, token, sent_row=sent)
@@ -308,7 +288,7 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
     with engine.connect() as conn:
         def read():
             with conn.begin():
-                now = _clock.now(conn)
+                now = shared_now(conn)
                 row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
                 if row is None:
                     return now, None, None, None
@@ -342,7 +322,7 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
         def recheck():
             with conn.begin():
                 current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
-                sent2 = superseding_row(conn, uid, chash, row["created_at"], _clock.now(conn), window)
+                sent2 = superseding_row(conn, uid, chash, row["created_at"], shared_now(conn), window)
                 if sent2 is not None:
                     _release(conn, uid, chash, token, sent_row=sent2)
                 elif current:

@@ -48,7 +48,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ..errors import ConsoleError, OperationFailed, UsageError
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
-from ..sqlutil import backend, db_now, insert_ignore, with_retry
+from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
 
 SOURCE = "dispatch"
 KEY_MAX = 255
@@ -218,21 +218,41 @@ def _db_clock(b: str):
     return func.utc_timestamp(3) if b in ("mysql", "mariadb") else func.current_timestamp()
 
 
+@dataclass(frozen=True)
+class _Audience:
+    issue_key: str
+    title: str
+    people: frozenset[int]        # reporter, assignee and watchers
+
+
+def _audiences(conn, issue_ids, actor_ids) -> tuple[dict[int, _Audience], dict[int, str | None]]:
+    """The people of many issues (one query, watchers joined) and the actors' names (one query)."""
+    w = issue_watchers.c
+    found: dict[int, tuple] = {}
+    people: dict[int, set] = {}
+    for r in conn.execute(select(issues.c.id, issues.c.issue_key, issues.c.title, issues.c.reporter_id,
+                                 issues.c.assignee_id, w.user_id)
+                          .select_from(issues.outerjoin(issue_watchers, w.issue_id == issues.c.id))
+                          .where(issues.c.id.in_(sorted(set(issue_ids))))):
+        found[r.id] = (r.issue_key, r.title)
+        people.setdefault(r.id, set()).update((r.reporter_id, r.assignee_id, r.user_id))
+    names = dict(conn.execute(select(dispatch_users.c.id, dispatch_users.c.display_name)
+                              .where(dispatch_users.c.id.in_(sorted(set(actor_ids))))).all())
+    return ({i: _Audience(key, title, frozenset(people[i] - {None})) for i, (key, title) in found.items()},
+            names)
+
+
+def _recipients(event: DispatchEvent, audiences: dict[int, _Audience], names: dict) -> tuple[list[int], str]:
+    audience = audiences.get(event.issue_id)
+    if audience is None:
+        raise _DeliveryError(f"Issue {event.issue_id} does not exist.")
+    return (sorted(audience.people - {event.actor_user_id}),
+            event.message(audience.issue_key, audience.title, names.get(event.actor_user_id)))
+
+
 def recipients_of(conn, event: DispatchEvent) -> tuple[list[int], str]:
     """Reporter, assignee and watchers minus the actor, each once; and the message."""
-    actor_name = (select(dispatch_users.c.display_name)
-                  .where(dispatch_users.c.id == event.actor_user_id).scalar_subquery())
-    issue = conn.execute(select(issues.c.issue_key, issues.c.title, issues.c.reporter_id,
-                                issues.c.assignee_id, actor_name.label("actor_name"))
-                         .where(issues.c.id == event.issue_id)).first()
-    if issue is None:
-        raise _DeliveryError(f"Issue {event.issue_id} does not exist.")
-    watchers = conn.execute(select(issue_watchers.c.user_id)
-                            .where(issue_watchers.c.issue_id == event.issue_id)).scalars().all()
-    people = {issue.reporter_id, issue.assignee_id, *watchers}
-    people.discard(None)
-    people.discard(event.actor_user_id)
-    return sorted(people), event.message(issue.issue_key, issue.title, issue.actor_name)
+    return _recipients(event, *_audiences(conn, [event.issue_id], [event.actor_user_id]))
 
 
 def _notification_rows(event: DispatchEvent, key: str, users, message: str, now) -> list[dict]:
@@ -317,8 +337,14 @@ def _status_from_key(key: str) -> str | None:
     return None
 
 
-def _holders(conn, event: DispatchEvent, users: list[int], dispatch_id: str, message: str) -> set[int]:
-    """Recipients that already hold a notification of this event.
+def _same_text(a: str | None, b: str | None) -> bool:
+    """Equal as the database's collation compares them (case and trailing spaces aside)."""
+    return a is not None and b is not None and a.rstrip().casefold() == b.rstrip().casefold()
+
+
+def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict]) -> set[int]:
+    """Recipients that already hold a notification of this event, among ``known`` (the
+    notifications of the event's issue for its recipients).
 
     Those holding one under this very dispatch id, plus those holding one of
     the same semantic event under another id (the seed's timestamped keys,
@@ -327,106 +353,227 @@ def _holders(conn, event: DispatchEvent, users: list[int], dispatch_id: str, mes
     one person on one issue are two events. When the log row does not tell
     the new status (the seed's keys), the coarser semantic match is all there is.
     """
-    if not users:
-        return set()
-    n = notifications.c
-    held = set(conn.execute(select(n.user_id).distinct().where(
-        n.dispatch_id == dispatch_id, n.user_id.in_(users))).scalars())
-    same_comment = n.comment_id.is_(None) if event.comment_id is None else n.comment_id == event.comment_id
-    conditions = [n.issue_id == event.issue_id, same_comment, n.user_id.in_(users), n.type == event.type,
-                  n.actor_user_id == event.actor_user_id]
-    if event.type == "status_changed" and event.new_status is not None:
-        conditions.append(n.message == message)
-    held |= set(conn.execute(select(n.user_id).distinct().where(and_(*conditions))).scalars())
+    held = set()
+    for n in known:
+        if n["dispatch_id"] is not None and n["dispatch_id"] == dispatch_id:
+            held.add(n["user_id"])
+        elif (n["type"] == event.type and n["actor_user_id"] == event.actor_user_id
+              and n["comment_id"] == event.comment_id
+              and (event.type != "status_changed" or event.new_status is None
+                   or _same_text(n["message"], message))):
+            held.add(n["user_id"])
     return held
+
+
+def _lease_token(operator: str, action_id: str) -> str:
+    return f"{operator} {action_id} {uuid.uuid4().hex[:12]}"[-255:]
+
+
+# Items one retry_items call works on together (app.services.retry hands it chunks this size).
+RETRY_BATCH = 50
 
 
 def retry_item(workspace, item_id: str, *, operator: str, action_id: str) -> tuple[str, str | None]:
     """Re-run one failed or stuck dispatch; exactly one of many concurrent retriers wins."""
-    log_id = _parse_log_id(item_id)
+    [(outcome, detail)] = retry_items(workspace, [item_id], operator=operator, action_id=action_id)
+    if outcome == "failed":
+        raise OperationFailed(detail)
+    return outcome, detail
+
+
+def retry_items(workspace, item_ids: list[str], *, operator: str,
+                action_id: str) -> list[tuple[str, str | None]]:
+    """Re-run failed or stuck dispatches, each with its own lease and its own outcome.
+
+    The items share round trips, not fates: one query reads them, one insert
+    takes their leases (``nc_dispatch_attempt``, one row per item, then a
+    conditional takeover of expired ones), and one transaction locks the log
+    rows still held, re-checks each, and delivers what each one's recipients
+    lack. Each item is judged alone on the way: done meanwhile, in progress,
+    leased by another console, its issue gone (that item fails, the others
+    go on). Should the shared transaction fail as a whole, every lease is
+    given back and each item runs again alone, so an error names its own
+    item only. Returns one (outcome, detail) per id, in order; a failure is
+    ("failed", sentence).
+    """
+    ids = [_parse_log_id(i) for i in item_ids]
+    if len(set(ids)) != len(ids):
+        raise UsageError("Each dispatch may appear once in one retry batch.")
     engine = workspace.engine(SOURCE)
     stuck_after = dt.timedelta(minutes=workspace.config.thresholds.dispatch_stuck_minutes)
-    token = f"{operator} {action_id} {uuid.uuid4().hex[:12]}"[-255:]
-    a = nc_dispatch_attempt.c
+    token = _lease_token(operator, action_id)
     with engine.connect() as conn:
-        # 1. Look, then take the lease (each step its own short transaction: no lock upgrades).
-        def look():
-            with conn.begin():
-                now = db_now(conn)
-                row = conn.execute(select(dispatch_log).where(dispatch_log.c.id == log_id)).mappings().first()
-            return row, now
-        row, now = with_retry(look)
-        if row is None:
-            raise OperationFailed(f"Dispatch log row {log_id} does not exist.")
-        reason = _verdict(row, now, stuck_after)
-        if reason:
-            return "skipped", reason
+        outcomes, won = with_retry(lambda: _look_and_lease(conn, ids, token, stuck_after))
+        if won:
+            try:
+                outcomes.update(with_retry(lambda: _work(conn, won, token, stuck_after)))
+            except Exception as exc:
+                outcomes.update(_after_failure(workspace, conn, won, token, exc, operator, action_id))
+    return [outcomes[i] for i in ids]
 
-        def lease() -> bool:
-            with conn.begin():
-                if insert_ignore(conn, nc_dispatch_attempt, {
-                        "log_id": log_id, "attempts": 0, "lease_until": now + LEASE, "owner": token,
-                        "updated_at": now}):
-                    return True
-            with conn.begin():
-                return conn.execute(update(nc_dispatch_attempt).where(and_(
-                    a.log_id == log_id, or_(a.lease_until.is_(None), a.lease_until < now)))
-                    .values(lease_until=now + LEASE, owner=token, updated_at=now)).rowcount == 1
-        if not with_retry(lease):
-            return "skipped", SKIP_LEASED
 
-        # 2. The work: lock the log row, re-check, deliver what is missing, complete — one transaction.
-        def work() -> tuple[str, str | None]:
-            with conn.begin():
-                now2 = db_now(conn)
-                current = conn.execute(select(dispatch_log).where(dispatch_log.c.id == log_id)
-                                       .with_for_update()).mappings().one()
-                why = _verdict(current, now2, stuck_after)
-                held = conn.execute(update(nc_dispatch_attempt).where(and_(
-                    a.log_id == log_id, a.owner == token)).values(
-                    attempts=a.attempts + (0 if why else 1), lease_until=None, owner=None,
-                    updated_at=now2, **({} if why else {"last_error": None}))).rowcount
-                if not held:
-                    return "skipped", SKIP_LEASED
-                if why:
-                    return "skipped", why
-                event = _event_of(current)
-                recipients, message = recipients_of(conn, event)
-                missing = sorted(set(recipients) - _holders(conn, event, recipients,
-                                                            current["dispatch_id"], message))
-                inserted = 0
-                if missing:
-                    inserted = insert_ignore(conn, notifications, _notification_rows(
-                        event, current["dispatch_id"], missing, message, now2))
-                conn.execute(update(dispatch_log).where(dispatch_log.c.id == log_id).values(
-                    status="completed", recipients_count=len(recipients), completed_at=now2,
-                    error_message=None))
+def _look_and_lease(conn, ids: list[int], token: str, stuck_after: dt.timedelta):
+    """Read the rows; lease those that may be retried now. Returns (outcomes so far, leased ids)."""
+    a = nc_dispatch_attempt.c
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    with conn.begin():
+        now = shared_now(conn)
+        rows = {r["id"]: r for r in conn.execute(select(dispatch_log).where(dispatch_log.c.id.in_(ids))).mappings()}
+        wanted = []
+        for i in ids:
+            row = rows.get(i)
+            if row is None:
+                outcomes[i] = ("failed", f"Dispatch log row {i} does not exist.")
+            elif why := _verdict(row, now, stuck_after):
+                outcomes[i] = ("skipped", why)
+            else:
+                wanted.append(i)
+        if not wanted:
+            return outcomes, []
+        inserted = insert_ignore(conn, nc_dispatch_attempt, [
+            {"log_id": i, "attempts": 0, "lease_until": now + LEASE, "owner": token, "updated_at": now}
+            for i in wanted])
+    if inserted < len(wanted):
+        # Some leases exist already: take over the expired ones (a transaction of its own, no lock upgrade).
+        with conn.begin():
+            conn.execute(update(nc_dispatch_attempt).where(and_(
+                a.log_id.in_(wanted), or_(a.lease_until.is_(None), a.lease_until < now)))
+                .values(lease_until=now + LEASE, owner=token, updated_at=now))
+            mine = set(conn.execute(select(a.log_id).where(a.log_id.in_(wanted), a.owner == token)).scalars())
+    else:
+        mine = set(wanted)
+    for i in wanted:
+        if i not in mine:
+            outcomes[i] = ("skipped", SKIP_LEASED)
+    return outcomes, [i for i in wanted if i in mine]
+
+
+def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[int, tuple[str, str | None]]:
+    """One transaction: lock the leased rows, re-check each, deliver what is missing, complete."""
+    a = nc_dispatch_attempt.c
+    n = notifications.c
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    with conn.begin():
+        now = shared_now(conn)
+        rows = {r["id"]: r for r in conn.execute(select(dispatch_log).where(dispatch_log.c.id.in_(ids))
+                                                 .order_by(dispatch_log.c.id).with_for_update()).mappings()}
+        held = set(conn.execute(select(a.log_id).where(a.log_id.in_(ids), a.owner == token)
+                                .with_for_update()).scalars())
+        go, stop = [], []
+        for i in ids:
+            why = SKIP_LEASED if i not in held else _verdict(rows[i], now, stuck_after)
+            if why:
+                outcomes[i] = ("skipped", why)
+                if i in held:
+                    stop.append(i)
+            else:
+                go.append(i)
+        if stop:
+            conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(stop), a.owner == token)
+                         .values(lease_until=None, owner=None, updated_at=now))
+        events = {i: _event_of(rows[i]) for i in go}
+        audiences, names = _audiences(conn, [e.issue_id for e in events.values()],
+                                      [e.actor_user_id for e in events.values()]) if go else ({}, {})
+        plans: dict[int, tuple[DispatchEvent, list[int], str]] = {}
+        for i in go:
+            try:
+                recipients, message = _recipients(events[i], audiences, names)
+            except _DeliveryError as exc:
+                outcomes[i] = ("failed", _failed_again(i, str(exc)))
+                _fail_in(conn, i, token, str(exc), now)
+                continue
+            plans[i] = (events[i], recipients, message)
+        known: dict[int, list[dict]] = {}
+        users = sorted({u for _e, r, _m in plans.values() for u in r})
+        if users:
+            for r in conn.execute(select(n.user_id, n.dispatch_id, n.type, n.issue_id, n.comment_id,
+                                         n.actor_user_id, n.message)
+                                  .where(n.issue_id.in_(sorted({e.issue_id for e, _r, _m in plans.values()})),
+                                         n.user_id.in_(users))).mappings():
+                known.setdefault(r["issue_id"], []).append(dict(r))
+        new_rows: list[dict] = []
+        by_count: dict[int, list[int]] = {}
+        for i, (event, recipients, message) in plans.items():
+            dispatch_id = rows[i]["dispatch_id"]
+            wanted = set(recipients)
+            mine = [k for k in known.get(event.issue_id, ()) if k["user_id"] in wanted]
+            missing = sorted(set(recipients) - _held(event, dispatch_id, message, mine))
+            fresh = _notification_rows(event, dispatch_id, missing, message, now)
+            new_rows.extend(fresh)
+            # What this item delivers counts for the next items of the same event in this batch.
+            known.setdefault(event.issue_id, []).extend(fresh)
+            outcomes[i] = ("skipped", SKIP_HELD) if recipients and not missing else ("retried", None)
+            by_count.setdefault(len(recipients), []).append(i)
+        inserted = insert_ignore(conn, notifications, new_rows) if new_rows else 0
+        if inserted != len(new_rows):
+            # Someone delivered some of these meanwhile (the unique (dispatch_id, user_id)
+            # key turned them away): alone, an item is judged by what it inserted; in a
+            # batch, each item runs again alone.
+            if len(plans) > 1:
+                raise _Contended()
+            [(i, (_e, recipients, _m))] = plans.items()
             if recipients and not inserted:
-                return "skipped", SKIP_HELD
-            return "retried", None
+                outcomes[i] = ("skipped", SKIP_HELD)
+        for count, group in by_count.items():
+            conn.execute(update(dispatch_log).where(dispatch_log.c.id.in_(group)).values(
+                status="completed", recipients_count=count, completed_at=now, error_message=None))
+        if plans:
+            conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(list(plans)), a.owner == token).values(
+                attempts=a.attempts + 1, lease_until=None, owner=None, updated_at=now, last_error=None))
+    return outcomes
 
-        try:
-            return with_retry(work)
-        except Exception as exc:
-            message = _error_text(exc)
-            _record_retry_failure(conn, log_id, token, message)
-            raise OperationFailed(f"Dispatch {log_id} failed again: {message.rstrip('.')}.") from None
+
+class _Contended(Exception):
+    """Notifications of a batch were inserted by someone else while it ran."""
+
+
+def _failed_again(log_id: int, message: str) -> str:
+    return f"Dispatch {log_id} failed again: {message.rstrip('.')}."
+
+
+def _fail_in(conn, log_id: int, token: str, message: str, now: dt.datetime) -> None:
+    """Record a failed retry of one row inside the caller's transaction, and give its lease back."""
+    a = nc_dispatch_attempt.c
+    conn.execute(update(dispatch_log).where(and_(
+        dispatch_log.c.id == log_id, dispatch_log.c.status.in_(("pending", "failed"))))
+        .values(status="failed", error_message=message))
+    conn.execute(update(nc_dispatch_attempt).where(and_(a.log_id == log_id, a.owner == token))
+                 .values(attempts=a.attempts + 1, last_error=message, lease_until=None,
+                         owner=None, updated_at=now))
+
+
+def _after_failure(workspace, conn, ids: list[int], token: str, exc: BaseException,
+                   operator: str, action_id: str) -> dict[int, tuple[str, str | None]]:
+    """The shared transaction failed: one item alone records its error; several run again alone."""
+    if conn.in_transaction():
+        conn.rollback()
+    if len(ids) == 1:
+        message = _error_text(exc)
+        _record_retry_failure(conn, ids[0], token, message)
+        return {ids[0]: ("failed", _failed_again(ids[0], message))}
+    _release(conn, ids, token)
+    return {i: retry_items(workspace, [str(i)], operator=operator, action_id=action_id)[0] for i in ids}
+
+
+def _release(conn, ids: list[int], token: str) -> None:
+    a = nc_dispatch_attempt.c
+
+    def run():
+        with conn.begin():
+            conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(ids), a.owner == token)
+                         .values(lease_until=None, owner=None))
+    try:
+        with_retry(run)
+    except (DBAPIError, SQLAlchemyError):
+        pass  # the leases expire by themselves
 
 
 def _record_retry_failure(conn, log_id: int, token: str, message: str) -> None:
-    a = nc_dispatch_attempt.c
-
     def run():
         if conn.in_transaction():
             conn.rollback()
         with conn.begin():
-            now = db_now(conn)
-            conn.execute(update(dispatch_log).where(and_(
-                dispatch_log.c.id == log_id, dispatch_log.c.status.in_(("pending", "failed"))))
-                .values(status="failed", error_message=message))
-            conn.execute(update(nc_dispatch_attempt).where(and_(a.log_id == log_id, a.owner == token))
-                         .values(attempts=a.attempts + 1, last_error=message, lease_until=None,
-                                 owner=None, updated_at=now))
+            _fail_in(conn, log_id, token, message, shared_now(conn))
     try:
         with_retry(run)
     except (DBAPIError, SQLAlchemyError):

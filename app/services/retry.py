@@ -17,7 +17,7 @@ import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
@@ -84,26 +84,27 @@ class _Workers:
             self._local.kwargs = kw
         return kw
 
-    def ordered(self, fn: Callable[[int], dict], items: Iterable[int]) -> Iterator[dict]:
-        """``fn(item)`` for every item on the pool, yielded in the items' order."""
+    def ordered(self, fn: Callable[[list[int]], list[dict]], items: list[int], chunk: int) -> Iterator[dict]:
+        """``fn(chunk of items)`` on the pool for every chunk; the records yielded in the items' order."""
+        chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
         with ExitStack() as stack:
             stack.callback(self._sessions.close)
             pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"retry-{self.source}")
             # On the way out (done, or the action taken over): start nothing new, wait for what runs.
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             pending: deque = deque()
-            it = iter(items)
+            it = iter(chunks)
             ahead = self.size * AHEAD_PER_WORKER
-            for item in it:
-                pending.append(pool.submit(fn, item))
+            for part in it:
+                pending.append(pool.submit(fn, part))
                 if len(pending) >= ahead:
                     break
             while pending:
-                result = pending.popleft().result()
+                records = pending.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
                     pending.append(pool.submit(fn, nxt))
-                yield result
+                yield from records
 
 
 def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
@@ -130,21 +131,37 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
             snapshot = list(dict.fromkeys(ids))
         workers = _Workers(workspace, source, workspace.config.actions.pool_size)
 
-        def one(item_id: int) -> dict:
+        def failure(exc: Exception) -> tuple[str, str]:
+            if isinstance(exc, ConsoleError):
+                return "failed", exc.message
+            return "failed", describe_db_error(source, exc) if hasattr(exc, "orig") \
+                else f"{type(exc).__name__}: {exc}"
+
+        def one(item_id: int) -> tuple[str, str | None]:
             try:
-                outcome, detail = module.retry_item(workspace, str(item_id), operator=ctx.operator,
-                                                    action_id=ctx.action_id, **workers.kwargs())
-            except ConsoleError as exc:
-                outcome, detail = "failed", exc.message
+                return module.retry_item(workspace, str(item_id), operator=ctx.operator,
+                                         action_id=ctx.action_id, **workers.kwargs())
             except Exception as exc:  # one item's failure never stops the rest
-                outcome, detail = "failed", describe_db_error(source, exc) if hasattr(exc, "orig") \
-                    else f"{type(exc).__name__}: {exc}"
-            return {"id": item_id, "outcome": outcome, "detail": detail}
+                return failure(exc)
+
+        def chunk_of(items: list[int]) -> list[dict]:
+            """A source that retries many items together (each still with its own guard and
+            outcome) gets them in chunks; an error of the whole chunk sends each item alone."""
+            outcomes = None
+            if len(items) > 1:
+                try:
+                    outcomes = module.retry_items(workspace, [str(i) for i in items], operator=ctx.operator,
+                                                  action_id=ctx.action_id, **workers.kwargs())
+                except Exception:  # noqa: BLE001 - each item again on its own, below
+                    outcomes = None
+            if outcomes is None:
+                outcomes = [one(i) for i in items]
+            return [{"id": i, "outcome": o, "detail": d} for i, (o, d) in zip(items, outcomes)]
 
         retried, skipped, failed = [], [], []
         records: list[dict] = []
         done = 0
-        for record in workers.ordered(one, snapshot):
+        for record in workers.ordered(chunk_of, snapshot, getattr(module, "RETRY_BATCH", 1)):
             records.append(record)
             item_id, outcome, detail = record["id"], record["outcome"], record["detail"]
             if outcome == "retried":

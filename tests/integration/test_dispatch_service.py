@@ -4,38 +4,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select
 
 from app.errors import UsageError
-from app.schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
+from app.schema import dispatch_log, nc_dispatch_attempt, notifications
 from app.services import dispatch as svc
-
-
-def seed_people(engine, *, issue_ids=(1,), reporter=1, assignee=2, watchers=(2, 3, 4), users=6):
-    """Users 1..users; issues with the given reporter, assignee and watchers."""
-    with engine.begin() as conn:
-        if not conn.execute(select(func.count()).select_from(dispatch_users)).scalar():
-            conn.execute(insert(dispatch_users), [
-                {"id": i, "email": f"u{i}@example.test", "display_name": f"User {i}"} for i in range(1, users + 1)])
-        for issue_id in issue_ids:
-            conn.execute(insert(issues), {"id": issue_id, "issue_key": f"OPS-{issue_id}", "title": f"Issue {issue_id}",
-                                          "reporter_id": reporter, "assignee_id": assignee})
-            if watchers:
-                conn.execute(insert(issue_watchers), [{"issue_id": issue_id, "user_id": u} for u in watchers])
-
-
-def notification_users(engine, **where):
-    n = notifications.c
-    q = select(n.user_id).order_by(n.user_id)
-    for col, value in where.items():
-        q = q.where(getattr(n, col) == value)
-    with engine.connect() as conn:
-        return list(conn.execute(q).scalars())
-
-
-def log_rows(engine):
-    with engine.connect() as conn:
-        return [dict(r) for r in conn.execute(select(dispatch_log).order_by(dispatch_log.c.id)).mappings()]
+from tests.helpers import log_rows, notification_users, seed_people  # noqa: F401 - other modules import them from here
 
 
 @pytest.mark.mariadb
