@@ -11,11 +11,22 @@ Every stage email and cart email the console sends is handed to exactly one
 
 The outbox (development) writes exactly one HTML file per email, named so
 that concurrent writers on any number of threads and processes never
-collide, and regenerates ``index.html`` atomically after each write.
+collide. ``index.html`` is kept at a constant cost per email: the email file
+is written and then one ``<tr>`` row is appended to the index with a single
+``O_APPEND`` write (the index has no closing tags, which browsers do not
+need). Writing an email and its row happens under a shared ``flock`` on the
+outbox directory; rebuilding the index from every file (``write_index``)
+takes the lock exclusively. So a rebuild never runs between an email's file
+and its row, and every email is listed exactly once: by its appended row,
+or by the rebuild that found its file. The index is rebuilt when a writer
+finds it missing, without this format's marker (the old format, rewritten in
+full after each email, or anything unreadable), or could not append its
+row; an index that cannot be written never fails the send.
 """
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import html as html_lib
 import json
 import os
@@ -27,11 +38,18 @@ import ssl
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
+
+try:  # POSIX: flock on the outbox directory
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+    import msvcrt
 
 from ..config import MailConfig, data_dir
 from ..errors import OperationFailed
@@ -318,10 +336,21 @@ def _html_to_text(html: str) -> str:
 _META_PREFIX = "<!-- nc-outbox "
 _META_SUFFIX = " -->"
 INDEX_NAME = "index.html"
+# An index with this marker near its start takes appended rows; any other is rebuilt.
+_INDEX_MARK = "<!-- nc-outbox-index 2 "
+_INDEX_HEAD = (
+    "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Outbox</title>\n"
+    "<style>table{counter-reset:n}tr[data-file]{counter-increment:n}"
+    "tr[data-file] td:first-child::before{content:counter(n)}</style></head><body>\n"
+    + _INDEX_MARK + "one row is appended per email, newest last; delete this file to have it rebuilt -->\n"
+    "<h1>Outbox</h1>\n"
+    "<table><tr><th>#</th><th>Created (UTC)</th><th>To</th><th>Subject</th></tr>\n")
+# Enough of the index's start to hold the marker.
+_INDEX_PEEK = 1024
 
 
 class OutboxTransport(MailTransport):
-    """One HTML file per email in ``directory`` plus a regenerated ``index.html``."""
+    """One HTML file per email in ``directory`` plus ``index.html``, one row appended per email."""
 
     name = "outbox"
 
@@ -346,49 +375,159 @@ class OutboxTransport(MailTransport):
         meta = {"to": email.to, "from": self.sender, "subject": email.subject, "message_id": message_id,
                 "created": now.isoformat(timespec="milliseconds") + "Z", "headers": email.headers or {}}
         body = _META_PREFIX + json.dumps(meta).replace("--", "\\u002d\\u002d") + _META_SUFFIX + "\n" + email.html
+        row = _index_row(name, meta).encode("utf-8")
+        index_state = ["ok"]
 
         def once(_deadline: float | None) -> str:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
-                _atomic_write(self.directory / name, body)
             except OSError as exc:
                 raise TransientMailError(f"The outbox {self.directory} cannot be written: {exc}") from None
+            # The file and its row under one shared lock: a rebuild (exclusive)
+            # sees either both or neither, so it never lists an email whose row
+            # is still to come.
+            with _outbox_lock(self.directory, exclusive=False) as locked:
+                try:
+                    _atomic_write(self.directory / name, body)
+                except OSError as exc:
+                    raise TransientMailError(f"The outbox {self.directory} cannot be written: {exc}") from None
+                index_state[0] = self._append_row(row) if locked else "unlocked"
             return message_id
 
         result = self._with_backoff(self.backoff, once, f"Writing to the outbox {self.directory}",
                                     budget_seconds)
-        # The email is in the outbox now; an index that cannot be rewritten is
-        # rebuilt by the next write and must not make the caller send again.
-        try:
-            self.write_index()
-        except OSError:
-            pass
+        # The email is in the outbox now; an index that cannot be brought up to
+        # date is rebuilt by a later write and must not make the caller send again.
+        if index_state[0] != "ok":
+            self._repair(index_state[0])
         return result
 
-    def write_index(self) -> None:
-        """Rewrite index.html until the listing it was built from is still current.
+    def _append_row(self, row: bytes) -> str:
+        """Append this email's row in one write: "ok", or why the index needs a rebuild.
 
-        Writers race on the index; each one re-lists after its replace and
-        writes again when a newer email appeared, so the last replace always
-        lists every email written before it.
+        "missing" and "stale" (no marker: the old format or unreadable) mean
+        the row was not written; "error" means it may be missing or partial.
         """
-        for _ in range(20):
-            listed = self.files()
-            _atomic_write(self.directory / INDEX_NAME, self._render_index(listed))
-            if self.files() == listed:
-                return
+        try:
+            fd = os.open(self.directory / INDEX_NAME, os.O_RDWR | os.O_APPEND | getattr(os, "O_BINARY", 0))
+        except FileNotFoundError:
+            return "missing"
+        except OSError:
+            return "error"
+        try:
+            if _INDEX_MARK.encode() not in os.read(fd, _INDEX_PEEK):
+                return "stale"
+            return "ok" if os.write(fd, row) == len(row) else "error"
+        except OSError:
+            return "error"
+        finally:
+            os.close(fd)
+
+    def _index_ok(self) -> bool:
+        try:
+            with (self.directory / INDEX_NAME).open("rb") as fh:
+                return _INDEX_MARK.encode() in fh.read(_INDEX_PEEK)
+        except OSError:
+            return False
+
+    def _repair(self, state: str) -> None:
+        """After an email's row could not be appended: have the index rebuilt so it lists every email once.
+
+        A valid index found after this email's lock was released was built by
+        a rebuild that listed its file, so it needs nothing more.
+        """
+        try:
+            if state in ("error", "unlocked"):
+                # The index may lack this email's row: remove it, so that every
+                # writer stops appending and the next one (or this one) rebuilds it.
+                try:
+                    (self.directory / INDEX_NAME).unlink()
+                except FileNotFoundError:
+                    pass
+                if state == "unlocked":
+                    return
+            with _outbox_lock(self.directory, exclusive=False) as locked:
+                if locked and self._index_ok():
+                    return
+            with _outbox_lock(self.directory, exclusive=True) as locked:
+                if locked and not self._index_ok():
+                    self._rebuild()
+        except OSError:
+            pass
+
+    def write_index(self) -> None:
+        """Rebuild index.html from every email file (cost grows with the outbox; for repairs and migration).
+
+        The index is removed first: writers that find it missing wait for a
+        rebuild instead of appending, so the exclusive lock is not starved.
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            (self.directory / INDEX_NAME).unlink()
+        except FileNotFoundError:
+            pass
+        with _outbox_lock(self.directory, exclusive=True):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        _atomic_write(self.directory / INDEX_NAME, self._render_index(self.files()))
 
     def _render_index(self, files: list[Path]) -> str:
-        rows = []
-        for path in reversed(files):
-            meta = _read_meta(path)
-            rows.append("<tr><td>{created}</td><td>{to}</td><td><a href=\"{href}\">{subject}</a></td></tr>".format(
-                created=html_lib.escape(meta.get("created", "")), to=html_lib.escape(meta.get("to", "")),
-                href=html_lib.escape(path.name), subject=html_lib.escape(meta.get("subject", path.name))))
-        return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Outbox</title></head><body>\n"
-                f"<h1>Outbox ({len(files)} emails)</h1>\n"
-                "<table><tr><th>Created (UTC)</th><th>To</th><th>Subject</th></tr>\n"
-                + "\n".join(rows) + "\n</table></body></html>\n")
+        return _INDEX_HEAD + "".join(_index_row(path.name, _read_meta(path)) for path in files)
+
+
+def _index_row(name: str, meta: dict) -> str:
+    """One email's line of the index: a table row, ``data-file`` naming its file."""
+    href = html_lib.escape(name)
+    cells = (html_lib.escape(str(meta.get(key, "")).replace("\n", " ")) for key in ("created", "to"))
+    subject = html_lib.escape(str(meta.get("subject") or name).replace("\n", " "))
+    return "<tr data-file=\"{href}\"><td></td><td>{}</td><td>{}</td><td><a href=\"{href}\">{subject}</a></td></tr>\n" \
+        .format(*cells, href=href, subject=subject)
+
+
+@contextmanager
+def _outbox_lock(directory: Path, *, exclusive: bool) -> Iterator[bool]:
+    """Lock the outbox for every thread and process (yields False when the lock cannot be had).
+
+    POSIX: ``flock`` on the directory itself, shared or exclusive; each call
+    opens its own descriptor, so threads of one process exclude each other
+    too. Elsewhere: a byte lock on ``.outbox.lock``, always exclusive.
+    """
+    try:
+        fd = _lock_outbox(directory, exclusive)
+    except OSError:
+        fd = None
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            if fcntl is None:  # pragma: no cover - Windows
+                try:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+                except OSError:
+                    pass
+            os.close(fd)  # releases a flock
+
+
+def _lock_outbox(directory: Path, exclusive: bool) -> int:
+    if fcntl is not None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    fd = os.open(directory / ".outbox.lock", os.O_RDWR | os.O_CREAT)  # pragma: no cover - Windows
+    while True:  # pragma: no cover - Windows
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+            return fd
+        except OSError as exc:  # LK_LOCK gives up after about 10 s; keep waiting
+            if exc.errno not in (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
+                os.close(fd)
+                raise
 
 
 def _read_meta(path: Path) -> dict:

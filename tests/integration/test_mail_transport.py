@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from email import message_from_bytes
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -374,18 +379,37 @@ def test_starttls_on_a_server_without_it_fails_at_once(smtp_server):
 # --------------------------------------------------------------------------
 # Outbox
 
+INDEX_MARK = "<!-- nc-outbox-index 2 "
+
+
+def index_rows(directory: Path) -> list[str]:
+    """The email files index.html lists, in its order (one row each, nothing else linked)."""
+    text = (directory / "index.html").read_text(encoding="utf-8")
+    assert INDEX_MARK in text[:1024]
+    rows = re.findall(r'<tr data-file="([^"]+)">', text)
+    assert text.count("<a href=") == len(rows)
+    return rows
+
+
+def old_style_index(files: list[Path]) -> str:
+    """index.html as the full-rewrite outbox wrote it (newest first, closed table)."""
+    rows = "\n".join(f'<tr><td>2026</td><td>admin@example.com</td><td><a href="{p.name}">{p.name}</a></td></tr>'
+                     for p in reversed(files))
+    return ("<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Outbox</title></head><body>\n"
+            f"<h1>Outbox ({len(files)} emails)</h1>\n"
+            "<table><tr><th>Created (UTC)</th><th>To</th><th>Subject</th></tr>\n" + rows + "\n</table></body></html>\n")
+
+
 def test_outbox_one_file_per_email_and_index(tmp_path):
     outbox = OutboxTransport(tmp_path / "outbox")
     ids = [outbox.send(email(n)) for n in range(3)]
     files = outbox.files()
     assert len(files) == 3 and len(set(ids)) == 3
+    assert index_rows(tmp_path / "outbox") == [f.name for f in files]  # oldest first, newest appended last
     index = (tmp_path / "outbox" / "index.html").read_text()
-    for f in files:
-        assert f.name in index
-    assert "Outbox (3 emails)" in index
-    assert "Order #2: driver added pickup images" in index
+    assert "Order #2: driver added pickup images" in index and "admin@example.com" in index
     assert "<b>#1</b>" in files[1].read_text()
-    assert not [p for p in (tmp_path / "outbox").iterdir() if p.name.endswith(".part")]
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == sorted([f.name for f in files] + ["index.html"])
 
 
 def test_outbox_concurrent_writers_never_collide(tmp_path):
@@ -410,10 +434,172 @@ def test_outbox_concurrent_writers_never_collide(tmp_path):
     assert errors == []
     files = OutboxTransport(outbox_dir).files()
     assert len(files) == 80
-    index = (outbox_dir / "index.html").read_text()
-    assert "Outbox (80 emails)" in index
-    assert all(f.name in index for f in files)
+    assert sorted(index_rows(outbox_dir)) == [f.name for f in files]
     assert sorted(p.name for p in outbox_dir.iterdir() if p.name.endswith(".part")) == []
+
+
+OUTBOX_WRITER = r"""
+import sys
+from app.services.mail import Email, OutboxTransport
+directory, worker, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+transport = OutboxTransport(directory)
+print("ready", flush=True)
+sys.stdin.readline()
+for i in range(n):
+    transport.send(Email(to="p@example.com", subject=f"Process {worker} email {i}", html="<p>x</p>"))
+"""
+
+
+def test_outbox_threads_and_processes_list_every_email_exactly_once_migrating_an_old_index(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    seed = OutboxTransport(outbox_dir)
+    for n in range(5):
+        seed.send(email(n))
+    (outbox_dir / "index.html").write_text(old_style_index(seed.files()))
+    per_writer = 150
+    repo = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", OUTBOX_WRITER, str(outbox_dir), str(w), str(per_writer)],
+                              cwd=repo, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for w in range(2)]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    barrier = threading.Barrier(8 + 1)
+    errors = []
+
+    def writer(w):
+        transport = OutboxTransport(outbox_dir)
+        barrier.wait()
+        try:
+            for n in range(per_writer):
+                transport.send(email(w * 1000 + n))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    barrier.wait()
+    for t in threads:
+        t.join()
+    for proc in procs:
+        proc.stdin.close()
+        assert proc.wait(timeout=120) == 0
+    assert errors == []
+    files = OutboxTransport(outbox_dir).files()
+    assert len(files) == 5 + 10 * per_writer
+    rows = index_rows(outbox_dir)
+    assert len(rows) == len(files) and sorted(rows) == [f.name for f in files]
+    assert "Outbox (5 emails)" not in (outbox_dir / "index.html").read_text()
+
+
+def test_outbox_rebuilds_while_writers_append_still_list_every_email_once(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    errors = []
+
+    def writer(w):
+        transport = OutboxTransport(outbox_dir)
+        try:
+            for n in range(120):
+                transport.send(email(w * 1000 + n))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    rebuilds = 0
+    rebuilder = OutboxTransport(outbox_dir)
+    while any(t.is_alive() for t in threads):
+        rebuilder.write_index()
+        rebuilds += 1
+    for t in threads:
+        t.join()
+    assert errors == [] and rebuilds > 0
+    files = rebuilder.files()
+    assert len(files) == 480
+    assert sorted(index_rows(outbox_dir)) == [f.name for f in files]
+
+
+def test_outbox_send_does_not_list_the_directory(tmp_path, monkeypatch):
+    outbox_dir = tmp_path / "outbox"
+    outbox = OutboxTransport(outbox_dir)
+    outbox.send(email(0))  # the first email creates the index
+    listings = []
+    real_iterdir, real_scandir, real_listdir, real_files = Path.iterdir, os.scandir, os.listdir, OutboxTransport.files
+    monkeypatch.setattr(Path, "iterdir", lambda self: (listings.append("iterdir"), real_iterdir(self))[1])
+    monkeypatch.setattr(os, "scandir", lambda *a: (listings.append("scandir"), real_scandir(*a))[1])
+    monkeypatch.setattr(os, "listdir", lambda *a: (listings.append("listdir"), real_listdir(*a))[1])
+    monkeypatch.setattr(OutboxTransport, "files", lambda self: (listings.append("files"), real_files(self))[1])
+    index = outbox_dir / "index.html"
+    for n in range(1, 201):
+        before = index.read_bytes()
+        outbox.send(email(n))
+        after = index.read_bytes()
+        # one row appended, nothing before it rewritten
+        assert after.startswith(before) and after[len(before):].count(b"\n") == 1
+    assert listings == []
+    monkeypatch.undo()
+    assert len(index_rows(outbox_dir)) == 201 == len(outbox.files())
+
+
+def test_outbox_missing_index_is_rebuilt(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    outbox = OutboxTransport(outbox_dir)
+    for n in range(3):
+        outbox.send(email(n))
+    (outbox_dir / "index.html").unlink()
+    outbox.send(email(3))
+    assert index_rows(outbox_dir) == [f.name for f in outbox.files()] and len(outbox.files()) == 4
+
+
+def test_outbox_old_format_index_is_migrated(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    outbox = OutboxTransport(outbox_dir)
+    for n in range(3):
+        outbox.send(email(n))
+    (outbox_dir / "index.html").write_text(old_style_index(outbox.files()))
+    outbox.send(email(3))
+    assert index_rows(outbox_dir) == [f.name for f in outbox.files()] and len(outbox.files()) == 4
+    assert "</html>" not in (outbox_dir / "index.html").read_text()
+    outbox.send(email(4))  # and appends from then on
+    assert index_rows(outbox_dir) == [f.name for f in outbox.files()] and len(outbox.files()) == 5
+
+
+@pytest.mark.parametrize("garbage", [b"", b"\x00\xff not an index", b"<html><body>something else</body></html>"])
+def test_outbox_unreadable_index_is_rebuilt(tmp_path, garbage):
+    outbox_dir = tmp_path / "outbox"
+    outbox = OutboxTransport(outbox_dir)
+    outbox.send(email(0))
+    (outbox_dir / "index.html").write_bytes(garbage)
+    outbox.send(email(1))
+    assert index_rows(outbox_dir) == [f.name for f in outbox.files()] and len(outbox.files()) == 2
+
+
+def test_outbox_index_that_cannot_be_written_never_fails_the_send(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    outbox_dir.mkdir()
+    (outbox_dir / "index.html").mkdir()  # cannot be opened, appended to, removed or replaced
+    backoff = RecordedBackoff()
+    outbox = OutboxTransport(outbox_dir, backoff=backoff)
+    message_id = outbox.send(email(1))
+    [f] = outbox.files()
+    assert message_id in f.read_text() and backoff.slept == []
+    (outbox_dir / "index.html").rmdir()
+    outbox.send(email(2))  # the next write rebuilds it
+    assert index_rows(outbox_dir) == [p.name for p in outbox.files()] and len(outbox.files()) == 2
+
+
+def test_outbox_write_index_is_a_full_rebuild(tmp_path):
+    outbox_dir = tmp_path / "outbox"
+    outbox = OutboxTransport(outbox_dir)
+    for n in range(3):
+        outbox.send(email(n))
+    (outbox_dir / "index.html").write_text(old_style_index(outbox.files()[:1]))
+    outbox.write_index()
+    assert index_rows(outbox_dir) == [f.name for f in outbox.files()]
 
 
 def test_transport_from_config_outbox_default(tmp_path):
