@@ -1,13 +1,31 @@
 """Mail transports: real SMTP and the development outbox.
 
 Every stage email and cart email the console sends is handed to exactly one
-``MailTransport.send`` call, which returns the message id or raises:
+``send`` call, on a transport or on one of its sessions, which returns the
+message id or raises:
 
 * ``TransientMailError`` — the server said "try later" (4xx), dropped the
   connection, timed out or refused it, and the bounded retries with
   exponential backoff and full jitter (seed 003) are used up;
 * ``PermanentMailError`` — the server refused the message for good (5xx),
   or the configuration cannot work (no STARTTLS, login refused): no retry.
+
+Sessions. ``with transport.session() as s: s.send(email, budget_seconds=...)``
+sends a batch; ``s`` keeps ``send``'s contract (and works with
+``send_within``). For SMTP the session keeps one connection (connected,
+EHLO, STARTTLS, logged in) from one email to the next and QUITs it at the
+end, instead of one connection per email. A connection the session reuses
+may have died while idle (server timeout, restart, 421): when it fails
+before DATA began, the attempt reconnects at once and sends on the new
+connection, inside the same budget; any other failure counts as an attempt
+of ``Backoff``. After an error the connection is dropped, except after a
+refusal the server answered (4xx/5xx other than 421), when it is kept only
+if RSET answers 250: a refused recipient does not poison the next email.
+An email is reported sent only after the server answered 250 to its DATA,
+and every attempt for one email carries the same Message-ID. A session is
+for one thread at a time (concurrent sends on one session wait for each
+other). ``SmtpTransport.send`` is a session of one email. The outbox and the
+memory transport have no connection: their session is the transport itself.
 
 The outbox (development) writes exactly one HTML file per email, named so
 that concurrent writers on any number of threads and processes never
@@ -116,6 +134,14 @@ class MailTransport:
 
     def send(self, email: Email, *, budget_seconds: float | None = None) -> str:  # pragma: no cover
         raise NotImplementedError
+
+    @contextmanager
+    def session(self) -> Iterator["MailTransport"]:
+        """A sender for a batch of emails, with ``send``'s contract; for one thread at a time.
+
+        Transports without a connection to keep are their own session.
+        """
+        yield self
 
     def _with_backoff(self, backoff: Backoff, once: Callable[[float | None], str], what: str,
                       budget_seconds: float | None = None) -> str:
@@ -238,45 +264,147 @@ class SmtpTransport(MailTransport):
         msg.add_alternative(email.html, subtype="html")
         return msg
 
+    @contextmanager
+    def session(self) -> Iterator["SmtpSession"]:
+        """One SMTP connection kept across the batch's sends, QUIT at the end."""
+        session = SmtpSession(self)
+        try:
+            yield session
+        finally:
+            session.close()
+
     def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
+        session = SmtpSession(self)
+        try:
+            return session.send(email, budget_seconds=budget_seconds)
+        finally:
+            # QUIT within this email's budget: the send is over when it is.
+            session.close(within_budget=True)
+
+    def _connect(self, remaining: Callable[[], float] | None) -> "_BoundedSMTP":
+        """A connection ready for MAIL FROM: connected, EHLO, STARTTLS and login as configured."""
+        smtp = _BoundedSMTP(self.timeout, remaining)
+        try:
+            smtp.connect(self.host, self.port)
+            smtp.ehlo()
+            if self.starttls:
+                smtp.starttls(context=self.tls_context or ssl.create_default_context())
+                smtp.ehlo()
+            if self.username:
+                smtp.login(self.username, self.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+
+class SmtpSession(MailTransport):
+    """Sends through one kept SMTP connection; made by ``SmtpTransport.session()``.
+
+    The connection is opened by the first send and kept for the next; see
+    the module docstring for when it is reconnected, dropped or kept.
+    """
+
+    name = "smtp"
+
+    def __init__(self, transport: SmtpTransport):
+        self.transport = transport
+        self.backoff = transport.backoff
+        self._smtp: _BoundedSMTP | None = None
+        self._lock = threading.Lock()
+
+    def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
+        t = self.transport
+        if t.username and t.password is None:
+            raise PermanentMailError("mail.username is set but NC_MAIL_PASSWORD is not: set it to log in")
         # One Message-ID for every attempt: a server that got the message but
         # whose answer was lost sees the same id again.
-        if self.username and self.password is None:
-            raise PermanentMailError("mail.username is set but NC_MAIL_PASSWORD is not: set it to log in")
-        message_id = _message_id(self.sender.rsplit("@", 1)[-1] if "@" in self.sender else None)
-        msg = self.build(email, message_id)
-        clock = self.backoff.clock
+        message_id = _message_id(t.sender.rsplit("@", 1)[-1] if "@" in t.sender else None)
+        msg = t.build(email, message_id)
+        clock = t.backoff.clock
 
         def once(deadline: float | None) -> str:
             remaining = None if deadline is None else (lambda: deadline - clock())
-            smtp = _BoundedSMTP(self.timeout, remaining)
-            try:
+            may_reconnect = True
+            while True:
+                smtp = self._smtp
+                reused = smtp is not None
                 try:
-                    smtp.connect(self.host, self.port)
-                    smtp.ehlo()
-                    if self.starttls:
-                        smtp.starttls(context=self.tls_context or ssl.create_default_context())
-                        smtp.ehlo()
-                    if self.username:
-                        smtp.login(self.username, self.password)
+                    if smtp is None:
+                        smtp = self._smtp = t._connect(remaining)
+                    else:
+                        smtp.bound_by(remaining)
+                    smtp.data_started = False
                     smtp.send_message(msg)
-                except MailError:
-                    raise
                 except Exception as exc:  # smtplib and socket raise many kinds; classify each
-                    raise _classify_smtp(exc, self.host, self.port) from None
-                # The server accepted the message: it is handed over. Whatever
-                # QUIT answers (421, a timeout, a dropped connection) changes
-                # nothing, and must not make anyone send it again.
-                try:
-                    smtp.quit()
-                except Exception:  # noqa: BLE001 - see above
-                    pass
-            finally:
-                smtp.close()
-            return message_id
+                    # A kept connection that died while idle fails before DATA:
+                    # the server cannot have the message, so send it on a new one.
+                    stale = reused and may_reconnect and not smtp.data_started and _connection_lost(exc)
+                    self._settle(exc)
+                    if stale:
+                        may_reconnect = False
+                        continue
+                    raise _classify_smtp(exc, t.host, t.port) from None
+                except BaseException:
+                    self._drop()
+                    raise
+                # 250 after DATA: the message is handed over.
+                return message_id
 
-        return self._with_backoff(self.backoff, once, f"Sending through {self.host}:{self.port}",
-                                  budget_seconds)
+        with self._lock:
+            return self._with_backoff(t.backoff, once, f"Sending through {t.host}:{t.port}", budget_seconds)
+
+    def _settle(self, exc: BaseException) -> None:
+        """After an error, keep the connection only if the server answered and RSET says it is ready."""
+        smtp = self._smtp
+        if smtp is None:
+            return
+        answered = False
+        if isinstance(exc, smtplib.SMTPResponseException):
+            answered = exc.smtp_code != 421
+        elif isinstance(exc, smtplib.SMTPRecipientsRefused):
+            answered = all(code != 421 for code, _msg in exc.recipients.values())
+        if answered and smtp.sock is not None:
+            try:
+                if smtp.rset()[0] == 250:
+                    return
+            except Exception:  # noqa: BLE001 - any doubt: drop it
+                pass
+        self._drop()
+
+    def _drop(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None:
+            smtp.close()
+
+    def close(self, *, within_budget: bool = False) -> None:
+        """QUIT and close the kept connection (bounded by the last email's budget, or by the timeout)."""
+        with self._lock:  # after a send still running on another thread, never in its middle
+            smtp, self._smtp = self._smtp, None
+        if smtp is None:
+            return
+        if not within_budget:
+            smtp.bound_by(None)
+        # Every email was answered already: whatever QUIT answers (421, a
+        # timeout, a dropped connection) changes nothing and must not make
+        # anyone send again.
+        try:
+            smtp.quit()
+        except Exception:  # noqa: BLE001 - see above
+            pass
+        finally:
+            smtp.close()
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """The server is gone from this connection (closed, reset, 421); not slow and not refusing."""
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return not isinstance(exc.__context__, TimeoutError)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return exc.smtp_code == 421
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code == 421 for code, _msg in exc.recipients.values())
+    return isinstance(exc, (ConnectionError, EOFError))
 
 
 class _BoundedSMTP(smtplib.SMTP):
@@ -290,7 +418,13 @@ class _BoundedSMTP(smtplib.SMTP):
     def __init__(self, timeout: float, remaining: Callable[[], float] | None):
         self._configured = timeout
         self._remaining = remaining
+        # Set when DATA starts: before it, the server cannot have accepted the message.
+        self.data_started = False
         super().__init__(timeout=timeout)
+
+    def bound_by(self, remaining: Callable[[], float] | None) -> None:
+        """Bound the next commands by another email's budget (None: the configured timeout only)."""
+        self._remaining = remaining
 
     def _left(self) -> float:
         if self._remaining is None:
@@ -322,6 +456,10 @@ class _BoundedSMTP(smtplib.SMTP):
     def starttls(self, *args, **kwargs):
         self._bound()  # the TLS handshake runs on the socket's timeout
         return super().starttls(*args, **kwargs)
+
+    def data(self, msg):
+        self.data_started = True
+        return super().data(msg)
 
 
 def _html_to_text(html: str) -> str:

@@ -19,8 +19,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from app.config import MailConfig
-from app.services.mail import (Backoff, Email, OutboxTransport, PermanentMailError, SmtpTransport,
-                               TransientMailError, transport_from_config)
+from app.services.mail import (Backoff, Email, MemoryTransport, OutboxTransport, PermanentMailError,
+                               SmtpTransport, TransientMailError, send_within, transport_from_config)
 
 
 def free_port() -> int:
@@ -116,12 +116,17 @@ class SlowEveryCommand(Counting):
 def smtp_server():
     started = []
 
-    def start(handler, **kwargs):
-        ctl = Controller(handler, hostname="127.0.0.1", port=free_port(), **kwargs)
+    def start(handler, port=None, **kwargs):
+        ctl = Controller(handler, hostname="127.0.0.1", port=port or free_port(), **kwargs)
         ctl.start()
         started.append(ctl)
         return ctl
 
+    def stop(ctl):
+        started.remove(ctl)
+        ctl.stop()
+
+    start.stop = stop
     yield start
     for ctl in started:
         ctl.stop()
@@ -377,6 +382,249 @@ def test_starttls_on_a_server_without_it_fails_at_once(smtp_server):
 
 
 # --------------------------------------------------------------------------
+# SMTP sessions: one connection for a batch
+
+class PerConnection(Counting):
+    """Accepts every message; counts connections (EHLOs) and QUITs, and which connection took what."""
+
+    def __init__(self):
+        super().__init__()
+        self.ehlos = 0
+        self.quits = 0
+        self.by_connection: dict[int, list[str]] = {}
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        with self.lock:
+            self.ehlos += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_QUIT(self, server, session, envelope):
+        with self.lock:
+            self.quits += 1
+        return "221 Bye"
+
+    async def handle_DATA(self, server, session, envelope):
+        result = await super().handle_DATA(server, session, envelope)
+        with self.lock:
+            self.by_connection.setdefault(id(session), []).append(self.messages[-1]["Message-ID"])
+        session.nc_accepted = getattr(session, "nc_accepted", 0) + 1
+        return result
+
+    def accepted_ids(self) -> list[str]:
+        return [m["Message-ID"] for m in self.messages]
+
+
+class ClosesAfter(PerConnection):
+    """Takes ``n`` messages per connection, then closes it when the next MAIL comes (silently or with 421)."""
+
+    def __init__(self, n, with_421):
+        super().__init__()
+        self.n = n
+        self.with_421 = with_421
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if getattr(session, "nc_accepted", 0) >= self.n:
+            if self.with_421:
+                await server.push("421 4.7.0 Too many messages on one connection")
+            server.transport.close()
+            return "421 4.7.0 closing"  # not written: the connection is closed
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
+class ClosesDuringData(PerConnection):
+    """Closes the connection instead of answering the end of DATA for the subjects in ``drop`` (once each)."""
+
+    def __init__(self, drop):
+        super().__init__()
+        self.drop = set(drop)
+        self.dropped: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = message_from_bytes(envelope.original_content or envelope.content)
+        if msg["Subject"] in self.drop:
+            self.drop.discard(msg["Subject"])
+            self.dropped.append(msg["Message-ID"])
+            server.transport.close()
+            return "250 OK"  # never written: the client cannot know whether it was taken
+        return await super().handle_DATA(server, session, envelope)
+
+
+class RefusesRecipient(PerConnection):
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("nobody@"):
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+class DeferTwicePerConnection(PerConnection):
+    """Answers 451 to the first two DATA it gets, then accepts."""
+
+    deferred = 0
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.lock:
+            if self.deferred < 2:
+                self.deferred += 1
+                return "451 4.3.0 Try again later"
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_a_session_sends_50_emails_over_one_connection(smtp_server):
+    handler = PerConnection()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    with transport.session() as session:
+        ids = [session.send(email(n), budget_seconds=30) for n in range(50)]
+        assert handler.quits == 0  # kept open between sends
+    assert handler.ehlos == 1 and len(handler.by_connection) == 1
+    assert handler.accepted_ids() == ids and len(set(ids)) == 50
+    assert [m["Subject"] for m in handler.messages] == [f"Order #{n}: driver added pickup images" for n in range(50)]
+    assert handler.quits == 1 and backoff.slept == []
+
+
+def test_an_unused_session_opens_no_connection(smtp_server):
+    handler = PerConnection()
+    ctl = smtp_server(handler)
+    with SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com").session():
+        pass
+    assert handler.ehlos == 0
+
+
+def test_plain_send_still_uses_one_connection_per_email(smtp_server):
+    handler = PerConnection()
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", backoff=RecordedBackoff())
+    ids = [transport.send(email(n)) for n in range(3)]
+    assert handler.accepted_ids() == ids and handler.ehlos == 3 and handler.quits == 3
+
+
+@pytest.mark.parametrize("with_421", [False, True], ids=["closed", "421"])
+def test_a_session_reconnects_when_the_server_closes_the_connection_between_emails(smtp_server, with_421):
+    handler = ClosesAfter(7, with_421)
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    with transport.session() as session:
+        ids = [session.send(email(n)) for n in range(30)]
+    assert handler.accepted_ids() == ids and len(set(ids)) == 30  # every email accepted exactly once
+    assert [len(v) for v in handler.by_connection.values()] == [7, 7, 7, 7, 2]
+    assert handler.ehlos == 5
+    assert backoff.slept == []  # a connection that died while idle costs no backoff wait
+
+
+def test_a_session_reconnects_after_the_server_restarts(smtp_server):
+    first = PerConnection()
+    ctl = smtp_server(first)
+    port = ctl.port
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=port, sender="console@example.com", backoff=backoff)
+    with transport.session() as session:
+        before = [session.send(email(n)) for n in range(3)]
+        smtp_server.stop(ctl)  # closes the session's connection
+        second = PerConnection()
+        smtp_server(second, port=port)
+        after = [session.send(email(n)) for n in range(3, 6)]
+    assert first.accepted_ids() == before and second.accepted_ids() == after
+    assert second.ehlos == 1 and backoff.slept == []
+
+
+def test_a_connection_lost_during_data_is_not_reported_sent_and_the_retry_delivers_it_once(smtp_server):
+    handler = ClosesDuringData(drop={"Order #2: driver added pickup images"})
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="console@example.com", backoff=backoff)
+    with transport.session() as session:
+        ids = [session.send(email(n)) for n in range(5)]
+    assert handler.accepted_ids() == ids
+    assert handler.dropped == [ids[2]]  # the retry carried the same Message-ID
+    assert len(backoff.slept) == 1  # the lost answer counts as a failed attempt: backoff, then a new connection
+    assert handler.ehlos == 2
+
+
+def test_a_session_reports_nothing_sent_when_every_attempt_loses_the_answer(smtp_server):
+    subject = "Order #1: driver added pickup images"
+
+    class AlwaysLoses(ClosesDuringData):
+        async def handle_DATA(self, server, session, envelope):
+            self.drop.add(subject)
+            return await super().handle_DATA(server, session, envelope)
+
+    handler = AlwaysLoses(drop=set())
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com",
+                              backoff=RecordedBackoff(attempts=3))
+    with transport.session() as session:
+        with pytest.raises(TransientMailError, match="failed 3 times"):
+            session.send(email(1))
+    assert handler.messages == [] and len(handler.dropped) == 3 and len(set(handler.dropped)) == 1
+
+
+def test_a_refused_recipient_fails_only_that_email_and_the_session_goes_on(smtp_server):
+    handler = RefusesRecipient()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", backoff=backoff)
+    bad = Email(to="nobody@example.com", subject="To nobody", html="<p>x</p>")
+    with transport.session() as session:
+        first = session.send(email(1))
+        with pytest.raises(PermanentMailError, match="550"):
+            session.send(bad)
+        second = session.send(email(2))
+    assert handler.accepted_ids() == [first, second]
+    assert [m["To"] for m in handler.messages] == ["admin@example.com", "admin@example.com"]
+    assert handler.ehlos == 1 and backoff.slept == []  # same connection, after RSET
+
+
+def test_a_session_retries_451_then_delivers_once(smtp_server):
+    handler = DeferTwicePerConnection()
+    ctl = smtp_server(handler)
+    backoff = RecordedBackoff()
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", backoff=backoff)
+    with transport.session() as session:
+        ids = [session.send(email(n)) for n in range(3)]
+    assert handler.deferred == 2 and handler.accepted_ids() == ids  # each once, the first after two 451s
+    assert len(backoff.slept) == 2 and handler.ehlos == 1  # a 451 leaves the connection usable (RSET)
+
+
+def test_send_within_a_session_keeps_the_budget(smtp_server):
+    handler = SlowData(delay=3.0)
+    ctl = smtp_server(handler)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", timeout=10,
+                              backoff=RecordedBackoff())
+    with transport.session() as session:
+        started = time.monotonic()
+        with pytest.raises(TransientMailError, match="timed out"):
+            send_within(session, email(), 1.0)
+        assert time.monotonic() - started < 1.5
+    assert handler.attempts == 1
+
+
+def test_a_session_logs_in_once_over_starttls(smtp_server, tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    logins = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        logins.append(session.ssl is not None)
+        return AuthResult(success=True)
+
+    handler = PerConnection()
+    ctl = smtp_server(handler, tls_context=server_ctx, require_starttls=True, authenticator=authenticator)
+    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True,
+                              username="console", password="pw", backoff=RecordedBackoff(),
+                              tls_context=ssl.create_default_context(cafile=str(cert)))
+    with transport.session() as session:
+        ids = [session.send(email(n)) for n in range(10)]
+    assert logins == [True] and handler.accepted_ids() == ids
+
+
+# --------------------------------------------------------------------------
 # Outbox
 
 INDEX_MARK = "<!-- nc-outbox-index 2 "
@@ -600,6 +848,18 @@ def test_outbox_write_index_is_a_full_rebuild(tmp_path):
     (outbox_dir / "index.html").write_text(old_style_index(outbox.files()[:1]))
     outbox.write_index()
     assert index_rows(outbox_dir) == [f.name for f in outbox.files()]
+
+
+def test_outbox_and_memory_sessions_are_the_transport(tmp_path):
+    outbox = OutboxTransport(tmp_path / "outbox")
+    with outbox.session() as s:
+        s.send(email(1), budget_seconds=5)
+        send_within(s, email(2), 5)
+    assert len(outbox.files()) == 2 and len(index_rows(tmp_path / "outbox")) == 2
+    memory = MemoryTransport()
+    with memory.session() as s:
+        s.send(email(1))
+    assert memory.count == 1
 
 
 def test_transport_from_config_outbox_default(tmp_path):
