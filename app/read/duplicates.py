@@ -10,7 +10,16 @@ the databases, and the cleanup service feeds them the rows it has locked.
   or beyond the window starts a new abandonment; unsent rows never count.
 * dispatch: more than one notification for the same (user_id, type,
   issue_id, comment_id, actor_user_id) — comment_id NULL equals NULL —
-  whatever their dispatch_id (legacy NULL ids included).
+  whatever their dispatch_id (legacy NULL ids included). A status change
+  can happen many times, so for ``status_changed`` the message (which names
+  the new status) is part of the key, and two of them are one event only
+  when no *other* status change of the same issue lies strictly between
+  them in time: a status_changed notification of that issue_id, to any
+  recipient, whose (actor_user_id, message) differs. Resolved, reopened,
+  resolved are three events; resolved twice with nothing between is a
+  duplicate. A key's time-ordered chain is split wherever such a change lies
+  between consecutive members; the issue's status changes (its *status
+  timeline*) come from ``fetch_status_timeline``.
 * orders: more than one email_log document per (order_id, event).
 * config rules: more than one row/document per key within ``window_hours``
   (anchored like the cart rule).
@@ -19,7 +28,11 @@ In every group the kept member is the earliest (time, then id).
 
 Scans are two-phase, so they stay fast at production size: phase 1 finds the
 candidate keys with a GROUP BY on an index (``db upgrade`` creates them);
-phase 2 fetches only the rows of those keys and applies the rule above.
+phase 2 fetches only the rows of those keys and applies the rule above
+(dispatch: with the status timeline of their issues, one query per batch of
+issues, each bounded to the [first, last] span of the candidate keys, on
+index ``nc_notif_issue_status``). An incremental scan that sees a new status
+change re-examines the status keys of its issue that reach past it.
 The cart rule's scans without a text filter read the console's member index
 instead (``app.read.cart_members``: the sent rows of every key with two or
 more, kept up to date incrementally), because one pass over the 2 M-row log
@@ -30,6 +43,7 @@ memory, or the two-phase scan while the index has never been built.
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 
 import datetime as dt
@@ -40,7 +54,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import DateTime, and_, case, column, func, or_, select, table, tuple_
 from sqlalchemy.exc import DBAPIError
@@ -61,6 +75,7 @@ DISPATCH_KEY = ("user_id", "type", "issue_id", "comment_id", "actor_user_id")
 # The grouping key: the semantic key plus, for status changes, the message.
 DISPATCH_GROUP_KEY = DISPATCH_KEY + ("event_detail",)
 ORDER_KEY = ("order_id", "event")
+STATUS_CHANGED = "status_changed"
 
 # Keys per phase-2 query: small enough for the planner to use index ranges.
 KEY_BATCH = 400
@@ -97,14 +112,16 @@ def _as_time(value):
 
 def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tuple[str, ...],
                time_field: str, id_field: str = "id", window: dt.timedelta | None = None,
-               evidence_fields: tuple[str, ...] = (), id_as_str: bool = False) -> list[DuplicateGroup]:
+               evidence_fields: tuple[str, ...] = (), id_as_str: bool = False,
+               split: Callable[[dict, dict], bool] | None = None) -> list[DuplicateGroup]:
     """Group rows sharing ``key_fields``; with ``window``, anchored chains.
 
     A chain is anchored at the earliest row of a key; each later row whose
     time is less than ``window`` after the anchor joins it; the first row at
     or beyond the window anchors the next chain. Without ``window`` every row
-    of a key is one group. Only groups of two or more are returned, ordered
-    by first time, then kept id.
+    of a key is one group. ``split(previous, row)`` true also ends a chain
+    between two consecutive rows of a key (``row`` anchors the next). Only
+    groups of two or more are returned, ordered by first time, then kept id.
     """
     by_key: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -117,7 +134,8 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
         chains: list[list[dict]] = []
         for row in members:
             if chains and (window is None or
-                           _time_key(row.get(time_field)) - _time_key(chains[-1][0].get(time_field)) < window):
+                           _time_key(row.get(time_field)) - _time_key(chains[-1][0].get(time_field)) < window) \
+                    and (split is None or not split(chains[-1][-1], row)):
                 chains[-1].append(row)
             else:
                 chains.append([row])
@@ -154,18 +172,173 @@ def _dispatch_event_detail(row: dict):
     event; a status change by one person on one issue can happen many times,
     so for those the message (``… changed OPS-1 to closed``) is part of the key.
     """
-    return row.get("message") if row.get("type") == "status_changed" else None
+    return row.get("message") if row.get("type") == STATUS_CHANGED else None
 
 
-def group_dispatch_rows(rows: Iterable[dict]) -> list[DuplicateGroup]:
-    """Dispatch duplicates: notifications of the same semantic event for the same user."""
-    keyed = [dict(r, event_detail=_dispatch_event_detail(r)) for r in rows]
+# issue_id -> that issue's status changes as (created_at, actor_user_id, message), by time.
+StatusTimeline = Mapping[object, Sequence[tuple]]
+
+
+class _StatusChanges:
+    """The status timeline of some issues, asked "another change between these two times?"."""
+
+    def __init__(self, timeline: StatusTimeline | None, rows: list[dict]):
+        by_issue: dict = defaultdict(list)
+        for issue_id, changes in (timeline or {}).items():
+            by_issue[issue_id].extend((_time_key(_as_time(at)), actor, message) for at, actor, message in changes)
+        # The rows' own status changes belong to their issue's timeline whatever
+        # the caller fetched (a change listed twice changes no answer).
+        for r in rows:
+            if r.get("type") == STATUS_CHANGED:
+                by_issue[r.get("issue_id")].append((_time_key(r.get("created_at")), r.get("actor_user_id"),
+                                                    r.get("message")))
+        self._times: dict = {}
+        self._times_of: dict = {}
+        for issue_id, changes in by_issue.items():
+            changes.sort(key=lambda c: c[0])
+            self._times[issue_id] = [c[0] for c in changes]
+            per_event: dict = defaultdict(list)
+            for at, actor, message in changes:
+                per_event[(actor, message)].append(at)
+            self._times_of[issue_id] = per_event
+
+    def other_between(self, issue_id, actor, message, after, before) -> bool:
+        """A change of ``issue_id`` other than (actor, message) strictly between the two times."""
+        if not after < before:
+            return False
+        times = self._times.get(issue_id, ())
+        total = bisect.bisect_left(times, before) - bisect.bisect_right(times, after)
+        if total == 0:
+            return False
+        same = self._times_of[issue_id].get((actor, message), ())
+        return total > bisect.bisect_left(same, before) - bisect.bisect_right(same, after)
+
+
+def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | None = None) -> list[DuplicateGroup]:
+    """Dispatch duplicates: notifications of the same semantic event for the same user.
+
+    ``status_timeline`` (issue_id -> [(created_at, actor_user_id, message)],
+    see ``fetch_status_timeline``) holds the status changes of the rows'
+    issues to any recipient; two status changes of a key with another
+    change of their issue between them are two events. The rows' own status
+    changes always count, so without a timeline the rows are the only history.
+    """
+    keyed = []
+    for r in rows:
+        if isinstance(r.get("created_at"), str):
+            r = dict(r, created_at=_as_time(r["created_at"]))
+        keyed.append(dict(r, event_detail=_dispatch_event_detail(r)))
+    changes = _StatusChanges(status_timeline, keyed)
+
+    def split(prev: dict, row: dict) -> bool:
+        return row.get("type") == STATUS_CHANGED and changes.other_between(
+            row.get("issue_id"), row.get("actor_user_id"), row.get("message"),
+            _time_key(prev.get("created_at")), _time_key(row.get("created_at")))
+
     groups = group_rows(keyed, source="dispatch", rule=DISPATCH_RULE, key_fields=DISPATCH_GROUP_KEY,
-                        time_field="created_at", evidence_fields=("dispatch_id", "is_read"))
+                        time_field="created_at", evidence_fields=("dispatch_id", "is_read"), split=split)
     # The detail shows in the key only where it takes part (status changes).
     return [g if g.key.get("event_detail") is not None else
             dataclasses.replace(g, key={k: v for k, v in g.key.items() if k != "event_detail"})
             for g in groups]
+
+
+def _status_spans(rows: Iterable[dict]) -> dict:
+    """issue_id -> merged [first, last] spans of the status keys with two or more rows."""
+    spans_of: dict = {}
+    for r in rows:
+        if r.get("type") != STATUS_CHANGED:
+            continue
+        at = _time_key(_as_time(r.get("created_at")))
+        key = tuple(r.get(k) for k in DISPATCH_KEY) + (r.get("message"),)
+        lo, hi, n = spans_of.get(key, (at, at, 0))
+        spans_of[key] = (min(lo, at), max(hi, at), n + 1)
+    by_issue: dict = defaultdict(list)
+    for key, (lo, hi, n) in spans_of.items():
+        if n > 1 and lo < hi:   # nothing lies strictly between rows of one time
+            by_issue[key[2]].append((lo, hi))
+    merged: dict = {}
+    for issue_id, spans in by_issue.items():
+        spans.sort()
+        out = [list(spans[0])]
+        for lo, hi in spans[1:]:
+            if lo <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], hi)
+            else:
+                out.append([lo, hi])
+        merged[issue_id] = [tuple(s) for s in out]
+    return merged
+
+
+def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> dict:
+    """The status timeline ``group_dispatch_rows`` needs for ``rows``.
+
+    Only what can split a group: the status_changed notifications (any
+    recipient, any actor) of the issues of ``rows``' status keys with two or
+    more rows, within each key's [first, last] (overlapping spans of one
+    issue merged). One query per batch of ``KEY_BATCH`` spans, each an index
+    range on ``nc_notif_issue_status`` (issue_id, type, created_at).
+    ``lock`` (cleanup) reads with a share lock, so the changes read, and on
+    MariaDB the gaps between them, hold until the transaction ends: a status
+    change committing meanwhile cannot land unseen between two rows the
+    cleanup takes for one event.
+    """
+    spans = _status_spans(rows)
+    if not spans:
+        return {}
+    t = notifications.c
+    ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=_id_key) for lo, hi in spans[issue_id]]
+    timeline: dict = defaultdict(list)
+    for batch in _batched(ranges, KEY_BATCH):
+        stmt = select(t.issue_id, t.created_at, t.actor_user_id, t.message).where(
+            t.type == STATUS_CHANGED,
+            or_(*[and_(t.issue_id == issue_id, t.created_at >= lo, t.created_at <= hi)
+                  for issue_id, lo, hi in batch]))
+        if lock and conn.dialect.name != "sqlite":
+            stmt = stmt.with_for_update(read=True)
+        for issue_id, at, actor, message in conn.execute(stmt):
+            timeline[issue_id].append((_as_time(at), actor, message))
+    for changes in timeline.values():
+        changes.sort(key=lambda c: _time_key(c[0]))
+    return dict(timeline)
+
+
+def group_dispatch_rows_in(conn, rows: Iterable[dict], *, lock: bool = False) -> list[DuplicateGroup]:
+    """``group_dispatch_rows`` of ``rows`` with their status timeline read on ``conn``.
+
+    The one way the scans and cleanup apply the dispatch rule to rows from
+    the database.
+    """
+    rows = list(rows)
+    return group_dispatch_rows(rows, status_timeline=fetch_status_timeline(conn, rows, lock=lock))
+
+
+def _status_keys_after(conn, points: list[tuple]) -> set:
+    """Status keys of the issues of ``points`` ((key, time) of new or changed
+    rows) with a row after the earliest such time of their issue.
+
+    A new status change (any recipient, any actor) can split a group of its
+    issue only if the group has members on both sides of it; every such key
+    has a row after it. One query per batch of issues, index ranges on
+    ``nc_notif_issue_status``.
+    """
+    first: dict = {}
+    for key, at in points:
+        if key[1] != STATUS_CHANGED:
+            continue
+        at = _time_key(_as_time(at))
+        if key[2] not in first or at < first[key[2]]:
+            first[key[2]] = at
+    if not first:
+        return set()
+    t = notifications.c
+    key_cols = (t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id)
+    keys: set = set()
+    for batch in _batched(sorted(first.items(), key=lambda kv: _id_key(kv[0])), KEY_BATCH):
+        stmt = select(*key_cols).distinct().where(
+            t.type == STATUS_CHANGED, or_(*[and_(t.issue_id == i, t.created_at > at) for i, at in batch]))
+        keys.update(tuple(r) for r in conn.execute(stmt))
+    return keys
 
 
 def group_order_logs(docs: Iterable[dict]) -> list[DuplicateGroup]:
@@ -272,6 +445,11 @@ class SqlRuleSpec:
     filter_cols: tuple = ()
     filter_int_cols: tuple = ()
     changed_cols: tuple = ()             # indexed time columns re-read for late commits and late changes
+    group_in: object = None              # (conn, rows) -> groups, for a rule that reads more than the rows
+    related_keys: object = None          # (conn, [(key, time)] of touched rows) -> more keys to re-examine
+
+    def groups_of(self, conn, rows: list[dict]) -> list[DuplicateGroup]:
+        return self.group_in(conn, rows) if self.group_in is not None else self.group(rows)
 
 
 def _cart_spec(workspace) -> SqlRuleSpec:
@@ -293,7 +471,8 @@ def _dispatch_spec(workspace) -> SqlRuleSpec:
         time_col=t.created_at, id_col=t.id,
         fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.message, t.created_at,
                     t.dispatch_id, t.is_read),
-        group=group_dispatch_rows, filter_cols=(t.type, t.dispatch_id, t.message),
+        group=group_dispatch_rows, group_in=group_dispatch_rows_in, related_keys=_status_keys_after,
+        filter_cols=(t.type, t.dispatch_id, t.message),
         filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))
 
 
@@ -371,12 +550,12 @@ def _rows_for_keys(conn, spec: SqlRuleSpec, keys: list[tuple]) -> list[dict]:
 def _scan_sql(conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
     keys = _candidate_keys(conn, spec, since=since, filter_text=filter_text)
     if limit is None:
-        return _finish(spec.group(_rows_for_keys(conn, spec, keys)), since, None)
+        return _finish(spec.groups_of(conn, _rows_for_keys(conn, spec, keys)), since, None)
     # With a limit: take candidate keys by latest activity until enough
     # groups pass the window check (a key may hold no group within it).
     groups: list[DuplicateGroup] = []
     for batch in _batched(keys, max(limit, KEY_BATCH)):
-        groups.extend(spec.group(_rows_for_keys(conn, spec, batch)))
+        groups.extend(spec.groups_of(conn, _rows_for_keys(conn, spec, batch)))
         if len([g for g in groups if since is None or (g.last_at and g.last_at >= since)]) >= limit:
             break
     return _finish(groups, since, limit)
@@ -638,8 +817,13 @@ class IncrementalScan:
 
 
 def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
-    """(rule, key tuple) of a group, as in ``IncrementalScan.touched``."""
-    return (group.rule, tuple(group.key.values()))
+    """(rule, key tuple) of a group, as in ``IncrementalScan.touched``.
+
+    The scans touch keys of the rule's key columns; a status change group's
+    ``event_detail`` (its message) is not one of them, so a touched key
+    covers the groups of every status of that key.
+    """
+    return (group.rule, tuple(v for k, v in group.key.items() if k != "event_detail"))
 
 
 def apply_scan(state: dict, scan) -> dict:
@@ -660,12 +844,17 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
 
     Returns (keys, new high-water id, the changed rows seen: {id: time}). A
     row the previous scan already saw with the same change time is no news.
+    With ``spec.related_keys``, also the keys whose groups the news can
+    change (dispatch: the status keys a new status change may split).
     """
     keys: set = set()
+    points: list = []          # (key, time) of every row that is news
     top = last_id
-    stmt = select(spec.id_col, *spec.key_cols).where(spec.id_col > last_id).order_by(spec.id_col)
+    stmt = select(spec.id_col, spec.time_col, *spec.key_cols).where(spec.id_col > last_id).order_by(spec.id_col)
     for row in conn.execute(stmt):
-        keys.add(tuple(row[1:]))
+        key = tuple(row[2:])
+        keys.add(key)
+        points.append((key, row[1]))
         top = row[0]
     seen: dict = {}
     recent = recent or {}
@@ -673,13 +862,17 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
     # by created_at (idx_created). Config rules' tables may lack a time index:
     # their id cursor alone marks new rows.
     for col in spec.changed_cols:
-        stmt = select(spec.id_col, col, *spec.key_cols).where(col >= changed_since)
+        stmt = select(spec.id_col, col, spec.time_col, *spec.key_cols).where(col >= changed_since)
         for row in conn.execute(stmt):
             rid, at = row[0], row[1]
             seen[(col.name, rid)] = at
             if recent.get((col.name, rid)) != at or rid > last_id:
-                keys.add(tuple(row[2:]))
-    keys |= _keys_of_actions_sql(conn, spec, changed_since, recent, seen)
+                key = tuple(row[3:])
+                keys.add(key)
+                points.append((key, row[2]))
+    keys |= _keys_of_actions_sql(conn, spec, changed_since, recent, seen, points)
+    if spec.related_keys is not None and points:
+        keys |= spec.related_keys(conn, points)
     return keys, top, seen
 
 
@@ -703,14 +896,16 @@ def _undo_target(kind: str, params) -> str | None:
     return target if isinstance(target, str) and target else None
 
 
-def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: dict, seen: dict) -> set:
+def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: dict, seen: dict,
+                        points: list | None = None) -> set:
     """Keys of ``spec``'s rows that console actions archived or restored since ``since``.
 
     A cleanup deletes rows and an undo puts them back with their old ids and
     times: neither shows in the id cursor or the change times, so the
     actions' archive entries name the keys. An action counts when it began,
     finished or beat its heartbeat since ``since`` or is still running; one
-    the previous scan saw in the same state is no news.
+    the previous scan saw in the same state is no news. The (key, time) of
+    each row archived or restored is added to ``points``.
     """
     a = nc_action.c
     action_ids: set = set()
@@ -736,7 +931,13 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
             except ValueError:
                 continue
             if isinstance(row, dict):
-                keys.add(tuple(row.get(n) for n in names))
+                key = tuple(row.get(n) for n in names)
+                keys.add(key)
+                if points is not None:
+                    at = row.get(spec.time_col.name)
+                    if isinstance(at, dict) and isinstance(at.get("$dt"), str):  # the archive's typed datetime
+                        at = at["$dt"]
+                    points.append((key, _as_time(at)))
     return keys
 
 
@@ -789,7 +990,7 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
             recent[spec.rule] = seen
             keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
             touched.update((spec.rule, k) for k in keys)
-            found = spec.group(_rows_for_keys(conn, spec, keys))
+            found = spec.groups_of(conn, _rows_for_keys(conn, spec, keys))
             if filter_text:
                 picked = _keys_matching(conn, spec, keys, filter_text)
                 found = [g for g in found if _sql_key_of(g, spec) in picked]

@@ -34,11 +34,18 @@ def _check_source(source: str) -> None:
         raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
 
 
-def _regroup(workspace, source: str, rows: list[dict]):
+def _regroup(workspace, source: str, rows: list[dict], conn=None):
+    """The groups of the rows a cleanup holds, by the read side's rules.
+
+    Dispatch: with the status timeline of their issues read on ``conn``, in
+    the cleanup's transaction and share-locked, so another status change
+    between two rows (committed before, or committing while the cleanup
+    runs) keeps them apart.
+    """
     if source == "cart":
         return dup.group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
     if source == "dispatch":
-        return dup.group_dispatch_rows(rows)
+        return dup.group_dispatch_rows_in(conn, rows, lock=True)
     return dup.group_order_logs(rows)
 
 
@@ -86,7 +93,7 @@ def _apply_sql(workspace, source: str, planned, ctx) -> dict:
         with workspace.engine(source).begin() as conn:
             now = db_now(conn)
             rows = lock_rows(conn, table, member_ids)
-            groups = [g for g in _regroup(workspace, source, rows) if g.remove_ids]
+            groups = [g for g in _regroup(workspace, source, rows, conn) if g.remove_ids]
             remove = {int(i) for g in groups for i in g.remove_ids}
             doomed = [r for r in rows if r["id"] in remove]
             archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
