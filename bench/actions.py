@@ -234,6 +234,7 @@ class CountingHandler:
         self.lock = threading.Lock()
         self.count = 0
         self.log_ids: list[str] = []
+        self.peers: set = set()       # client (host, port) pairs: the connections the messages came over
         self._parser = BytesHeaderParser()
 
     async def handle_DATA(self, server, session, envelope):
@@ -241,12 +242,14 @@ class CountingHandler:
         with self.lock:
             self.count += 1
             self.log_ids.append(headers.get("X-NC-Cart-Log-Id") or "")
+            self.peers.add(tuple(session.peer) if isinstance(session.peer, (list, tuple)) else session.peer)
         return "250 Message accepted for delivery"
 
-    def take(self) -> tuple[int, list[str]]:
+    def take(self) -> tuple[int, list[str], int]:
+        """(messages, their cart log ids, connections) since the last take; then start counting afresh."""
         with self.lock:
-            out = (self.count, self.log_ids)
-            self.count, self.log_ids = 0, []
+            out = (self.count, self.log_ids, len(self.peers))
+            self.count, self.log_ids, self.peers = 0, [], set()
         return out
 
 
@@ -460,7 +463,10 @@ def bench_cart_retry(server: Server, args, transport: str, smtp: SmtpServer | No
               f"retried {out['retried']}, skipped {len(out['skipped'])}, failed {len(out['failed'])} "
               f"(first: {(out['failed'] or out['skipped'] or [None])[0]})")
         if transport == "smtp":
-            count, log_ids = smtp.handler.take()
+            count, log_ids, connections = smtp.handler.take()
+            print(f"  console: the SMTP server accepted {count} messages over {connections} connections",
+                  flush=True)
+            res.notes.append(f"{connections} SMTP connections")
             check(res, count == n, f"console: the SMTP server accepted {count} messages, expected {n}")
             check(res, len(set(log_ids)) == n, f"console: the messages name {len(set(log_ids))} distinct "
                                                f"cart rows, expected {n}")
@@ -475,7 +481,7 @@ def bench_cart_retry(server: Server, args, transport: str, smtp: SmtpServer | No
         finally:
             conn.close()
         if transport == "smtp":
-            count, _ = smtp.handler.take()
+            count, _, _ = smtp.handler.take()
             check(res, count == n, f"floor: the SMTP server accepted {count} messages, expected {n}")
         else:
             files = list(floor_out.glob("*.html"))
