@@ -29,11 +29,11 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, case, delete, insert, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import OperationFailed, UsageError
-from ..read.cart_supersede import SentRow, superseded_reason, superseding_row
+from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sources import describe_db_error
 from ..sqlutil import insert_ignore, shared_now, with_retry
@@ -95,42 +95,61 @@ def _claim_key(user_id: int, cart_hash: str):
     return and_(nc_cart_claim.c.user_id == user_id, nc_cart_claim.c.cart_hash == cart_hash)
 
 
-def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
-                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool):
-    """Claim (user, cart) for one email: (True, None) for exactly one caller, else (False, claim row).
+def _take_claims(conn, wanted: list[tuple[int, str, int | None]], token: str, *, in_progress: dt.timedelta,
+                 window: dt.timedelta, failed_any_age: bool) -> dict[tuple[int, str], tuple | None]:
+    """Claim each (user, cart) of ``wanted`` = [(user_id, cart_hash, log_id)] for one email.
+
+    Returns, per key, None when this caller holds the claim now, else what it
+    saw instead: (now, claim row). One insert claims every free key; the keys
+    that had a claim are taken over only where that claim is finished (sent
+    beyond the window, or sending/failed past the in-progress window), by
+    exactly one of any number of callers.
 
     The insert and the takeover run in separate transactions: a loser's
     duplicate-key check holds a shared lock that would deadlock with another
     loser's update in the same transaction.
     """
+    c = nc_cart_claim.c
+    keys = [(uid, chash) for uid, chash, _ in wanted]
+
     def insert_tx():
         with conn.begin():
-            return insert_ignore(conn, nc_cart_claim, {
-                "user_id": user_id, "cart_hash": cart_hash, "log_id": log_id, "state": "sending",
-                "claimed_at": shared_now(conn), "sent_at": None, "owner": token}) == 1
+            now = shared_now(conn)
+            return insert_ignore(conn, nc_cart_claim, [
+                {"user_id": uid, "cart_hash": chash, "log_id": log_id, "state": "sending",
+                 "claimed_at": now, "sent_at": None, "owner": token} for uid, chash, log_id in wanted])
 
-    if _db(insert_tx):
-        return True, None
+    if _db(insert_tx) == len(wanted):
+        return dict.fromkeys(keys)
 
     def takeover_tx():
         with conn.begin():
             now = shared_now(conn)
-            failed = nc_cart_claim.c.state == "failed"
+            failed = c.state == "failed"
             if not failed_any_age:
-                failed = and_(failed, nc_cart_claim.c.claimed_at < now - in_progress)
+                failed = and_(failed, c.claimed_at < now - in_progress)
             finished = or_(
-                and_(nc_cart_claim.c.state == "sent", nc_cart_claim.c.sent_at < now - window),
-                and_(nc_cart_claim.c.state == "sending", nc_cart_claim.c.claimed_at < now - in_progress),
+                and_(c.state == "sent", c.sent_at < now - window),
+                and_(c.state == "sending", c.claimed_at < now - in_progress),
                 failed)
-            result = conn.execute(update(nc_cart_claim).where(_claim_key(user_id, cart_hash), finished)
-                                  .values(state="sending", claimed_at=now, sent_at=None, owner=token,
-                                          log_id=log_id))
-            if result.rowcount == 1:
-                return True, None
-            row = conn.execute(select(nc_cart_claim).where(_claim_key(user_id, cart_hash))).mappings().first()
-            return False, (now, row and dict(row))
+            mine = or_(c.owner.is_(None), c.owner != token)   # not the keys this caller just inserted
+            whens = [(_claim_key(uid, chash), log_id) for uid, chash, log_id in wanted if log_id is not None]
+            conn.execute(update(nc_cart_claim).where(tuple_(c.user_id, c.cart_hash).in_(keys), mine, finished)
+                         .values(state="sending", claimed_at=now, sent_at=None, owner=token,
+                                 log_id=case(*whens, else_=None) if whens else None))
+            rows = {(r["user_id"], r["cart_hash"]): dict(r) for r in conn.execute(
+                select(nc_cart_claim).where(tuple_(c.user_id, c.cart_hash).in_(keys))).mappings()}
+            return {k: None if rows.get(k, {}).get("owner") == token else (now, rows.get(k)) for k in keys}
 
     return _db(takeover_tx)
+
+
+def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
+                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool):
+    """Claim (user, cart) for one email: (True, None) for exactly one caller, else (False, what it saw)."""
+    seen = _take_claims(conn, [(user_id, cart_hash, log_id)], token, in_progress=in_progress, window=window,
+                        failed_any_age=failed_any_age)[(user_id, cart_hash)]
+    return seen is None, seen
 
 
 def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
@@ -266,7 +285,10 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
 
 
 # --------------------------------------------------------------------------
-# Admin retry (app.services.retry calls this per item)
+# Admin retry (app.services.retry hands it chunks of RETRY_BATCH items)
+
+RETRY_BATCH = 25
+
 
 def _parse_id(item_id) -> int:
     try:
@@ -281,69 +303,145 @@ def _parse_id(item_id) -> int:
 def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                transport: MailTransport | None = None) -> tuple[str, str | None]:
     """Send the email of a failed (or stuck) cart_abandonment_log row, exactly once."""
-    log_id = _parse_id(item_id)
+    [(outcome, detail)] = retry_items(workspace, [item_id], operator=operator, action_id=action_id,
+                                      transport=transport)
+    if outcome == "failed":
+        raise OperationFailed(detail)
+    return outcome, detail
+
+
+def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str,
+                transport: MailTransport | None = None) -> list[tuple[str, str | None]]:
+    """Send the emails of failed (or stuck) rows, each exactly once, with its own claim and outcome.
+
+    The rows of a chunk are read, judged (sent, in progress, superseded, user
+    gone) and claimed together, and checked again once claimed; then each
+    email goes out on its own and its row and claim are marked at once, so a
+    crash leaves at most the email in flight unmarked. A second row of a cart
+    already in the chunk waits for the first and is judged after it (it is
+    then superseded). Returns one (outcome, detail) per id, in order; a
+    failure is ("failed", sentence).
+    """
+    ids = [_parse_id(i) for i in item_ids]
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
+    token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
+    outcomes: dict[int, tuple[str, str | None]] = {}
+    later: list[int] = []
 
     with engine.connect() as conn:
         def read():
             with conn.begin():
                 now = shared_now(conn)
-                row = conn.execute(select(cart_log).where(cart_log.c.id == log_id)).mappings().first()
-                if row is None:
-                    return now, None, None, None
-                sent = superseding_row(conn, row["user_id"], row["cart_hash"], row["created_at"], now, window)
-                user = conn.execute(select(cart_users.c.email, cart_users.c.name)
-                                    .where(cart_users.c.id == row["user_id"])).mappings().first()
-                return now, dict(row), sent, user and dict(user)
+                rows = {r["id"]: dict(r) for r in conn.execute(
+                    select(cart_log).where(cart_log.c.id.in_(ids))).mappings()}
+                if not rows:
+                    return now, rows, {}, {}
+                keys = sorted({(r["user_id"], r["cart_hash"]) for r in rows.values()})
+                sent = sent_rows_of(conn, keys, min(r["created_at"] for r in rows.values()), now, window)
+                users = {u["id"]: dict(u) for u in conn.execute(
+                    select(cart_users.c.id, cart_users.c.email, cart_users.c.name)
+                    .where(cart_users.c.id.in_(sorted({k[0] for k in keys})))).mappings()}
+                return now, rows, sent, users
 
-        now, row, sent, user = _db(read)
-        if row is None:
-            raise OperationFailed(f"Cart row {log_id} does not exist.")
-        if row["email_sent"]:
-            return "skipped", f"cart row {log_id} was already sent"
-        if row["created_at"] > now - in_progress:
-            age = max(0, int((now - row["created_at"]).total_seconds()))
-            return "skipped", f"cart row {log_id} is still in progress (created {age} s ago)"
-        if sent is not None:
-            return "skipped", superseded_reason(sent)
-        if user is None:
-            raise OperationFailed(f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
+        now, rows, sent, users = _db(read)
+        ready: dict[int, dict] = {}
+        seen_keys: set = set()
+        for log_id in ids:
+            row = rows.get(log_id)
+            if row is None:
+                outcomes[log_id] = ("failed", f"Cart row {log_id} does not exist.")
+                continue
+            key = (row["user_id"], row["cart_hash"])
+            by = superseding(sent.get(key, ()), row["created_at"], now, window)
+            if row["email_sent"]:
+                outcomes[log_id] = ("skipped", f"cart row {log_id} was already sent")
+            elif row["created_at"] > now - in_progress:
+                age = max(0, int((now - row["created_at"]).total_seconds()))
+                outcomes[log_id] = ("skipped", f"cart row {log_id} is still in progress (created {age} s ago)")
+            elif by is not None:
+                outcomes[log_id] = ("skipped", superseded_reason(by))
+            elif row["user_id"] not in users:
+                outcomes[log_id] = ("failed", f"Cart row {log_id} names user {row['user_id']}, who no longer exists.")
+            elif key in seen_keys:
+                later.append(log_id)
+            else:
+                seen_keys.add(key)
+                ready[log_id] = row
 
-        uid, chash = row["user_id"], row["cart_hash"]
-        token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
         claimed = time.monotonic()
-        won, seen = _take_claim(conn, uid, chash, token, log_id=log_id, in_progress=in_progress,
-                                window=window, failed_any_age=True)
-        if not won:
-            return "skipped", _claim_reason(seen, window, in_progress)
+        if ready:
+            seen = _take_claims(conn, [(r["user_id"], r["cart_hash"], i) for i, r in ready.items()], token,
+                                in_progress=in_progress, window=window, failed_any_age=True)
+            for log_id, row in list(ready.items()):
+                other = seen[(row["user_id"], row["cart_hash"])]
+                if other is not None:
+                    outcomes[log_id] = ("skipped", _claim_reason(other, window, in_progress))
+                    del ready[log_id]
 
-        # Holding the claim: check again, in the database, what may have changed since the read.
+        # Holding the claims: check again, in the database, what may have changed since the read.
         def recheck():
             with conn.begin():
-                current = conn.execute(select(cart_log.c.email_sent).where(cart_log.c.id == log_id)).scalar()
-                sent2 = superseding_row(conn, uid, chash, row["created_at"], shared_now(conn), window)
-                if sent2 is not None:
-                    _release(conn, uid, chash, token, sent_row=sent2)
-                elif current:
-                    _release(conn, uid, chash, token, sent_row=SentRow(log_id, row["created_at"], None))
-                elif current is None:
-                    _release(conn, uid, chash, token, drop=True)
-                return current, sent2
+                current = dict(conn.execute(select(cart_log.c.id, cart_log.c.email_sent)
+                                            .where(cart_log.c.id.in_(list(ready)))).all())
+                now2 = shared_now(conn)
+                keys = sorted({(r["user_id"], r["cart_hash"]) for r in ready.values()})
+                sent2 = sent_rows_of(conn, keys, min(r["created_at"] for r in ready.values()), now2, window)
+                verdicts = {}
+                for log_id, row in ready.items():
+                    uid, chash = row["user_id"], row["cart_hash"]
+                    by2 = superseding(sent2.get((uid, chash), ()), row["created_at"], now2, window)
+                    if by2 is not None:
+                        _release(conn, uid, chash, token, sent_row=by2)
+                        verdicts[log_id] = ("skipped", superseded_reason(by2))
+                    elif current.get(log_id):
+                        _release(conn, uid, chash, token, sent_row=SentRow(log_id, row["created_at"], None))
+                        verdicts[log_id] = ("skipped", f"cart row {log_id} was already sent")
+                    elif log_id not in current:
+                        _release(conn, uid, chash, token, drop=True)
+                        verdicts[log_id] = ("failed", f"Cart row {log_id} was removed while it was being retried.")
+                return verdicts
 
-        current, sent = _db(recheck)
-    if sent is not None:
-        return "skipped", superseded_reason(sent)
-    if current:
-        return "skipped", f"cart row {log_id} was already sent"
-    if current is None:
-        raise OperationFailed(f"Cart row {log_id} was removed while it was being retried.")
+        if ready:
+            for log_id, verdict in _db(recheck).items():
+                outcomes[log_id] = verdict
+                del ready[log_id]
 
-    transport = transport or transport_from_config(workspace)
-    _message_id, error = _send(transport, cart_email(user, uid, chash, row["cart_value"], log_id),
-                               _send_budget(in_progress, claimed))
-    if error is not None:
-        _mark_failed(engine, uid, chash, log_id, token, error)
-        raise OperationFailed(f"The email of cart row {log_id} could not be sent: {error}")
-    _mark_sent(engine, uid, chash, log_id, token)
-    return "retried", None
+        if ready:
+            transport = transport or transport_from_config(workspace)
+            for log_id, row in ready.items():
+                uid, chash = row["user_id"], row["cart_hash"]
+                if time.monotonic() - claimed > in_progress.total_seconds() / 4:
+                    # Slow sends before this one: renew the claim so this send gets its whole budget.
+                    if not _renew(conn, uid, chash, token):
+                        outcomes[log_id] = ("skipped", "cart email is being handled by another console")
+                        continue
+                    claimed = time.monotonic()
+                _message_id, error = _send(transport, cart_email(users[uid], uid, chash, row["cart_value"], log_id),
+                                           _send_budget(in_progress, claimed))
+                if error is not None:
+                    _mark_failed(engine, uid, chash, log_id, token, error)
+                    outcomes[log_id] = ("failed", f"The email of cart row {log_id} could not be sent: {error}")
+                else:
+                    _mark_sent(engine, uid, chash, log_id, token)
+                    outcomes[log_id] = ("retried", None)
+
+    for log_id in later:  # a second row of a cart this chunk emailed: judged now, alone
+        outcomes[log_id] = _alone(workspace, log_id, operator=operator, action_id=action_id, transport=transport)
+    return [outcomes[i] for i in ids]
+
+
+def _alone(workspace, log_id: int, **kw) -> tuple[str, str | None]:
+    try:
+        return retry_item(workspace, str(log_id), **kw)
+    except OperationFailed as exc:
+        return "failed", exc.message
+
+
+def _renew(conn, user_id: int, cart_hash: str, token: str) -> bool:
+    def tx():
+        with conn.begin():
+            return conn.execute(update(nc_cart_claim).where(
+                _claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token, nc_cart_claim.c.state == "sending")
+                .values(claimed_at=shared_now(conn))).rowcount == 1
+    return _db(tx)

@@ -16,7 +16,7 @@ import importlib
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from typing import Callable, Iterator
 
 from ..errors import ConsoleError, UsageError
@@ -76,8 +76,7 @@ class _Workers:
         if kw is None:
             kw = {}
             if self.source in SENDS_MAIL:
-                transport = transport_from_config(self.workspace)
-                opening = transport.session() if hasattr(transport, "session") else nullcontext(transport)
+                opening = transport_from_config(self.workspace).session()
                 kw["transport"] = opening.__enter__()
                 with self._lock:
                     self._sessions.push(opening.__exit__)

@@ -131,3 +131,29 @@ def test_the_production_path_skips_a_cart_emailed_within_the_window(cart_ws):
     assert (out.status, out.log_id) == ("skipped", sent)
     assert out.reason == reason_naming(sent, engine)
     assert mem.sent == []
+
+
+def test_a_chunk_renews_its_claims_when_earlier_sends_were_slow(cart_ws, monkeypatch):
+    """Claims of a chunk are taken together; a send that starts late in a slow chunk
+    first renews its claim, so it still gets its whole time budget."""
+    from app.services import cart as svc
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    ids = [add_row(engine, uid, cart_hash(f"c{n}"), age=DAYS_AGO, error="451") for n in range(3)]
+    clock = {"t": 1000.0}
+    monkeypatch.setattr(svc.time, "monotonic", lambda: clock["t"])
+    budgets = []
+
+    class Slow(MemoryTransport):
+        def send(self, email, *, budget_seconds=None):
+            budgets.append(budget_seconds)
+            clock["t"] += 40  # each send takes 40 s of the 120-s in-progress window
+            return super().send(email)
+
+    renewals = []
+    real_renew = svc._renew
+    monkeypatch.setattr(svc, "_renew", lambda *a: renewals.append(a[1:3]) or real_renew(*a))
+    outcomes = svc.retry_items(cart_ws, [str(i) for i in ids], operator="op", action_id="slow", transport=Slow())
+    assert outcomes == [("retried", None)] * 3
+    assert len(renewals) == 2                 # before the second and the third send
+    assert budgets == [60.0, 60.0, 60.0]      # every send had half the window
