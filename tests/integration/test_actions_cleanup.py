@@ -168,7 +168,7 @@ def test_killed_cleanup_is_all_or_nothing(workspace_factory, mariadb_database, t
     seed_cart_duplicates(engine)
     before = table_rows(engine, cart_log)
     cfg = tmp_path / "nc.toml"
-    cfg.write_text(f'[sources.cart]\nurl = "{url}"\n')
+    cfg.write_text(f'[console]\nrole = "admin"\n[sources.cart]\nurl = "{url}"\n')
     reached = tmp_path / "reached"
     env = dict(os.environ, NC_FAULT="cleanup.after_archive:sleep=120", NC_FAULT_REACHED=str(reached),
                NC_DATA_DIR=str(tmp_path / "data"))
