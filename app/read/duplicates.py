@@ -179,8 +179,12 @@ def _dispatch_event_detail(row: dict):
 StatusTimeline = Mapping[object, Sequence[tuple]]
 
 
-class _StatusChanges:
-    """The status timeline of some issues, asked "another change between these two times?"."""
+class StatusChanges:
+    """The status timeline of some issues, asked "another change between these two times?".
+
+    The duplicate rule asks it of two notifications; a dispatch retry asks it
+    of a notification held and the event it is retrying (``app.services.dispatch``).
+    """
 
     def __init__(self, timeline: StatusTimeline | None, rows: list[dict]):
         by_issue: dict = defaultdict(list)
@@ -228,7 +232,7 @@ def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | 
         if isinstance(r.get("created_at"), str):
             r = dict(r, created_at=_as_time(r["created_at"]))
         keyed.append(dict(r, event_detail=_dispatch_event_detail(r)))
-    changes = _StatusChanges(status_timeline, keyed)
+    changes = StatusChanges(status_timeline, keyed)
 
     def split(prev: dict, row: dict) -> bool:
         return row.get("type") == STATUS_CHANGED and changes.other_between(

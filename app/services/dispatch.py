@@ -46,6 +46,7 @@ from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import ConsoleError, OperationFailed, UsageError
+from ..read.duplicates import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
@@ -342,16 +343,20 @@ def _same_text(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.rstrip().casefold() == b.rstrip().casefold()
 
 
-def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict]) -> set[int]:
+def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict],
+          event_at: dt.datetime | None = None, changes: StatusChanges | None = None) -> set[int]:
     """Recipients that already hold a notification of this event, among ``known`` (the
     notifications of the event's issue for its recipients).
 
     Those holding one under this very dispatch id, plus those holding one of
     the same semantic event under another id (the seed's timestamped keys,
     legacy NULL ids). A status change is the same event only with the same
-    new status, which the notification names in its message: two changes by
-    one person on one issue are two events. When the log row does not tell
-    the new status (the seed's keys), the coarser semantic match is all there is.
+    new status, which the notification names in its message, and only with
+    no other status change of the issue between the notification and the
+    event (``changes``, the issue's timeline, and ``event_at``, the log row's
+    time; the duplicate rule says the same): resolved, reopened, resolved are
+    three events. When the log row does not tell the new status (the seed's
+    keys), the coarser semantic match is all there is.
     """
     held = set()
     for n in known:
@@ -360,9 +365,18 @@ def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict
         elif (n["type"] == event.type and n["actor_user_id"] == event.actor_user_id
               and n["comment_id"] == event.comment_id
               and (event.type != "status_changed" or event.new_status is None
-                   or _same_text(n["message"], message))):
+                   or (_same_text(n["message"], message)
+                       and not _changed_between(changes, event, n, event_at)))):
             held.add(n["user_id"])
     return held
+
+
+def _changed_between(changes: StatusChanges | None, event: DispatchEvent, held: dict,
+                     event_at: dt.datetime | None) -> bool:
+    if changes is None or event_at is None or held.get("event_at") is None:
+        return False
+    lo, hi = sorted((held["event_at"], event_at))
+    return changes.other_between(event.issue_id, held["actor_user_id"], held["message"], lo, hi)
 
 
 def _lease_token(operator: str, action_id: str) -> str:
@@ -485,23 +499,27 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
             plans[i] = (events[i], recipients, message)
         known: dict[int, list[dict]] = {}
         users = sorted({u for _e, r, _m in plans.values() for u in r})
+        issue_ids = sorted({e.issue_id for e, _r, _m in plans.values()})
         if users:
             for r in conn.execute(select(n.user_id, n.dispatch_id, n.type, n.issue_id, n.comment_id,
-                                         n.actor_user_id, n.message)
-                                  .where(n.issue_id.in_(sorted({e.issue_id for e, _r, _m in plans.values()})),
-                                         n.user_id.in_(users))).mappings():
+                                         n.actor_user_id, n.message, n.created_at.label("event_at"))
+                                  .where(n.issue_id.in_(issue_ids), n.user_id.in_(users))).mappings():
                 known.setdefault(r["issue_id"], []).append(dict(r))
+        changes = _status_changes(conn, [e.issue_id for e, _r, _m in plans.values()
+                                         if e.type == "status_changed" and e.new_status is not None])
         new_rows: list[dict] = []
         by_count: dict[int, list[int]] = {}
         for i, (event, recipients, message) in plans.items():
             dispatch_id = rows[i]["dispatch_id"]
             wanted = set(recipients)
             mine = [k for k in known.get(event.issue_id, ()) if k["user_id"] in wanted]
-            missing = sorted(set(recipients) - _held(event, dispatch_id, message, mine))
+            event_at = rows[i]["created_at"]
+            missing = sorted(set(recipients) - _held(event, dispatch_id, message, mine, event_at, changes))
             fresh = _notification_rows(event, dispatch_id, missing, message, now)
             new_rows.extend(fresh)
-            # What this item delivers counts for the next items of the same event in this batch.
-            known.setdefault(event.issue_id, []).extend(fresh)
+            # What this item delivers counts for the next items of the same event in this batch,
+            # at the time of the event it delivers.
+            known.setdefault(event.issue_id, []).extend(dict(f, event_at=event_at) for f in fresh)
             outcomes[i] = ("skipped", SKIP_HELD) if recipients and not missing else ("retried", None)
             by_count.setdefault(len(recipients), []).append(i)
         inserted = insert_ignore(conn, notifications, new_rows) if new_rows else 0
@@ -521,6 +539,18 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
             conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(list(plans)), a.owner == token).values(
                 attempts=a.attempts + 1, lease_until=None, owner=None, updated_at=now, last_error=None))
     return outcomes
+
+
+def _status_changes(conn, issue_ids: list[int]) -> StatusChanges | None:
+    """Every status change of these issues (any recipient), for ``_held``; None without any."""
+    if not issue_ids:
+        return None
+    n = notifications.c
+    timeline: dict[int, list[tuple]] = {}
+    for r in conn.execute(select(n.issue_id, n.created_at, n.actor_user_id, n.message)
+                          .where(n.type == "status_changed", n.issue_id.in_(sorted(set(issue_ids))))):
+        timeline.setdefault(r.issue_id, []).append((r.created_at, r.actor_user_id, r.message))
+    return StatusChanges(timeline, [])
 
 
 class _Contended(Exception):

@@ -116,3 +116,50 @@ def test_notifications_delivered_by_someone_else_meanwhile_are_not_counted_twice
     outcomes = svc.retry_items(ws, [str(i) for i in ids], operator="t@h", action_id="a")
     assert outcomes == [("skipped", svc.SKIP_HELD), ("retried", None)]
     assert notification_users(engine, issue_id=1) == [1, 2, 3] == notification_users(engine, issue_id=2)
+
+
+def test_a_second_change_to_the_same_status_is_delivered_after_a_change_between(ws):
+    """Resolved, reopened, resolved: retrying the third is a new event, not a repeat of the first."""
+    import datetime as dt
+    engine = ws.engine("dispatch")
+    seed_people(engine, issue_ids=(1,), reporter=1, assignee=2, watchers=(3,))
+    with engine.begin() as conn:
+        now = db_now(conn)
+        for n, (status, days) in enumerate((("resolved", 3), ("reopened", 2))):
+            key = f"status_changed:1:4:{status}:h{n}"
+            conn.execute(insert(dispatch_log), {
+                "dispatch_id": key, "dispatch_type": "status_changed", "issue_id": 1, "actor_user_id": 4,
+                "status": "completed", "recipients_count": 3, "created_at": now - dt.timedelta(days=days),
+                "completed_at": now - dt.timedelta(days=days)})
+            conn.execute(insert(notifications), [{
+                "user_id": u, "type": "status_changed", "issue_id": 1, "comment_id": None, "actor_user_id": 4,
+                "message": f"User 4 changed OPS-1 to {status}", "created_at": now - dt.timedelta(days=days),
+                "dispatch_id": key} for u in (1, 2, 3)])
+        conn.execute(insert(dispatch_log), {
+            "dispatch_id": "status_changed:1:4:resolved:h2", "dispatch_type": "status_changed", "issue_id": 1,
+            "actor_user_id": 4, "status": "failed", "error_message": "Deadlock found",
+            "created_at": now - dt.timedelta(days=1)})
+    out = retry(ws, "dispatch", all_matching=True, action_id="retry-all")
+    assert out["retried"] == 1 and out["skipped"] == [] and out["failed"] == []
+    with engine.connect() as conn:
+        held = conn.execute(select(notifications.c.user_id).where(
+            notifications.c.dispatch_id == "status_changed:1:4:resolved:h2").order_by(notifications.c.user_id)).all()
+    assert [u for (u,) in held] == [1, 2, 3]
+
+
+def test_a_repeat_of_the_same_status_change_with_nothing_between_is_held(ws):
+    import datetime as dt
+    engine = ws.engine("dispatch")
+    seed_people(engine, issue_ids=(1,), reporter=1, assignee=2, watchers=(3,))
+    with engine.begin() as conn:
+        now = db_now(conn)
+        conn.execute(insert(notifications), [{
+            "user_id": u, "type": "status_changed", "issue_id": 1, "comment_id": None, "actor_user_id": 4,
+            "message": "User 4 changed OPS-1 to resolved", "created_at": now - dt.timedelta(days=3),
+            "dispatch_id": "status_changed_1_4_1733676800123"} for u in (1, 2, 3)])
+        conn.execute(insert(dispatch_log), {
+            "dispatch_id": "status_changed:1:4:resolved", "dispatch_type": "status_changed", "issue_id": 1,
+            "actor_user_id": 4, "status": "failed", "error_message": "Deadlock found",
+            "created_at": now - dt.timedelta(days=3)})
+    out = retry(ws, "dispatch", all_matching=True, action_id="retry-all")
+    assert out["retried"] == 0 and [s["reason"] for s in out["skipped"]] == [svc.SKIP_HELD]
