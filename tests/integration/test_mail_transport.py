@@ -865,3 +865,20 @@ def test_outbox_and_memory_sessions_are_the_transport(tmp_path):
 def test_transport_from_config_outbox_default(tmp_path):
     t = transport_from_config(MailConfig(transport="outbox", outbox_dir=str(tmp_path / "o")))
     assert isinstance(t, OutboxTransport) and t.directory == tmp_path / "o"
+
+
+def test_non_ascii_names_subjects_and_bodies_survive_the_message():
+    from email import message_from_bytes, policy
+    from app.services.mail import Email, SmtpTransport
+    t = SmtpTransport(host="127.0.0.1", port=25, sender="Konsole Ümlaut <console@example.com>")
+    msg = t.build(Email(to="Zoë Ågren <zoe@example.com>", subject="Grüße: dein Warenkorb",
+                        html="<p>Hallo Zoë, 12,50 €</p>", text="Hallo Zoë, 12,50 €\n",
+                        headers={"X-NC-Cart": "7:abc"}), "<id@example.com>")
+    back = message_from_bytes(msg.as_bytes(), policy=policy.default)
+    assert back["Subject"] == "Grüße: dein Warenkorb"
+    assert back["To"].addresses[0].addr_spec == "zoe@example.com"
+    assert back["To"].addresses[0].display_name == "Zoë Ågren"
+    assert back["From"].addresses[0].addr_spec == "console@example.com"
+    assert back["X-NC-Cart"] == "7:abc" and back["Message-ID"] == "<id@example.com>"
+    assert back.get_body(("plain",)).get_content() == "Hallo Zoë, 12,50 €\n"
+    assert back.get_body(("html",)).get_content() == "<p>Hallo Zoë, 12,50 €</p>"
