@@ -6,7 +6,7 @@ Cases (each on its own fresh database, seeded with ``--items`` N items):
 
   dispatch-retry     retry --all of N failed dispatches, 3 recipients each   target <= 30 s (stretch <= 10 s)
   cart-retry-smtp    retry --all of N failed cart rows, SMTP to a local      target <= 60 s
-                     aiosmtpd server (one thread of this process)
+                     aiosmtpd server (a process of its own)
   cart-retry-outbox  the same through the outbox folder                      target <= 30 s
   cleanup            cleanup --apply of N duplicate groups (cart: two sent   target <= 30 s
                      rows of one (user, cart) an hour apart)
@@ -259,21 +259,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve_smtp(port: int, control) -> None:
+    """The SMTP server's own process: it answers "take" with the handler's counts, ends on "stop"."""
+    from aiosmtpd.controller import Controller
+    handler = CountingHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, server_hostname="bench.localhost")
+    controller.start()
+    handler.take()   # the controller's own start-up probe is no message, but reset anyway
+    control.send("ready")
+    try:
+        while (what := control.recv()) != "stop":
+            control.send(handler.take() if what == "take" else None)
+    finally:
+        controller.stop()
+
+
 class SmtpServer:
+    """A local aiosmtpd server in a process of its own, as a mail server would be: its
+    work does not compete with the console's threads for this process's interpreter."""
+
     def __init__(self):
-        from aiosmtpd.controller import Controller
-        self.handler = CountingHandler()
+        import multiprocessing
         self.port = free_port()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                     server_hostname="bench.localhost")
+        ctx = multiprocessing.get_context("spawn")
+        self._control, child = ctx.Pipe()
+        self._process = ctx.Process(target=_serve_smtp, args=(self.port, child), daemon=True)
+        self.handler = self   # take() as before
+
+    def take(self) -> tuple[int, list[str], int]:
+        self._control.send("take")
+        return self._control.recv()
 
     def __enter__(self):
-        self.controller.start()
-        self.handler.take()   # the controller's own start-up probe is no message, but reset anyway
+        self._process.start()
+        if not self._control.poll(60) or self._control.recv() != "ready":
+            raise RuntimeError("the local SMTP server did not start")
         return self
 
     def __exit__(self, *exc):
-        self.controller.stop()
+        try:
+            self._control.send("stop")
+        except OSError:
+            pass
+        self._process.join(10)
+        if self._process.is_alive():
+            self._process.terminate()
 
 
 # --------------------------------------------------------------------------
