@@ -13,7 +13,6 @@ import atexit
 import datetime as dt
 import errno
 import functools
-import json
 import os
 import threading
 import time
@@ -502,18 +501,3 @@ def check_order_store(store: OrderStore) -> None:
     except Exception as exc:  # pymongo raises many kinds; all mean "not reachable"
         first = str(exc).split(",")[0].split("\n")[0]
         raise SourceUnavailable(f"The orders database cannot be reached: {first}.") from None
-
-
-def json_default(value):
-    """JSON encoder for the values read models return (datetimes, decimals, ObjectIds)."""
-    import datetime
-    import decimal
-    if isinstance(value, (datetime.datetime, datetime.date)):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    return str(value)
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, default=json_default, sort_keys=False)

@@ -47,7 +47,7 @@ class CliContext:
     def emit(self, payload, text: str | None = None) -> None:
         """Print ``payload`` as JSON with --json, else ``text`` (or the JSON)."""
         if self.json or text is None:
-            from ..sources import json_default
+            from ..jsontext import json_default
             print(json.dumps(payload, default=json_default, indent=2), file=self.out)
         else:
             print(text, file=self.out)

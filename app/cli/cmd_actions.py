@@ -79,7 +79,7 @@ def handle_undo(ctx, args) -> int:
 
 
 def handle_audit(ctx, args) -> int:
-    from ..services.actions import audit_entries, find_action
+    from ..services.audit import audit_entries, find_action
     if args.limit < 1 or args.limit > 10_000:
         raise UsageError("--limit must be between 1 and 10000.")
     if args.action:

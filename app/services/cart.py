@@ -25,19 +25,18 @@ import datetime as dt
 import html as html_lib
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import and_, case, delete, insert, or_, select, tuple_, update
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
-from ..sources import describe_db_error
-from ..sqlutil import insert_ignore, shared_now, with_retry
-from .actions import operator_identity
+from ..sqlutil import insert_ignore, shared_now
+from .audit import operator_identity
+from .guard import guarded, send_budget
+from .tokens import lease_token
 from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
 _HASH = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -66,11 +65,7 @@ def _hours(delta: dt.timedelta) -> str:
 
 
 def _db(fn):
-    """Run ``fn`` with deadlock retries; a database error becomes one sentence."""
-    try:
-        return with_retry(fn)
-    except (DBAPIError, SQLAlchemyError) as exc:
-        raise OperationFailed(describe_db_error("cart", exc)) from None
+    return guarded("cart", fn)
 
 
 def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
@@ -213,15 +208,6 @@ def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: 
         headers={"X-NC-Cart": f"{user_id}:{cart_hash}", "X-NC-Cart-Log-Id": str(log_id)})
 
 
-def _send_budget(in_progress: dt.timedelta, claimed: float) -> float:
-    """Seconds the send may take: half the in-progress window, less what passed since the claim.
-
-    After the window another console may take the claim over and send again,
-    so the transport (retries and waits included) must be done well before.
-    """
-    return in_progress.total_seconds() / 2 - (time.monotonic() - claimed)
-
-
 def _send(transport: MailTransport, email: Email, budget_seconds: float) -> tuple[str | None, str | None]:
     try:
         return send_within(transport, email, budget_seconds), None
@@ -240,7 +226,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
     uid, chash, value = _check_args(user_id, cart_hash, cart_value)
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
-    token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
+    token = lease_token(operator_identity())
 
     with engine.connect() as conn:  # one connection for claim and log row: fewer round trips
         claimed = time.monotonic()
@@ -276,7 +262,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
 
     transport = transport or transport_from_config(workspace)
     message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id),
-                              _send_budget(in_progress, claimed))
+                              send_budget(in_progress, claimed))
     if error is not None:
         _mark_failed(engine, uid, chash, log_id, token, error)
         return CartOutcome("failed", log_id=log_id, reason=error)
@@ -325,7 +311,7 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
     ids = [_parse_id(i) for i in item_ids]
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
-    token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"[:255]
+    token = lease_token(operator, action_id)
     outcomes: dict[int, tuple[str, str | None]] = {}
     later: list[int] = []
 
@@ -418,7 +404,7 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
                         continue
                     claimed = time.monotonic()
                 _message_id, error = _send(transport, cart_email(users[uid], uid, chash, row["cart_value"], log_id),
-                                           _send_budget(in_progress, claimed))
+                                           send_budget(in_progress, claimed))
                 if error is not None:
                     _mark_failed(engine, uid, chash, log_id, token, error)
                     outcomes[log_id] = ("failed", f"The email of cart row {log_id} could not be sent: {error}")

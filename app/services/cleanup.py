@@ -22,7 +22,10 @@ from ..read import duplicates as dup
 from ..schema import cart_log, notifications
 from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
-from .actions import STALE_AFTER, find_action, require_role, run_action
+from .actions import run_action
+from .audit import find_action
+from .ledger import STALE_AFTER
+from .roles import require_role
 from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
 
 SQL_TABLES = {"cart": cart_log, "dispatch": notifications}

@@ -39,7 +39,6 @@ dispatch id. Attempts are counted in ``nc_dispatch_attempt``.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -49,6 +48,8 @@ from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.duplicates import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
+from .guard import guarded, quietly
+from .tokens import lease_token
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
 
 SOURCE = "dispatch"
@@ -174,10 +175,7 @@ def dispatch(workspace, event: DispatchEvent) -> DispatchResult:
     key = event.dispatch_key
     engine = workspace.engine(SOURCE)
     with engine.connect() as conn:
-        try:
-            log_id = with_retry(lambda: _claim(conn, event, key))
-        except (DBAPIError, SQLAlchemyError) as exc:
-            raise OperationFailed(describe_db_error(SOURCE, exc)) from None
+        log_id = guarded(SOURCE, lambda: _claim(conn, event, key))
         if log_id is None:
             return DispatchResult(key, DUPLICATE)
         try:
@@ -298,11 +296,8 @@ def _mark_failed(conn, key: str, message: str) -> None:
             conn.execute(update(dispatch_log)
                          .where(and_(dispatch_log.c.dispatch_id == key, dispatch_log.c.status == "pending"))
                          .values(status="failed", error_message=message))
-    try:
-        with_retry(run)
-    except (DBAPIError, SQLAlchemyError):
-        # The row stays pending and shows up as stuck after the threshold: retry picks it up.
-        pass
+    # Should this fail too, the row stays pending and shows up as stuck after the threshold.
+    quietly(lambda: with_retry(run))
 
 
 # --------------------------------------------------------------------------
@@ -379,10 +374,6 @@ def _changed_between(changes: StatusChanges | None, event: DispatchEvent, held: 
     return changes.other_between(event.issue_id, held["actor_user_id"], held["message"], lo, hi)
 
 
-def _lease_token(operator: str, action_id: str) -> str:
-    return f"{operator} {action_id} {uuid.uuid4().hex[:12]}"[-255:]
-
-
 # Items one retry_items call works on together (app.services.retry hands it chunks this size).
 RETRY_BATCH = 50
 
@@ -415,7 +406,7 @@ def retry_items(workspace, item_ids: list[str], *, operator: str,
         raise UsageError("Each dispatch may appear once in one retry batch.")
     engine = workspace.engine(SOURCE)
     stuck_after = dt.timedelta(minutes=workspace.config.thresholds.dispatch_stuck_minutes)
-    token = _lease_token(operator, action_id)
+    token = lease_token(operator, action_id)
     with engine.connect() as conn:
         outcomes, won = with_retry(lambda: _look_and_lease(conn, ids, token, stuck_after))
         if won:
@@ -592,10 +583,7 @@ def _release(conn, ids: list[int], token: str) -> None:
         with conn.begin():
             conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(ids), a.owner == token)
                          .values(lease_until=None, owner=None))
-    try:
-        with_retry(run)
-    except (DBAPIError, SQLAlchemyError):
-        pass  # the leases expire by themselves
+    quietly(lambda: with_retry(run))  # else the leases expire by themselves
 
 
 def _record_retry_failure(conn, log_id: int, token: str, message: str) -> None:
@@ -604,7 +592,4 @@ def _record_retry_failure(conn, log_id: int, token: str, message: str) -> None:
             conn.rollback()
         with conn.begin():
             _fail_in(conn, log_id, token, message, shared_now(conn))
-    try:
-        with_retry(run)
-    except (DBAPIError, SQLAlchemyError):
-        pass  # the lease expires by itself; the row keeps its earlier state
+    quietly(lambda: with_retry(run))  # else the lease expires by itself; the row keeps its earlier state

@@ -25,17 +25,18 @@ from __future__ import annotations
 import datetime as dt
 import html as html_lib
 import time
-import uuid
 import weakref
 from dataclasses import dataclass
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from ..errors import OperationFailed, UsageError
 from ..read.failures import first_image_at, stage_images
 from ..schema_setup import require_order_schema
-from .actions import operator_identity
+from .audit import operator_identity
+from .guard import mongo_step, send_budget
+from .tokens import lease_token
 from .mail import Email, MailError, MailTransport, send_within, transport_from_config
 
 # stage -> (admin email event, status before, status after)
@@ -74,14 +75,6 @@ def _order_id(value) -> int:
     except ValueError:
         raise UsageError(f"The order id {value!r} is not a number.") from None
     return oid
-
-
-def _mongo(what: str, fn):
-    try:
-        return fn()
-    except PyMongoError as exc:
-        first = str(exc).split("\n")[0]
-        raise OperationFailed(f"The orders database failed while {what}: {first}.") from None
 
 
 def _ensure_stage_list(db, oid: int, stage: str) -> None:
@@ -128,16 +121,6 @@ def stage_email(workspace, order: dict, oid: int, stage: str, event: str, count:
               f"{stage} images to order <b>#{oid}</b>.</p><ul>{rows}</ul>"),
         text=f"The driver added {stage} images to order #{oid} ({count} so far).\n",
         headers={"X-NC-Order": str(oid), "X-NC-Event": event})
-
-
-def _send_budget(lease: dt.timedelta, claimed: float) -> float:
-    """Seconds the send may take: half the claim's lease, less what passed since the claim.
-
-    A "sending" claim older than the lease is taken over by a retry, which
-    sends again; the transport (retries, waits and socket timeouts included)
-    must be done well before that.
-    """
-    return lease.total_seconds() / 2 - (time.monotonic() - claimed)
 
 
 def _move_status(store, oid: int, stage: str) -> bool:
@@ -194,7 +177,7 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     db = store.db
     _require_schema_once(store)
     lease = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
-    image.setdefault("uploaded_at", _mongo("reading the orders database's clock", store.now))
+    image.setdefault("uploaded_at", mongo_step("reading the orders database's clock", store.now))
 
     def push():
         # Current documents take the push at once; a legacy (or missing) one
@@ -209,13 +192,13 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
             _ensure_stage_list(db, oid, stage)
         raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
 
-    after = _mongo(f"adding a {stage} image to order {oid}", push)
+    after = mongo_step(f"adding a {stage} image to order {oid}", push)
     count = len(after["images"][stage])
     if count != 1:
         return ImageOutcome(oid, stage, count, False, after.get("status"),
                             reason=f"not the first {stage} image ({count} now)")
 
-    token = f"{operator_identity()}#{uuid.uuid4().hex[:12]}"
+    token = lease_token(operator_identity())
 
     claimed = time.monotonic()
 
@@ -228,15 +211,15 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
         except DuplicateKeyError:
             return False
 
-    if not _mongo(f"claiming the {event} email of order {oid}", claim):
+    if not mongo_step(f"claiming the {event} email of order {oid}", claim):
         return ImageOutcome(oid, stage, count, False, after.get("status"),
                             reason=f"the {event} email of order {oid} was already claimed")
-    moved = _mongo(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
+    moved = mongo_step(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
     status = STAGES[stage][2] if moved else after.get("status")
     transport = transport or transport_from_config(workspace)
-    message_id, error = _mongo(f"sending the {event} email of order {oid}",
+    message_id, error = mongo_step(f"sending the {event} email of order {oid}",
                                lambda: _send_claimed(workspace, store, transport, after, oid, stage, token, count,
-                                                     _send_budget(lease, claimed)))
+                                                     send_budget(lease, claimed)))
     if error is not None:
         return ImageOutcome(oid, stage, count, False, status, reason=error, error=error)
     return ImageOutcome(oid, stage, count, True, status, message_id=message_id)
@@ -284,17 +267,17 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
 
     def read():
         return db["orders"].find_one({"id": oid})
-    order = _mongo(f"reading order {oid}", read)
+    order = mongo_step(f"reading order {oid}", read)
     if order is None:
         raise OperationFailed(f"Order {oid} does not exist.")
-    now = _mongo("reading the orders database's clock", store.now)
+    now = mongo_step("reading the orders database's clock", store.now)
     missed: list[tuple[str, str, int]] = []
     notes: list[str] = []
     for stage, (event, _before, _after) in STAGES.items():
         images = stage_images(order, stage)
         if not images:
             continue
-        if _mongo("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event})):
+        if mongo_step("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event})):
             notes.append(f"the {event} email of order {oid} was already sent")
             continue
         first = first_image_at(order, images)
@@ -310,24 +293,24 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
     transport = transport or transport_from_config(workspace)
     sent, errors = [], []
     for stage, event, count in missed:
-        token = f"{operator}#{action_id}#{uuid.uuid4().hex[:8]}"
+        token = lease_token(operator, action_id)
         claimed = time.monotonic()
-        if not _mongo(f"claiming the {event} email", lambda: _claim_for_retry(store, oid, event, token, grace)):
-            notes.append(_mongo("reading the claim", lambda: _claim_reason(db, oid, event)))
+        if not mongo_step(f"claiming the {event} email", lambda: _claim_for_retry(store, oid, event, token, grace)):
+            notes.append(mongo_step("reading the claim", lambda: _claim_reason(db, oid, event)))
             continue
         # Holding the claim: a sender that logged the email and died before
         # marking its claim must not cause a second email.
-        logged = _mongo("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event}))
+        logged = mongo_step("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event}))
         if logged is not None:
             db["nc_email_claims"].update_one({"order_id": oid, "event": event, "owner": token},
                                              {"$set": {"state": "sent", "sent_at": logged.get("sent_at"),
                                                        "email_log_id": logged["_id"], "error": None}})
             notes.append(f"the {event} email of order {oid} was already sent")
             continue
-        _mongo(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
-        _message_id, error = _mongo(f"sending the {event} email of order {oid}",
+        mongo_step(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
+        _message_id, error = mongo_step(f"sending the {event} email of order {oid}",
                                     lambda: _send_claimed(workspace, store, transport, order, oid, stage, token,
-                                                          count, _send_budget(grace, claimed)))
+                                                          count, send_budget(grace, claimed)))
         if error is None:
             sent.append(event)
         else:

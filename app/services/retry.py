@@ -22,7 +22,8 @@ from typing import Callable, Iterator
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
-from .actions import require_role, run_action
+from .actions import run_action
+from .roles import require_role
 from .mail import transport_from_config
 
 BATCH_SIZE = 100

@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass
 
 from ..bootstrap import Workspace
 from ..config import Config
-from ..services.actions import allowed, refuse, run_action
+from ..services.actions import run_action
+from ..services.roles import allowed, refuse
 from ..errors import OperationFailed, PermissionDenied, UsageError
 from ..schema_setup import require_schema
 from ..sources import sql_engine

@@ -28,7 +28,8 @@ from typing import Callable
 from ..errors import ConsoleError, PermissionDenied, UsageError
 from ..schema_setup import require_schema
 from ..sqlutil import with_retry
-from ..services.actions import allowed, run_action
+from ..services.actions import run_action
+from ..services.roles import allowed
 from . import MODES, SOURCES, load_driver, simulate_kind, simulate_refusal
 
 DEFAULT_INTERVAL_S = 1.5

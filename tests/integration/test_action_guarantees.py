@@ -8,7 +8,9 @@ from sqlalchemy import insert, select, update
 
 from app.errors import ActionConflict, OperationFailed, PermissionDenied
 from app.schema import cart_log, nc_action
-from app.services.actions import audit_entries, find_action, params_hash, run_action
+from app.services.actions import run_action
+from app.services.audit import audit_entries, find_action
+from app.services.tokens import params_hash
 from app.services.cleanup import cleanup, undo
 
 from test_actions_cleanup import _with_role, seed_cart_duplicates, table_rows

@@ -16,7 +16,7 @@ from sqlalchemy import func, insert, select, text
 
 from app.errors import ActionConflict, PermissionDenied
 from app.schema import cart_log, nc_action, nc_archive, notifications
-from app.services.actions import audit_entries, find_action
+from app.services.audit import audit_entries, find_action
 from app.services.cleanup import cleanup, undo
 
 ROOT = Path(__file__).resolve().parents[2]

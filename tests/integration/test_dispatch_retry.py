@@ -106,7 +106,7 @@ def test_eight_threads_and_four_processes_retry_the_same_failed_dispatches(works
                               .where(nc_dispatch_attempt.c.lease_until.is_not(None))).scalar()
     assert attempts == {int(i): 1 for i in ids} and leases == 0
     # Every action is in the audit ledger with its per-item outcomes.
-    from app.services.actions import find_action
+    from app.services.audit import find_action
     entry = find_action(ws, "proc-retry-0")
     assert entry.status == "succeeded" and len(entry.items) == len(ids)
 

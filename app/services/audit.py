@@ -1,0 +1,90 @@
+"""The audit log: who did what, read back across sources.
+
+Every action's record (``ledger``) names its operator — the OS user and
+host of the console that ran it (``operator_identity``) — and its role. A
+refused attempt that a read-only database user cannot record goes to
+``audit-local.jsonl`` in the data directory, read back with the rest.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import socket
+
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from ..config import data_dir
+from ..errors import ConsoleError
+from ..jsontext import json_default
+from ..sources import describe_db_error
+from .ledger import AuditEntry, configured_sources, ledger_for
+
+
+def operator_identity() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in this environment
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _local_audit_path():
+    return data_dir() / "audit-local.jsonl"
+
+
+def append_local(entry: dict) -> None:
+    path = _local_audit_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, default=json_default) + "\n")
+
+
+def local_entries(limit: int) -> list[AuditEntry]:
+    path = _local_audit_path()
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines()[-limit:]:
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        out.append(AuditEntry(action_id=d["action_id"], kind=d["kind"], source=d["source"],
+                              operator=d["operator"], role=d["role"], status=d["status"],
+                              started_at=dt.datetime.fromisoformat(d["started_at"]),
+                              finished_at=dt.datetime.fromisoformat(d["started_at"]),
+                              params=d.get("params", {}), outcome=None, message=d.get("message")))
+    return out
+
+
+def find_action(workspace, action_id: str) -> AuditEntry | None:
+    """Look an action up in every configured source's ledger."""
+    for source in configured_sources(workspace):
+        if True:
+            try:
+                entry = ledger_for(workspace, source).get(action_id)
+            except (DBAPIError, SQLAlchemyError):
+                continue
+            if entry is not None:
+                return entry
+    return None
+
+
+def audit_entries(workspace, *, source: str | None = None, limit: int = 100,
+                  since: dt.datetime | None = None) -> tuple[list[AuditEntry], list[str]]:
+    """Newest first, across sources; also returns one sentence per source that could not be read."""
+    entries: list[AuditEntry] = []
+    problems: list[str] = []
+    for name in configured_sources(workspace):
+        if source and name != source:
+            continue
+        try:
+            entries.extend(ledger_for(workspace, name).entries(limit, since))
+        except ConsoleError as exc:
+            problems.append(exc.message)
+        except (DBAPIError, SQLAlchemyError) as exc:
+            problems.append(describe_db_error(name, exc))
+    entries.extend(e for e in local_entries(limit) if not source or e.source == source)
+    entries.sort(key=lambda e: e.started_at or dt.datetime.min, reverse=True)
+    return entries[:limit], problems

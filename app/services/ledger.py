@@ -1,0 +1,315 @@
+"""The action ledger: one record per action id, with its per-item outcomes.
+
+SQL sources keep it in their own database (``nc_action``, ``nc_action_item``),
+so a cleanup's archive, deletions and outcome commit in one transaction; the
+order store keeps it in ``nc_actions`` / ``nc_action_items``. Both ledgers
+claim an action id the same way: an insert on the id, and for an id that
+exists a conditional update that takes over a stale run (its heartbeat older
+than ``STALE_AFTER``) or, for ``rerun_failed``, a failed one — exactly one
+console wins. ``Ledger`` is the protocol both follow.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import insert, or_, select, update
+
+from ..config import SOURCE_NAMES
+from ..errors import ActionConflict
+from ..jsontext import json_default
+from ..schema import nc_action, nc_action_item
+from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
+from .guard import guarded
+
+STALE_AFTER = dt.timedelta(minutes=2)
+
+
+@dataclass
+class AuditEntry:
+    action_id: str
+    kind: str
+    source: str
+    operator: str
+    role: str
+    status: str
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    params: dict
+    outcome: dict | None
+    message: str | None
+    items: list[dict] = field(default_factory=list)
+    heartbeat_at: dt.datetime | None = None
+
+    def counts(self) -> dict:
+        out = self.outcome or {}
+        return {k: v for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+    def to_json(self) -> dict:
+        return {"action_id": self.action_id, "kind": self.kind, "source": self.source,
+                "operator": self.operator, "role": self.role, "status": self.status,
+                "started_at": self.started_at, "finished_at": self.finished_at,
+                "params": self.params, "counts": self.counts(), "message": self.message,
+                "items": self.items}
+
+
+@dataclass
+class Started:
+    fresh: bool                      # True: this console runs the action now
+    stored: AuditEntry | None = None  # the earlier run's record when not fresh
+
+
+class Ledger(Protocol):
+    source: str
+
+    def start(self, action_id: str, kind: str, params: dict, phash: str, operator: str, role: str,
+              token: str, rerun_failed: bool = False) -> Started: ...
+
+    def heartbeat(self, action_id: str, token: str, conn=None) -> bool: ...
+
+    def record_items(self, action_id: str, items: list[dict], conn=None) -> None: ...
+
+    def finish(self, action_id: str, token: str, status: str, outcome: dict, message: str | None = None,
+               conn=None) -> None: ...
+
+    def refuse(self, action_id: str, kind: str, params: dict, phash: str, operator: str, role: str,
+               message: str) -> None: ...
+
+    def get(self, action_id: str) -> AuditEntry | None: ...
+
+    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]: ...
+
+
+class SqlLedger:
+    def __init__(self, engine, source: str):
+        self.engine = engine
+        self.source = source
+
+    def _guard(self, fn):
+        return guarded(self.source, fn)
+
+    def start(self, action_id, kind, params, phash, operator, role, token,
+              rerun_failed=False) -> Started:
+        def tx():
+            with self.engine.begin() as conn:
+                now = db_now(conn)
+                won = insert_ignore(conn, nc_action, {
+                    "action_id": action_id, "kind": kind, "source": self.source,
+                    "params_json": json.dumps(params, default=json_default, sort_keys=True),
+                    "params_hash": phash, "operator": operator, "role": role, "status": "running",
+                    "started_at": now, "heartbeat_at": now, "lease_token": token})
+                if won:
+                    return Started(True)
+                row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().one()
+                if row["params_hash"] != phash:
+                    raise ActionConflict(
+                        f"Action id {action_id} was already used for a {row['kind']} on {row['source']} "
+                        "with other parameters: start a new action instead.")
+                takeover = None
+                if row["status"] == "running":
+                    takeover = or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)
+                elif row["status"] == "failed" and rerun_failed:
+                    takeover = nc_action.c.status == "failed"
+                if takeover is not None:
+                    taken = conn.execute(update(nc_action).where(
+                        nc_action.c.action_id == action_id, nc_action.c.status == row["status"], takeover)
+                        .values(status="running", operator=operator, role=role, heartbeat_at=now,
+                                lease_token=token, finished_at=None, message=None)).rowcount
+                    if taken == 1:
+                        return Started(True)
+                if row["status"] == "running":
+                    raise ActionConflict(f"Action {action_id} is still running on {row['operator']}: wait for it to finish.")
+                return Started(False, self._entry(conn, row))
+        return self._guard(tx)
+
+    def _entry(self, conn, row, with_items=True) -> AuditEntry:
+        items = []
+        if with_items:
+            items = [dict(r) for r in conn.execute(
+                select(nc_action_item.c.item_id, nc_action_item.c.outcome, nc_action_item.c.detail)
+                .where(nc_action_item.c.action_id == row["action_id"]).order_by(nc_action_item.c.id)).mappings()]
+        return AuditEntry(
+            action_id=row["action_id"], kind=row["kind"], source=row["source"], operator=row["operator"],
+            role=row["role"], status=row["status"], started_at=row["started_at"], finished_at=row["finished_at"],
+            params=json.loads(row["params_json"] or "{}"),
+            outcome=json.loads(row["outcome_json"]) if row["outcome_json"] else None,
+            message=row["message"], items=items, heartbeat_at=row["heartbeat_at"])
+
+    def heartbeat(self, action_id, token, conn=None) -> bool:
+        """Renew the action's lease; False when another console has taken it over."""
+        def run(c):
+            return c.execute(update(nc_action).where(nc_action.c.action_id == action_id,
+                                                     nc_action.c.lease_token == token)
+                             .values(heartbeat_at=db_now(c))).rowcount == 1
+        if conn is not None:
+            return run(conn)
+        return self._guard(lambda: _begin_run(self.engine, run))
+
+    def record_items(self, action_id, items: list[dict], conn=None) -> None:
+        if not items:
+            return
+        rows = [{"action_id": action_id, "item_id": str(i["id"]), "outcome": i["outcome"],
+                 "detail": i.get("detail")} for i in items]
+
+        def run(c):
+            c.execute(insert(nc_action_item), rows)
+        if conn is not None:
+            return run(conn)
+        self._guard(lambda: _begin_run(self.engine, run))
+
+    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
+        """Record the end of the action, only while this console still holds it.
+
+        Inside the action's own transaction (cleanup, undo) a lost lease
+        raises, so the whole transaction rolls back: a console whose action
+        was taken over never commits its work.
+        """
+        values = {"status": status, "outcome_json": json.dumps(outcome, default=json_default),
+                  "message": message}
+
+        def run(c):
+            done = c.execute(update(nc_action).where(
+                nc_action.c.action_id == action_id, nc_action.c.lease_token == token,
+                nc_action.c.status == "running").values(finished_at=db_now(c), **values)).rowcount
+            if done != 1:
+                raise ActionConflict(f"Action {action_id} was taken over by another console; "
+                                     "this console's result was not recorded.")
+        if conn is not None:
+            return run(conn)
+        self._guard(lambda: _begin_run(self.engine, run))
+
+    def refuse(self, action_id, kind, params, phash, operator, role, message) -> None:
+        def tx():
+            with self.engine.begin() as conn:
+                now = db_now(conn)
+                conn.execute(insert(nc_action).values(
+                    action_id=action_id, kind=kind, source=self.source,
+                    params_json=json.dumps(params, default=json_default, sort_keys=True), params_hash=phash,
+                    operator=operator, role=role, status="refused", started_at=now, finished_at=now,
+                    message=message))
+        with_retry(tx)
+
+    def get(self, action_id) -> AuditEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().first()
+            return self._entry(conn, row) if row else None
+
+    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]:
+        q = select(nc_action).order_by(nc_action.c.started_at.desc()).limit(limit)
+        if since is not None:
+            q = q.where(nc_action.c.started_at >= since)
+        with self.engine.connect() as conn:
+            return [self._entry(conn, r, with_items=False) for r in conn.execute(q).mappings()]
+
+
+def _begin_run(engine, fn):
+    with engine.begin() as c:
+        return fn(c)
+
+
+class MongoLedger:
+    def __init__(self, store):
+        self.store = store
+        self.db = store.db
+        self.source = "orders"
+
+    def _now(self):
+        clock = getattr(self.store, "now", None)
+        return clock() if callable(clock) else utcnow()
+
+    def start(self, action_id, kind, params, phash, operator, role, token,
+              rerun_failed=False) -> Started:
+        from pymongo.errors import DuplicateKeyError
+        now = self._now()
+        try:
+            self.db["nc_actions"].insert_one({
+                "_id": action_id, "kind": kind, "source": self.source, "params": params,
+                "params_hash": phash, "operator": operator, "role": role, "status": "running",
+                "started_at": now, "heartbeat_at": now, "lease_token": token, "finished_at": None,
+                "outcome": None, "message": None})
+            return Started(True)
+        except DuplicateKeyError:
+            pass
+        doc = self.db["nc_actions"].find_one({"_id": action_id})
+        if doc["params_hash"] != phash:
+            raise ActionConflict(
+                f"Action id {action_id} was already used for a {doc['kind']} on {doc['source']} "
+                "with other parameters: start a new action instead.")
+        flt = None
+        if doc["status"] == "running":
+            flt = {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}
+        elif doc["status"] == "failed" and rerun_failed:
+            flt = {"_id": action_id, "status": "failed"}
+        if flt is not None:
+            res = self.db["nc_actions"].update_one(flt, {"$set": {
+                "status": "running", "operator": operator, "role": role, "heartbeat_at": now,
+                "lease_token": token, "finished_at": None, "message": None}})
+            if res.modified_count == 1:
+                return Started(True)
+        if doc["status"] == "running":
+            raise ActionConflict(f"Action {action_id} is still running on {doc['operator']}: wait for it to finish.")
+        return Started(False, self._entry(doc))
+
+    def _entry(self, doc, with_items=True) -> AuditEntry:
+        items = []
+        if with_items:
+            items = [{"item_id": d["item_id"], "outcome": d["outcome"], "detail": d.get("detail")}
+                     for d in self.db["nc_action_items"].find({"action_id": doc["_id"]}, sort=[("seq", 1)])]
+        return AuditEntry(action_id=doc["_id"], kind=doc["kind"], source=doc["source"], operator=doc["operator"],
+                          role=doc["role"], status=doc["status"], started_at=doc.get("started_at"),
+                          finished_at=doc.get("finished_at"), params=doc.get("params") or {},
+                          outcome=doc.get("outcome"), message=doc.get("message"), items=items,
+                          heartbeat_at=doc.get("heartbeat_at"))
+
+    def heartbeat(self, action_id, token, conn=None) -> bool:
+        res = self.db["nc_actions"].update_one({"_id": action_id, "lease_token": token},
+                                               {"$set": {"heartbeat_at": self._now()}})
+        return res.matched_count == 1
+
+    def record_items(self, action_id, items, conn=None) -> None:
+        if items:
+            base = utcnow().timestamp()
+            self.db["nc_action_items"].insert_many([
+                {"action_id": action_id, "item_id": str(i["id"]), "outcome": i["outcome"],
+                 "detail": i.get("detail"), "seq": base + n / 1e6} for n, i in enumerate(items)])
+            self.store.dirty = True
+
+    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
+        clean = json.loads(json.dumps(outcome, default=json_default))
+        res = self.db["nc_actions"].update_one(
+            {"_id": action_id, "lease_token": token, "status": "running"},
+            {"$set": {"status": status, "outcome": clean, "message": message, "finished_at": self._now()}})
+        self.store.checkpoint()
+        if res.matched_count != 1:
+            raise ActionConflict(f"Action {action_id} was taken over by another console; "
+                                 "this console's result was not recorded.")
+
+    def refuse(self, action_id, kind, params, phash, operator, role, message) -> None:
+        now = self._now()
+        self.db["nc_actions"].insert_one({
+            "_id": action_id, "kind": kind, "source": self.source, "params": params, "params_hash": phash,
+            "operator": operator, "role": role, "status": "refused", "started_at": now, "heartbeat_at": now,
+            "finished_at": now, "outcome": None, "message": message})
+        self.store.checkpoint()
+
+    def get(self, action_id) -> AuditEntry | None:
+        doc = self.db["nc_actions"].find_one({"_id": action_id})
+        return self._entry(doc) if doc else None
+
+    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]:
+        flt = {"started_at": {"$gte": since}} if since else {}
+        docs = self.db["nc_actions"].find(flt, sort=[("started_at", -1)], limit=limit)
+        return [self._entry(d, with_items=False) for d in docs]
+
+
+def ledger_for(workspace, source: str) -> Ledger:
+    if workspace.config.source(source).kind == "mongo":
+        return MongoLedger(workspace.orders())
+    return SqlLedger(workspace.engine(source), source)
+
+
+def configured_sources(workspace) -> list[str]:
+    """The sources this workspace has, in the console's order."""
+    return [s for s in SOURCE_NAMES if workspace.has(s)]
