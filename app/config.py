@@ -48,16 +48,18 @@ from pathlib import Path
 import platformdirs
 
 from .errors import ConfigError
+from .registry import NAMES, SOURCES
+from .registry import source as source_of
 
 APP_NAME = "notification-console"
-SOURCE_NAMES = ("orders", "cart", "dispatch")
+SOURCE_NAMES = NAMES
 ROLES = ("viewer", "operator", "admin")
 SQL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "postgresql",
                "postgresql+psycopg2", "sqlite", "sqlite+pysqlite")
 MONGO_SCHEMES = ("mongodb", "mongodb+srv", "mongomock")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 # The built-in duplicate rules (app.read.duplicates): config rules may not take their names.
-BUILTIN_RULE_NAMES = ("cart_sent_within_window", "dispatch_same_event", "order_email_per_event")
+BUILTIN_RULE_NAMES = tuple(s.builtin_rule for s in SOURCES)
 
 
 def data_dir() -> Path:
@@ -326,14 +328,14 @@ def parse_config(raw: dict, p: Path | None) -> Config:
                               "each rule needs its own name.")
         seen_names[name] = base
         if r["source"] not in SOURCE_NAMES:
-            raise ConfigError(f"{_where(p, base + '.source')} must be orders, cart or dispatch.")
+            raise ConfigError(f"{_where(p, base + '.source')} must be {', '.join(NAMES[:-1])} or {NAMES[-1]}.")
         key = r["key"]
         if isinstance(key, str):
             key = [key] if key.strip() else []
         if not isinstance(key, list) or not key:
             raise ConfigError(f"{_where(p, base + '.key')} must name at least one column, not {r['key']!r}.")
         # Documents are identified by _id, rows by id.
-        id_column = r.get("id_column", "_id" if r["source"] == "orders" else "id")
+        id_column = r.get("id_column", "id" if source_of(r["source"]).is_sql else "_id")
         names = [r["table"], r["time_column"], id_column, *key]
         for n in names:
             if not isinstance(n, str) or not _IDENT.match(n):

@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from sqlalchemy import insert
 
+from .registry import SQL_NAMES
 from .config import Config, MailConfig, SourceConfig, Thresholds, data_dir
 from .errors import OperationFailed
 from .schema import (cart_log, cart_users, dispatch_log, dispatch_users, issue_watchers, issues,
@@ -153,7 +154,7 @@ def _keep_console_schema_current(directory: Path) -> None:
     from . import migrate
     from .schema_setup import ORDER_SCHEMA_VERSION
     config = demo_config(directory)
-    for source in ("cart", "dispatch"):
+    for source in SQL_NAMES:
         engine = sql_engine(config.sources[source])
         try:
             if migrate.current_revision(engine) != migrate.head_revision():

@@ -8,6 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from . import registry
 from . import migrate
 from .errors import ConsoleError, SchemaMissing, SourceUnavailable
 from .schema import PRODUCTION_TABLES, SCHEMA_DIR
@@ -89,7 +90,7 @@ def require_order_schema(store: OrderStore) -> None:
 
 def require_schema(workspace, source: str) -> None:
     """Raise SchemaMissing (naming the command to run) unless ``source`` is ready."""
-    if source == "orders":
+    if not registry.source(source).is_sql:
         require_order_schema(workspace.orders())
     else:
         try:
@@ -101,11 +102,11 @@ def require_schema(workspace, source: str) -> None:
 def upgrade_workspace(workspace) -> list[dict]:
     """``db upgrade`` on every configured source; one result per source."""
     results = []
-    for source in ("orders", "cart", "dispatch"):
+    for source in registry.NAMES:
         if not workspace.has(source):
             continue
         try:
-            if source == "orders":
+            if not registry.source(source).is_sql:
                 version = upgrade_order_store(workspace.orders())
                 message = f"order store at console schema version {version}"
             else:

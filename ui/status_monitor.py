@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app.registry import NAMES
 from app.status import SourceStatus, check_source, configured_sources, describe_target
 
 from .context import AppContext
@@ -64,5 +65,5 @@ class SourceMonitor(QObject):
             self._pending.remove(status.name)
         self.source_checked.emit(status)
         if not self._pending:
-            order = [n for n in ("orders", "cart", "dispatch") if n in self._round]
+            order = [n for n in NAMES if n in self._round]
             self.checks_finished.emit([self._round[n] for n in order])

@@ -14,6 +14,7 @@ from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import (QButtonGroup, QFrame, QGridLayout, QHBoxLayout, QLabel, QMenu, QPushButton,
                                QRadioButton, QToolButton, QVBoxLayout, QWidget)
 
+from app.registry import NAMES
 from app.errors import ConsoleError
 from app.simulate import WRITER_ROLES
 from app.simulate.background import (DEFAULT_EVENTS_PER_ROUND, DEFAULT_INTERVAL_S, TrafficReport,
@@ -199,7 +200,7 @@ class TrafficPanel(Card):
             self.grid.addWidget(h, 0, c)
         self.cells: dict[tuple[str, str], QLabel] = {}
         self.row_widgets: dict[str, list[QLabel]] = {}
-        for r, source in enumerate(("orders", "cart", "dispatch"), start=1):
+        for r, source in enumerate(NAMES, start=1):
             name = QLabel(SOURCE_TITLES[source])
             name.setObjectName("cardValue")
             self.grid.addWidget(name, r, 0)

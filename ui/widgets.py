@@ -6,6 +6,7 @@ from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy,
                                QToolButton, QVBoxLayout, QWidget)
 
+from app.registry import SOURCES
 from app.status import SourceStatus
 
 from .icons import icon
@@ -14,7 +15,7 @@ STATE_COLORS = {"ok": "#16a34a", "schema": "#d97706", "down": "#dc2626",
                 "checking": "#94a3b8", "absent": "#cbd5e1"}
 STATE_WORDS = {"ok": "connected", "schema": "needs db upgrade", "down": "unreachable",
                "checking": "checking…", "absent": "not configured"}
-SOURCE_TITLES = {"orders": "Orders", "cart": "Cart", "dispatch": "Dispatch"}
+SOURCE_TITLES = {s.name: s.label for s in SOURCES}
 SOURCE_BLURBS = {"orders": "Delivery service · MongoDB · admin emails per image stage",
                  "cart": "Shop · abandonment emails, one per cart per 24 h",
                  "dispatch": "Issue tracker · in-app notifications via dispatch log"}

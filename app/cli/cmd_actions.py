@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..errors import EXIT_FAILED, UsageError
-
-SOURCES = ("orders", "cart", "dispatch")
+from ..registry import NAMES as SOURCES
 
 
 def register(sub) -> None:

@@ -1,6 +1,7 @@
 """``db upgrade``: create or update the console's own tables, collections and indexes."""
 from __future__ import annotations
 
+from ..registry import SQL_NAMES
 from ..errors import EXIT_USAGE, ConsoleError
 
 
@@ -12,7 +13,7 @@ def register(sub) -> None:
     up.add_argument("--json", action="store_true")
     up.set_defaults(handler=handle_upgrade)
     gr = dbsub.add_parser("grants", help="print the MySQL GRANTs that make a console role real")
-    gr.add_argument("--source", required=True, choices=("cart", "dispatch"))
+    gr.add_argument("--source", required=True, choices=SQL_NAMES)
     gr.add_argument("--role", required=True, choices=("viewer", "operator", "admin"))
     gr.add_argument("--user", required=True, metavar="'NAME'@'HOST'")
     gr.add_argument("--database", required=True, metavar="NAME")

@@ -30,6 +30,7 @@ from decimal import Decimal, InvalidOperation
 
 from sqlalchemy import and_, case, delete, insert, or_, select, tuple_, update
 
+from .. import registry
 from ..errors import OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
@@ -276,16 +277,6 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
 RETRY_BATCH = 25
 
 
-def _parse_id(item_id) -> int:
-    try:
-        value = int(str(item_id).strip())
-    except ValueError:
-        raise UsageError(f"The cart row id {item_id!r} is not a number.") from None
-    if value <= 0:
-        raise UsageError(f"The cart row id {item_id!r} must be positive.")
-    return value
-
-
 def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                transport: MailTransport | None = None) -> tuple[str, str | None]:
     """Send the email of a failed (or stuck) cart_abandonment_log row, exactly once."""
@@ -308,7 +299,7 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
     then superseded). Returns one (outcome, detail) per id, in order; a
     failure is ("failed", sentence).
     """
-    ids = [_parse_id(i) for i in item_ids]
+    ids = [registry.source("cart").parse_item_id(i) for i in item_ids]
     engine = workspace.engine("cart")
     in_progress, window = _windows(workspace)
     token = lease_token(operator, action_id)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
+from .. import registry
 from ..errors import ActionConflict, OperationFailed, UsageError
 from ..faults import fault_point
 from ..read import duplicates as dup
@@ -24,7 +25,7 @@ from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
 from .actions import run_action
 from .audit import find_action
-from .ledger import STALE_AFTER
+from .ledger import STALE_AFTER, configured_sources
 from .roles import require_role
 from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
 
@@ -33,8 +34,7 @@ ORDER_COLLECTION = "email_log"
 
 
 def _check_source(source: str) -> None:
-    if source not in ("orders", "cart", "dispatch"):
-        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+    registry.source(source)
 
 
 def _regroup(workspace, source: str, rows: list[dict], conn=None):
@@ -64,7 +64,6 @@ def _outcome(source: str, dry_run: bool, groups, archived_ids: list) -> dict:
             "kept": len(groups), "archived_ids": archived_ids}
 
 
-BUILTIN_RULES = {"cart": dup.CART_RULE, "dispatch": dup.DISPATCH_RULE, "orders": dup.ORDER_RULE}
 
 
 def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict:
@@ -78,11 +77,11 @@ def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = No
     if not dry_run:
         require_role(workspace, "cleanup", source, {"dry_run": False}, action_id)
     require_schema(workspace, source)
-    planned = dup.scan_duplicates(workspace, source, rule=BUILTIN_RULES[source])
+    planned = dup.scan_duplicates(workspace, source, rule=registry.source(source).builtin_rule)
     if dry_run:
         would = [i if isinstance(i, int) else str(i) for g in planned for i in g.remove_ids]
         return dict(_outcome(source, True, planned, would), action_id=None)
-    body = _apply_orders if source == "orders" else _apply_sql
+    body = _apply_sql if registry.source(source).is_sql else _apply_orders
     return run_action(workspace, kind="cleanup", source=source, params={"dry_run": False},
                       action_id=action_id, body=lambda ctx: body(workspace, source, planned, ctx))
 
@@ -148,7 +147,8 @@ def undo(workspace, target: str) -> dict:
     entry = find_action(workspace, target)
     params = {"target": target}
     source = entry.source if entry is not None else next(
-        (s for s in ("cart", "dispatch", "orders") if workspace.has(s)), "cart")
+        # SQL sources first: their ledger records a refusal in the same database.
+        iter(sorted(configured_sources(workspace), key=lambda s: not registry.source(s).is_sql)), "cart")
     require_role(workspace, "undo", source, params)
     if entry is None:
         raise UsageError(f"No action {target} is in the audit log of any configured source.")
@@ -165,7 +165,7 @@ def undo(workspace, target: str) -> dict:
     require_schema(workspace, source)
 
     def body(ctx) -> dict:
-        if source == "orders":
+        if not registry.source(source).is_sql:
             restored = [str(i) for i in restore_documents(workspace.orders().db, target, utcnow())]
             ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored])
             workspace.orders().checkpoint()

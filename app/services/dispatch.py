@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.duplicates import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
@@ -303,13 +304,6 @@ def _mark_failed(conn, key: str, message: str) -> None:
 # --------------------------------------------------------------------------
 # Retry (per-source contract of app.services.retry)
 
-def _parse_log_id(item_id) -> int:
-    text = str(item_id).strip()
-    if not text.isdigit() or int(text) <= 0:
-        raise UsageError(f"The dispatch id {item_id!r} is not a log row id (a positive integer).")
-    return int(text)
-
-
 def _verdict(row, now: dt.datetime, stuck_after: dt.timedelta) -> str | None:
     """Why a log row must not be retried now, or None when it may be."""
     if row["status"] == "completed":
@@ -401,7 +395,7 @@ def retry_items(workspace, item_ids: list[str], *, operator: str,
     item only. Returns one (outcome, detail) per id, in order; a failure is
     ("failed", sentence).
     """
-    ids = [_parse_log_id(i) for i in item_ids]
+    ids = [registry.source(SOURCE).parse_item_id(i) for i in item_ids]
     if len(set(ids)) != len(ids):
         raise UsageError("Each dispatch may appear once in one retry batch.")
     engine = workspace.engine(SOURCE)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from .. import registry
 from ..errors import OperationFailed, UsageError
 from ..read.failures import first_image_at, stage_images
 from ..schema_setup import require_order_schema
@@ -260,7 +261,7 @@ def _claim_reason(db, oid: int, event: str) -> str:
 def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
                transport: MailTransport | None = None) -> tuple[str, str | None]:
     """Send every missed stage email of one order, each exactly once."""
-    oid = _order_id(item_id)
+    oid = registry.source("orders").parse_item_id(item_id)
     store = workspace.orders()
     db = store.db
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)

@@ -12,45 +12,27 @@ action taken over after a crash, or two consoles at once) is safe.
 """
 from __future__ import annotations
 
-import importlib
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Callable, Iterator
 
+from .. import registry
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
+from . import cart, dispatch, orders
 from .actions import run_action
 from .roles import require_role
 from .mail import transport_from_config
 
 BATCH_SIZE = 100
 SNAPSHOT_LIMIT = 100_000
-HANDLERS = {"dispatch": "app.services.dispatch", "cart": "app.services.cart", "orders": "app.services.orders"}
-# What ``--all`` picks up per source (FailedItem.kind values): never "superseded"
-# (the cart was already emailed) nor anything else that must not be sent again.
-RETRYABLE_KINDS = {"dispatch": ("failed", "stuck"), "cart": ("failed", "stuck"), "orders": ("missed",)}
-# Sources whose retry sends email: each worker keeps one mail session for its items.
-SENDS_MAIL = ("cart", "orders")
+# The per-source work: retry_item (and, for chunks, retry_items and RETRY_BATCH).
+HANDLERS = {"dispatch": dispatch, "cart": cart, "orders": orders}
 # Items handed to the pool ahead of the one being recorded, per worker.
 AHEAD_PER_WORKER = 4
-
-
-def _handler(source: str):
-    if source not in HANDLERS:
-        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
-    return importlib.import_module(HANDLERS[source])
-
-
-def _item_id(source: str, raw) -> int:
-    """Every retryable item is named by an integer key: the log row id, or the order id."""
-    text = str(raw).strip()
-    what = "order id" if source == "orders" else f"{source} row id"
-    if not text.isdigit() or not 0 < int(text) < 2 ** 63:
-        raise UsageError(f"The {what} {raw!r} is not a positive whole number.")
-    return int(text)
 
 
 class _Workers:
@@ -76,7 +58,7 @@ class _Workers:
         kw = getattr(self._local, "kwargs", None)
         if kw is None:
             kw = {}
-            if self.source in SENDS_MAIL:
+            if registry.source(self.source).sends_mail:
                 opening = transport_from_config(self.workspace).session()
                 kw["transport"] = opening.__enter__()
                 with self._lock:
@@ -114,19 +96,21 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
         raise UsageError("Give either --id ID (one or more) or --all, not both and not neither.")
     if filter_text and not all_matching:
         raise UsageError("--filter goes with --all.")
-    module = _handler(source)
+    src = registry.source(source)
+    module = HANDLERS[src.name]
     params = {"ids": [str(i) for i in ids or []]} if ids else {"all": True, "filter": filter_text or ""}
     require_role(workspace, "retry", source, params, action_id)
-    ids = [_item_id(source, i) for i in (ids or [])]
+    ids = [src.parse_item_id(i) for i in (ids or [])]
     params = {"ids": ids} if ids else params
     require_schema(workspace, source)
 
     def body(ctx) -> dict:
         if all_matching:
             from ..read.failures import failed_items
-            items = failed_items(workspace, source, kinds=RETRYABLE_KINDS[source], filter_text=filter_text,
+            # Never "superseded" (the cart was already emailed) nor anything else not to send again.
+            items = failed_items(workspace, source, kinds=src.retryable_kinds, filter_text=filter_text,
                                  limit=SNAPSHOT_LIMIT)
-            snapshot = list(dict.fromkeys(int(i.id) for i in items if i.kind in RETRYABLE_KINDS[source]))
+            snapshot = list(dict.fromkeys(int(i.id) for i in items if i.kind in src.retryable_kinds))
         else:
             snapshot = list(dict.fromkeys(ids))
         workers = _Workers(workspace, source, workspace.config.actions.pool_size)

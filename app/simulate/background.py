@@ -30,6 +30,7 @@ from ..schema_setup import require_schema
 from ..sqlutil import with_retry
 from ..services.actions import run_action
 from ..services.roles import allowed
+from .. import registry
 from . import MODES, SOURCES, load_driver, simulate_kind, simulate_refusal
 
 DEFAULT_INTERVAL_S = 1.5
@@ -133,7 +134,7 @@ class TrafficRunner:
             raise UsageError("No source is configured for the traffic simulator to drive.")
         for s in self.sources:
             if s not in SOURCES:
-                raise UsageError(f"Unknown source '{s}': choose {', '.join(SOURCES)}.")
+                raise registry.unknown_source(s)
             if not self.workspace.has(s):
                 raise UsageError(f"The {s} source is not configured, so the simulator cannot drive it.")
         if isinstance(self.events_per_round, bool) or not isinstance(self.events_per_round, int) \
@@ -255,7 +256,7 @@ class TrafficRunner:
             if self._stop.is_set():
                 break
             driver = drivers[source]
-            sql = source != "orders"
+            sql = registry.source(source).is_sql
             plan = self._sql(sql, lambda: driver.prepare(self.workspace, self.events_per_round,
                                                          self._rng.randrange(2 ** 31)))
             tasks = [(e, a) for e in range(self.events_per_round) for a in range(driver.ATTEMPTS_PER_EVENT)]

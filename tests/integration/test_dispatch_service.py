@@ -138,7 +138,7 @@ def test_bad_events_are_refused_in_one_sentence(workspace_factory, tmp_path):
         svc.dispatch_status_changed(ws, 1, 2, "")
     with pytest.raises(UsageError, match="event reference"):
         svc.dispatch_status_changed(ws, 1, 2, "closed", event_ref="x" * 200)
-    with pytest.raises(UsageError, match="is not a log row id"):
+    with pytest.raises(UsageError, match="The dispatch row id 'abc' is not a positive whole number"):
         svc.retry_item(ws, "abc", operator="t@h", action_id="a")
     with engine_connect(ws) as conn:
         assert conn.execute(select(func.count()).select_from(dispatch_log)).scalar() == 0
