@@ -40,6 +40,8 @@ The indexes go onto live production tables without blocking their writers:
 * SQLite: a plain CREATE INDEX (a local file, no concurrent writers to speak of).
 """
 from alembic import op
+
+from app.migrations.online_indexes import create_online, drop
 import sqlalchemy as sa
 
 from app.schema import console_metadata
@@ -65,52 +67,13 @@ def upgrade():
     console_metadata.create_all(bind, tables=[console_metadata.tables["nc_latency_minute"],
                                               console_metadata.tables["nc_rollup_unsettled"]],
                                 checkfirst=True)
-    dialect = bind.dialect.name
-    if dialect == "postgresql":
-        # CONCURRENTLY cannot run inside a transaction: the console tables above
-        # are committed first, then each index builds while writers carry on.
-        with op.get_context().autocommit_block():
-            _create_indexes_postgresql()
-        return
-    inspector = sa.inspect(bind)
-    present = set(inspector.get_table_names())
-    for table_name, index_name, columns in READ_SIDE_INDEXES:
-        if table_name not in present:
-            continue
-        if index_name in {ix["name"] for ix in inspector.get_indexes(table_name)}:
-            continue
-        if dialect in ("mysql", "mariadb"):
-            quote = bind.dialect.identifier_preparer.quote
-            op.execute(f"CREATE INDEX {quote(index_name)} ON {quote(table_name)} "
-                       f"({', '.join(quote(c) for c in columns)}) ALGORITHM=INPLACE LOCK=NONE")
-        else:
-            op.create_index(index_name, table_name, list(columns))
-
-
-def _create_indexes_postgresql():
-    bind = op.get_bind()
-    inspector = sa.inspect(bind)
-    present = set(inspector.get_table_names())
-    for table_name, index_name, columns in READ_SIDE_INDEXES:
-        if table_name not in present:
-            continue
-        valid = bind.execute(sa.text(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.oid = to_regclass(quote_ident(:name))"), {"name": index_name}).scalar()
-        if valid:
-            continue
-        if valid is not None:  # left INVALID by an interrupted concurrent build
-            op.drop_index(index_name, table_name=table_name, postgresql_concurrently=True)
-        op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True)
+    # The console tables above are committed first, then each index builds while writers carry on.
+    create_online(READ_SIDE_INDEXES)
 
 
 def downgrade():
-    bind = op.get_bind()
-    inspector = sa.inspect(bind)
-    present = set(inspector.get_table_names())
-    for table_name, index_name, _ in READ_SIDE_INDEXES:
-        if table_name in present and index_name in {ix["name"] for ix in inspector.get_indexes(table_name)}:
-            op.drop_index(index_name, table_name=table_name)
+    drop(READ_SIDE_INDEXES)
+    present = set(sa.inspect(op.get_bind()).get_table_names())
     for name in ("nc_rollup_unsettled", "nc_latency_minute"):
         if name in present:
             op.drop_table(name)

@@ -22,8 +22,7 @@ autocommit block (an INVALID leftover of an interrupted build is dropped and
 built again); MySQL / MariaDB ``ALGORITHM=INPLACE, LOCK=NONE``; SQLite a
 plain CREATE INDEX.
 """
-from alembic import op
-import sqlalchemy as sa
+from app.migrations.online_indexes import create_online, drop
 
 revision = "0005"
 down_revision = "0004"
@@ -36,47 +35,8 @@ STATUS_TIMELINE_INDEXES = (
 
 
 def upgrade():
-    bind = op.get_bind()
-    dialect = bind.dialect.name
-    if dialect == "postgresql":
-        with op.get_context().autocommit_block():
-            _create_indexes_postgresql()
-        return
-    inspector = sa.inspect(bind)
-    present = set(inspector.get_table_names())
-    for table_name, index_name, columns in STATUS_TIMELINE_INDEXES:
-        if table_name not in present:
-            continue
-        if index_name in {ix["name"] for ix in inspector.get_indexes(table_name)}:
-            continue
-        if dialect in ("mysql", "mariadb"):
-            quote = bind.dialect.identifier_preparer.quote
-            op.execute(f"CREATE INDEX {quote(index_name)} ON {quote(table_name)} "
-                       f"({', '.join(quote(c) for c in columns)}) ALGORITHM=INPLACE LOCK=NONE")
-        else:
-            op.create_index(index_name, table_name, list(columns))
-
-
-def _create_indexes_postgresql():
-    bind = op.get_bind()
-    present = set(sa.inspect(bind).get_table_names())
-    for table_name, index_name, columns in STATUS_TIMELINE_INDEXES:
-        if table_name not in present:
-            continue
-        valid = bind.execute(sa.text(
-            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE c.oid = to_regclass(quote_ident(:name))"), {"name": index_name}).scalar()
-        if valid:
-            continue
-        if valid is not None:  # left INVALID by an interrupted concurrent build
-            op.drop_index(index_name, table_name=table_name, postgresql_concurrently=True)
-        op.create_index(index_name, table_name, list(columns), postgresql_concurrently=True)
+    create_online(STATUS_TIMELINE_INDEXES)
 
 
 def downgrade():
-    bind = op.get_bind()
-    inspector = sa.inspect(bind)
-    present = set(inspector.get_table_names())
-    for table_name, index_name, _ in STATUS_TIMELINE_INDEXES:
-        if table_name in present and index_name in {ix["name"] for ix in inspector.get_indexes(table_name)}:
-            op.drop_index(index_name, table_name=table_name)
+    drop(STATUS_TIMELINE_INDEXES)
