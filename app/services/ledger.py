@@ -61,6 +61,18 @@ class Started:
     stored: AuditEntry | None = None  # the earlier run's record when not fresh
 
 
+def _same_params(action_id: str, stored, phash: str) -> None:
+    """An action id names one action: the same id with other parameters is refused."""
+    if stored["params_hash"] != phash:
+        raise ActionConflict(
+            f"Action id {action_id} was already used for a {stored['kind']} on {stored['source']} "
+            "with other parameters: start a new action instead.")
+
+
+def _still_running(action_id: str, operator: str) -> ActionConflict:
+    return ActionConflict(f"Action {action_id} is still running on {operator}: wait for it to finish.")
+
+
 class Ledger(Protocol):
     source: str
 
@@ -103,10 +115,7 @@ class SqlLedger:
                 if won:
                     return Started(True)
                 row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().one()
-                if row["params_hash"] != phash:
-                    raise ActionConflict(
-                        f"Action id {action_id} was already used for a {row['kind']} on {row['source']} "
-                        "with other parameters: start a new action instead.")
+                _same_params(action_id, row, phash)
                 takeover = None
                 if row["status"] == "running":
                     takeover = or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)
@@ -120,7 +129,7 @@ class SqlLedger:
                     if taken == 1:
                         return Started(True)
                 if row["status"] == "running":
-                    raise ActionConflict(f"Action {action_id} is still running on {row['operator']}: wait for it to finish.")
+                    raise _still_running(action_id, row["operator"])
                 return Started(False, self._entry(conn, row))
         return self._guard(tx)
 
@@ -233,10 +242,7 @@ class MongoLedger:
         except DuplicateKeyError:
             pass
         doc = self.db["nc_actions"].find_one({"_id": action_id})
-        if doc["params_hash"] != phash:
-            raise ActionConflict(
-                f"Action id {action_id} was already used for a {doc['kind']} on {doc['source']} "
-                "with other parameters: start a new action instead.")
+        _same_params(action_id, doc, phash)
         flt = None
         if doc["status"] == "running":
             flt = {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}
@@ -249,7 +255,7 @@ class MongoLedger:
             if res.modified_count == 1:
                 return Started(True)
         if doc["status"] == "running":
-            raise ActionConflict(f"Action {action_id} is still running on {doc['operator']}: wait for it to finish.")
+            raise _still_running(action_id, doc["operator"])
         return Started(False, self._entry(doc))
 
     def _entry(self, doc, with_items=True) -> AuditEntry:
