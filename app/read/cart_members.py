@@ -62,8 +62,8 @@ from sqlalchemy import delete, func, insert, select, update
 
 from ..schema import cart_log, nc_action, nc_archive, nc_cart_dup_bucket, nc_cursor
 from ..sqlutil import backend, db_now, insert_ignore
-from .duplicates import (CART_KEY, CART_RULE, KEY_BATCH, LATE_COMMIT_MARGIN, _batched, _id_key,
-                         _keys_clause, _time_key)
+from .common import KEY_BATCH, LATE_COMMIT_MARGIN, batched, id_key, keys_clause, time_key
+from .duplicates import CART_KEY, CART_RULE
 from .models import DuplicateGroup
 
 CURSOR = "cart_dup_members"
@@ -128,7 +128,7 @@ def _dec_value(value, cache: dict):
 
 
 def _encode_members(rows: list[dict]) -> list[tuple]:
-    rows = sorted(rows, key=lambda r: (_time_key(r["created_at"]), _id_key(r["id"])))
+    rows = sorted(rows, key=lambda r: (time_key(r["created_at"]), id_key(r["id"])))
     return [(r["id"], _enc_time(r["created_at"]), _enc_time(r["sent_at"]), _enc_value(r["cart_value"]))
             for r in rows]
 
@@ -167,9 +167,9 @@ def _sent_rows_for_keys(conn, keys, *, locking: bool = False) -> dict[tuple, lis
     by_key: dict[tuple, list[dict]] = defaultdict(list)
     keys = sorted(set(keys), key=lambda k: (k[0], k[1]))
     lock = locking and backend(conn) != "sqlite"
-    for batch in _batched(keys, KEY_BATCH):
+    for batch in batched(keys, KEY_BATCH):
         stmt = select(*_COLS).where(cart_log.c.email_sent == 1,
-                                    _keys_clause((cart_log.c.user_id, cart_log.c.cart_hash), batch))
+                                    keys_clause((cart_log.c.user_id, cart_log.c.cart_hash), batch))
         if lock:
             # Inside a caller's transaction (cleanup, undo): a locking read
             # sees the latest committed rows whatever its snapshot.
@@ -232,7 +232,7 @@ def _load_buckets(conn, buckets=None) -> dict[int, dict]:
         for bucket, text, blob in conn.execute(stmt):
             out[bucket] = _decode_bucket(text, blob)
         return out
-    for batch in _batched(sorted(buckets), 500):
+    for batch in batched(sorted(buckets), 500):
         for bucket, text, blob in conn.execute(stmt.where(b.bucket.in_(batch))):
             out[bucket] = _decode_bucket(text, blob)
     return out
@@ -416,7 +416,7 @@ def refresh_ids(conn, ids) -> int:
     """``refresh_keys`` for the keys of the cart rows with these ids (rows just restored)."""
     ids = sorted({int(i) for i in ids})
     keys = set()
-    for batch in _batched(ids, 1000):
+    for batch in batched(ids, 1000):
         keys.update(tuple(r) for r in conn.execute(
             select(cart_log.c.user_id, cart_log.c.cart_hash).where(cart_log.c.id.in_(batch))))
     return refresh_keys(conn, keys)
@@ -448,7 +448,7 @@ def _keys_of_actions_since(conn, since: dt.datetime) -> set:
             if target:
                 action_ids.add(target)
     keys = set()
-    for batch in _batched(sorted(action_ids), 200):
+    for batch in batched(sorted(action_ids), 200):
         for (text,) in conn.execute(select(nc_archive.c.row_json).where(
                 nc_archive.c.action_id.in_(batch), nc_archive.c.table_name == cart_log.name)):
             row = json.loads(text)
@@ -467,7 +467,7 @@ def _swap(conn, members: dict[tuple, list], marks: dict) -> None:
         text, blob = _encode_bucket(keys)
         rows.append({"bucket": b, "key_count": len(keys), "member_count": sum(len(m) for m in keys.values()),
                      "members": text, "times": blob})
-    for batch in _batched(rows, 100):
+    for batch in batched(rows, 100):
         conn.execute(insert(nc_cart_dup_bucket), batch)
     # Cleanups and undos that ran while the index was computed changed rows
     # the computation may have read before them.

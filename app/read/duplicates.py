@@ -45,25 +45,24 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-
 import datetime as dt
 import gc
 import json
-import re
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Callable, Iterable, Mapping, Sequence
 
-from sqlalchemy import DateTime, and_, case, column, func, or_, select, table, tuple_
+from sqlalchemy import DateTime, and_, case, column, func, or_, select, table
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.elements import ColumnElement
 
 from ..config import DuplicateRule
 from ..errors import UsageError
 from ..schema import cart_log, nc_action, nc_archive, notifications
 from ..sqlutil import db_now, is_permission_denied
+from .common import (KEY_BATCH, LATE_COMMIT_MARGIN, as_time, batched, id_key, keys_clause, mongo_text_filter,
+                     resolve_since, text_filter, time_key)
 from .models import DuplicateGroup
 
 CART_RULE = "cart_sent_within_window"
@@ -76,36 +75,6 @@ DISPATCH_KEY = ("user_id", "type", "issue_id", "comment_id", "actor_user_id")
 DISPATCH_GROUP_KEY = DISPATCH_KEY + ("event_detail",)
 ORDER_KEY = ("order_id", "event")
 STATUS_CHANGED = "status_changed"
-
-# Keys per phase-2 query: small enough for the planner to use index ranges.
-KEY_BATCH = 400
-# Rows a scan catches late: a transaction that committed after the previous
-# scan with an older id or time (clock skew, long transactions).
-LATE_COMMIT_MARGIN = dt.timedelta(minutes=2)
-_MIN_TIME = dt.datetime.min
-
-
-def _id_key(value) -> tuple:
-    if isinstance(value, bool):
-        return (1, str(value))
-    if isinstance(value, int):
-        return (0, value)
-    return (1, str(value))
-
-
-def _time_key(value) -> dt.datetime:
-    return value if isinstance(value, dt.datetime) else _MIN_TIME
-
-
-def _as_time(value):
-    """A row's time as a datetime (a driver may hand back text for an untyped column)."""
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value.strip().replace("T", " ")).replace(tzinfo=None)
-        except ValueError:
-            return value
-    return value
-
 
 # --------------------------------------------------------------------------
 # The rules (pure)
@@ -126,15 +95,15 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
     by_key: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
         if isinstance(row.get(time_field), str):
-            row = dict(row, **{time_field: _as_time(row[time_field])})
+            row = dict(row, **{time_field: as_time(row[time_field])})
         by_key[tuple(row.get(k) for k in key_fields)].append(row)
     groups: list[DuplicateGroup] = []
     for key, members in by_key.items():
-        members.sort(key=lambda r: (_time_key(r.get(time_field)), _id_key(r.get(id_field))))
+        members.sort(key=lambda r: (time_key(r.get(time_field)), id_key(r.get(id_field))))
         chains: list[list[dict]] = []
         for row in members:
             if chains and (window is None or
-                           _time_key(row.get(time_field)) - _time_key(chains[-1][0].get(time_field)) < window) \
+                           time_key(row.get(time_field)) - time_key(chains[-1][0].get(time_field)) < window) \
                     and (split is None or not split(chains[-1][-1], row)):
                 chains[-1].append(row)
             else:
@@ -154,7 +123,7 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
                 source=source, rule=rule, key=dict(zip(key_fields, key)), keep_id=ids[0],
                 member_ids=ids, first_at=chain[0].get(time_field), last_at=chain[-1].get(time_field),
                 evidence=evidence))
-    groups.sort(key=lambda g: (_time_key(g.first_at), _id_key(g.keep_id)))
+    groups.sort(key=lambda g: (time_key(g.first_at), id_key(g.keep_id)))
     return groups
 
 
@@ -189,12 +158,12 @@ class StatusChanges:
     def __init__(self, timeline: StatusTimeline | None, rows: list[dict]):
         by_issue: dict = defaultdict(list)
         for issue_id, changes in (timeline or {}).items():
-            by_issue[issue_id].extend((_time_key(_as_time(at)), actor, message) for at, actor, message in changes)
+            by_issue[issue_id].extend((time_key(as_time(at)), actor, message) for at, actor, message in changes)
         # The rows' own status changes belong to their issue's timeline whatever
         # the caller fetched (a change listed twice changes no answer).
         for r in rows:
             if r.get("type") == STATUS_CHANGED:
-                by_issue[r.get("issue_id")].append((_time_key(r.get("created_at")), r.get("actor_user_id"),
+                by_issue[r.get("issue_id")].append((time_key(r.get("created_at")), r.get("actor_user_id"),
                                                     r.get("message")))
         self._times: dict = {}
         self._times_of: dict = {}
@@ -230,14 +199,14 @@ def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | 
     keyed = []
     for r in rows:
         if isinstance(r.get("created_at"), str):
-            r = dict(r, created_at=_as_time(r["created_at"]))
+            r = dict(r, created_at=as_time(r["created_at"]))
         keyed.append(dict(r, event_detail=_dispatch_event_detail(r)))
     changes = StatusChanges(status_timeline, keyed)
 
     def split(prev: dict, row: dict) -> bool:
         return row.get("type") == STATUS_CHANGED and changes.other_between(
             row.get("issue_id"), row.get("actor_user_id"), row.get("message"),
-            _time_key(prev.get("created_at")), _time_key(row.get("created_at")))
+            time_key(prev.get("created_at")), time_key(row.get("created_at")))
 
     groups = group_rows(keyed, source="dispatch", rule=DISPATCH_RULE, key_fields=DISPATCH_GROUP_KEY,
                         time_field="created_at", evidence_fields=("dispatch_id", "is_read"), split=split)
@@ -253,7 +222,7 @@ def _status_spans(rows: Iterable[dict]) -> dict:
     for r in rows:
         if r.get("type") != STATUS_CHANGED:
             continue
-        at = _time_key(_as_time(r.get("created_at")))
+        at = time_key(as_time(r.get("created_at")))
         key = tuple(r.get(k) for k in DISPATCH_KEY) + (r.get("message"),)
         lo, hi, n = spans_of.get(key, (at, at, 0))
         spans_of[key] = (min(lo, at), max(hi, at), n + 1)
@@ -291,9 +260,9 @@ def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> 
     if not spans:
         return {}
     t = notifications.c
-    ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=_id_key) for lo, hi in spans[issue_id]]
+    ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=id_key) for lo, hi in spans[issue_id]]
     timeline: dict = defaultdict(list)
-    for batch in _batched(ranges, KEY_BATCH):
+    for batch in batched(ranges, KEY_BATCH):
         stmt = select(t.issue_id, t.created_at, t.actor_user_id, t.message).where(
             t.type == STATUS_CHANGED,
             or_(*[and_(t.issue_id == issue_id, t.created_at >= lo, t.created_at <= hi)
@@ -301,9 +270,9 @@ def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> 
         if lock and conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update(read=True)
         for issue_id, at, actor, message in conn.execute(stmt):
-            timeline[issue_id].append((_as_time(at), actor, message))
+            timeline[issue_id].append((as_time(at), actor, message))
     for changes in timeline.values():
-        changes.sort(key=lambda c: _time_key(c[0]))
+        changes.sort(key=lambda c: time_key(c[0]))
     return dict(timeline)
 
 
@@ -330,7 +299,7 @@ def _status_keys_after(conn, points: list[tuple]) -> set:
     for key, at in points:
         if key[1] != STATUS_CHANGED:
             continue
-        at = _time_key(_as_time(at))
+        at = time_key(as_time(at))
         if key[2] not in first or at < first[key[2]]:
             first[key[2]] = at
     if not first:
@@ -338,7 +307,7 @@ def _status_keys_after(conn, points: list[tuple]) -> set:
     t = notifications.c
     key_cols = (t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id)
     keys: set = set()
-    for batch in _batched(sorted(first.items(), key=lambda kv: _id_key(kv[0])), KEY_BATCH):
+    for batch in batched(sorted(first.items(), key=lambda kv: id_key(kv[0])), KEY_BATCH):
         stmt = select(*key_cols).distinct().where(
             t.type == STATUS_CHANGED, or_(*[and_(t.issue_id == i, t.created_at > at) for i, at in batch]))
         keys.update(tuple(r) for r in conn.execute(stmt))
@@ -362,62 +331,6 @@ def group_rule_rows(rows: Iterable[dict], rule: DuplicateRule) -> list[Duplicate
 # --------------------------------------------------------------------------
 # Helpers shared by the scans
 
-def resolve_since(conn_or_now, since) -> dt.datetime | None:
-    """``since`` as an absolute naive-UTC time (a timedelta counts back from the DB clock)."""
-    if since is None or isinstance(since, dt.datetime):
-        return since
-    if isinstance(since, dt.timedelta):
-        now = conn_or_now if isinstance(conn_or_now, dt.datetime) else db_now(conn_or_now)
-        return now - since
-    raise UsageError(f"--since must be a duration such as 30m, 24h or 7d, not {since!r}.")
-
-
-def like_any(columns, text: str) -> ColumnElement:
-    """``text`` in any of ``columns``: literal and case-insensitive on every backend.
-
-    A bound, escaped pattern (``%``, ``_``, quotes and backslashes match
-    themselves); ``icontains`` is ``lower(..) LIKE lower(..)`` on MariaDB and
-    SQLite and ``ILIKE`` on PostgreSQL, whose plain LIKE is case-sensitive.
-    """
-    return or_(*[c.icontains(text, autoescape=True) for c in columns])
-
-
-def text_filter(text_cols, int_cols, text: str | None):
-    """What ``--filter TEXT`` matches: TEXT literally (case-insensitive) in one of
-    ``text_cols``, or, when TEXT is a whole number, equal to one of ``int_cols``.
-    None when there is no filter. Every list the console filters uses this."""
-    if not text:
-        return None
-    clauses = [like_any(text_cols, text)] if text_cols else []
-    n = _int_or_none(text)
-    if n is not None:
-        clauses += [c == n for c in int_cols]
-    return or_(*clauses) if clauses else None
-
-
-def _int_or_none(text: str | None):
-    if text is None:
-        return None
-    t = text.strip()
-    return int(t) if re.fullmatch(r"\d{1,18}", t) else None
-
-
-def _batched(items: list, size: int):
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
-
-
-def _key_match(cols, key: tuple) -> ColumnElement:
-    """Row matches ``key``, NULL equal to NULL (MySQL ``<=>``, SQLite ``IS``)."""
-    return and_(*[c.is_(None) if v is None else c == v for c, v in zip(cols, key)])
-
-
-def _keys_clause(cols, keys: list[tuple]) -> ColumnElement:
-    if all(v is not None for k in keys for v in k):
-        return tuple_(*cols).in_(keys)
-    return or_(*[_key_match(cols, k) for k in keys])
-
-
 def _finish(groups: list[DuplicateGroup], since, limit) -> list[DuplicateGroup]:
     if since is not None:
         groups = [g for g in groups if g.last_at is not None and g.last_at >= since]
@@ -426,7 +339,7 @@ def _finish(groups: list[DuplicateGroup], since, limit) -> list[DuplicateGroup]:
         # for the tens of thousands of groups a full cart scan returns).
         groups.sort(key=attrgetter("last_at", "keep_id"), reverse=True)
     else:
-        groups.sort(key=lambda g: (_time_key(g.last_at), _id_key(g.keep_id)), reverse=True)
+        groups.sort(key=lambda g: (time_key(g.last_at), id_key(g.keep_id)), reverse=True)
     return groups[:limit] if limit is not None else groups
 
 
@@ -521,7 +434,7 @@ def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tupl
     # Sorted here, not by the database: an ORDER BY on the aggregate makes
     # MariaDB group in a temporary table instead of along the key index
     # (4 s instead of 2.3 s on 1 M sent cart rows).
-    found = [(tuple(r[:-1]), _time_key(_as_time(r[-1]))) for r in conn.execute(stmt)]
+    found = [(tuple(r[:-1]), time_key(as_time(r[-1]))) for r in conn.execute(stmt)]
     found.sort(key=lambda kt: kt[1], reverse=True)
     return [k for k, _ in found]
 
@@ -532,8 +445,8 @@ def _keys_matching(conn, spec: SqlRuleSpec, keys: list[tuple], filter_text) -> s
     if flt is None:
         return set(keys)
     out: set = set()
-    for batch in _batched(keys, KEY_BATCH):
-        stmt = select(*spec.key_cols).distinct().where(*spec.where, _keys_clause(spec.key_cols, batch), flt)
+    for batch in batched(keys, KEY_BATCH):
+        stmt = select(*spec.key_cols).distinct().where(*spec.where, keys_clause(spec.key_cols, batch), flt)
         out.update(tuple(r) for r in conn.execute(stmt))
     return out
 
@@ -545,8 +458,8 @@ def _sql_key_of(group: DuplicateGroup, spec: SqlRuleSpec) -> tuple:
 def _rows_for_keys(conn, spec: SqlRuleSpec, keys: list[tuple]) -> list[dict]:
     """Phase 2: every qualifying row of ``keys`` (batched, index ranges)."""
     rows: list[dict] = []
-    for batch in _batched(keys, KEY_BATCH):
-        stmt = select(*spec.fetch_cols).where(*spec.where, _keys_clause(spec.key_cols, batch))
+    for batch in batched(keys, KEY_BATCH):
+        stmt = select(*spec.fetch_cols).where(*spec.where, keys_clause(spec.key_cols, batch))
         rows.extend(dict(r._mapping) for r in conn.execute(stmt))
     return rows
 
@@ -558,7 +471,7 @@ def _scan_sql(conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[Dup
     # With a limit: take candidate keys by latest activity until enough
     # groups pass the window check (a key may hold no group within it).
     groups: list[DuplicateGroup] = []
-    for batch in _batched(keys, max(limit, KEY_BATCH)):
+    for batch in batched(keys, max(limit, KEY_BATCH)):
         groups.extend(spec.groups_of(conn, _rows_for_keys(conn, spec, batch)))
         if len([g for g in groups if since is None or (g.last_at and g.last_at >= since)]) >= limit:
             break
@@ -593,19 +506,6 @@ def _config_mongo_spec(rule: DuplicateRule) -> MongoRuleSpec:
                          filter_fields=tuple(rule.key))
 
 
-def mongo_text_filter(text_fields, int_fields, text: str | None) -> dict:
-    """``text_filter`` for the order store: TEXT literally (case-insensitive) in a
-    text field, or a whole number equal to an int field; {} without a filter."""
-    if not text:
-        return {}
-    pattern = re.escape(text)  # literal text, never an operator or a pattern
-    ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in text_fields]
-    n = _int_or_none(text)
-    if n is not None:
-        ors += [{f: n} for f in int_fields]
-    return {"$or": ors}
-
-
 def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict:
     return mongo_text_filter(spec.filter_fields, spec.filter_int_fields, filter_text)
 
@@ -630,7 +530,7 @@ def _mongo_candidates(db, spec: MongoRuleSpec, *, match: dict, since, limit, min
 
 def _mongo_docs_for_keys(db, spec: MongoRuleSpec, keys: list[tuple]) -> list[dict]:
     docs: list[dict] = []
-    for batch in _batched(keys, KEY_BATCH):
+    for batch in batched(keys, KEY_BATCH):
         query = {"$or": [dict(zip(spec.key_fields, k)) for k in batch]}
         docs.extend(db[spec.collection].find(query))
     return docs
@@ -646,7 +546,7 @@ def _scan_mongo(db, spec: MongoRuleSpec, *, since, limit, filter_text) -> list[D
     else:
         keys = _mongo_candidates(db, spec, match={}, since=since, limit=None)
     groups: list[DuplicateGroup] = []
-    for batch in _batched(keys, KEY_BATCH if limit is None else max(limit, KEY_BATCH)):
+    for batch in batched(keys, KEY_BATCH if limit is None else max(limit, KEY_BATCH)):
         groups.extend(spec.group(_mongo_docs_for_keys(db, spec, batch)))
         if limit is not None and len(_finish(list(groups), since, None)) >= limit:
             break
@@ -927,7 +827,7 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
             action_ids.add(target)
     keys: set = set()
     names = [c.name for c in spec.key_cols]
-    for batch in _batched(sorted(action_ids), 200):
+    for batch in batched(sorted(action_ids), 200):
         for (text,) in conn.execute(select(nc_archive.c.row_json).where(
                 nc_archive.c.action_id.in_(batch), nc_archive.c.table_name == spec.table.name)):
             try:
@@ -941,7 +841,7 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
                     at = row.get(spec.time_col.name)
                     if isinstance(at, dict) and isinstance(at.get("$dt"), str):  # the archive's typed datetime
                         at = at["$dt"]
-                    points.append((key, _as_time(at)))
+                    points.append((key, as_time(at)))
     return keys
 
 
@@ -992,7 +892,7 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
                                            cursor.recent.get(spec.rule))
             last_ids[spec.rule] = top
             recent[spec.rule] = seen
-            keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
+            keys = sorted(keys, key=lambda k: tuple(id_key(v) for v in k))
             touched.update((spec.rule, k) for k in keys)
             found = spec.groups_of(conn, _rows_for_keys(conn, spec, keys))
             if filter_text:
@@ -1023,7 +923,7 @@ def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> In
         seen: dict = {}
         keys |= _keys_of_actions_mongo(db, spec, changed_since, cursor.recent.get(spec.rule) or {}, seen)
         recent[spec.rule] = seen
-        keys = sorted(keys, key=lambda k: tuple(_id_key(v) for v in k))
+        keys = sorted(keys, key=lambda k: tuple(id_key(v) for v in k))
         touched.update((spec.rule, k) for k in keys)
         found = spec.group(_mongo_docs_for_keys(db, spec, keys))
         if filter_text:
@@ -1037,7 +937,7 @@ def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> In
 def _mongo_keys_matching(db, spec: MongoRuleSpec, keys: list[tuple], filter_text) -> set:
     """Those of ``keys`` of which a document matches ``filter_text`` (``_mongo_filter``, as the full scan)."""
     out: set = set()
-    for batch in _batched(keys, KEY_BATCH):
+    for batch in batched(keys, KEY_BATCH):
         query = {"$and": [{"$or": [dict(zip(spec.key_fields, k)) for k in batch]},
                           _mongo_filter(spec, filter_text)]}
         for doc in db[spec.collection].find(query, projection={f: 1 for f in spec.key_fields}):

@@ -29,7 +29,7 @@ from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
 from ..sqlutil import db_now
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
-from .duplicates import resolve_since, text_filter
+from .common import resolve_since, text_filter
 from .models import FAILED_KINDS, FailedItem
 
 DEFAULT_LIMIT = 200

@@ -19,7 +19,7 @@ source, and a poll for newer entries (``after``) costs what is new.
 Late commits: a row's id or time is taken before its transaction commits,
 so a row can become visible after a poll already delivered rows above it.
 Every poll therefore re-reads a margin (``LAG``, the late-commit margin of
-``app.read.duplicates``) and skips what it already delivered:
+``app.read.common``) and skips what it already delivered:
 
 * id polls keep an ``app.read.idwindow.IdWindow`` in their cursor
   (``IdCursor``, which compares as the highest id delivered): the ids below
@@ -47,7 +47,7 @@ from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
 from ..sqlutil import db_now, fetch_fast
 from . import idwindow
-from .duplicates import LATE_COMMIT_MARGIN, mongo_text_filter, resolve_since, text_filter
+from .common import LATE_COMMIT_MARGIN, mongo_text_filter, resolve_since, text_filter
 from .idwindow import IdWindow
 from .models import FeedItem, FeedPage
 

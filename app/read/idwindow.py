@@ -9,7 +9,7 @@ never reads it. ``IdWindow`` keeps, besides the highest id read (``last``):
   commit). It is the highest id read at least ``lag`` ago (``pid`` read at
   ``pat``), the way ``app.read.cart_members`` moves its ``idf``: a
   transaction holding an id below it would have been open for longer than
-  the lag (``app.read.duplicates.LATE_COMMIT_MARGIN``).
+  the lag (``app.read.common.LATE_COMMIT_MARGIN``).
 * ``gaps``: the ids between ``floor`` and ``last`` not read yet, as inclusive
   ranges ``[lo, hi]``. Each read fetches the rows in the gaps (primary-key
   ranges; usually none, sometimes a rolled-back id or a late commit) and the

@@ -48,7 +48,7 @@ from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled
 from ..sqlutil import backend, db_now, insert_ignore, is_permission_denied, with_retry
 from . import idwindow
-from .duplicates import LATE_COMMIT_MARGIN
+from .common import LATE_COMMIT_MARGIN
 from .idwindow import IdWindow
 from .models import LatencyBucket, StatsSeries
 
