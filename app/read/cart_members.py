@@ -6,7 +6,7 @@ a buffer pool smaller than the indexes). The console therefore keeps its own
 exact copy of the only rows a cart duplicate group can contain: every *sent*
 row of every (user_id, cart_hash) that holds two or more sent rows, with the
 columns a group shows (id, created_at, sent_at, cart_value). The window rule
-is applied when the index is read (``app.read.duplicates.group_cart_rows``'
+is applied when the index is read (``app.read.rules.group_cart_rows``'
 rule, here in a specialised form), so changing the window needs no rebuild.
 
 Layout: table ``nc_cart_dup_bucket``, one row per bucket (user_id modulo
@@ -63,8 +63,8 @@ from sqlalchemy import delete, func, insert, select, update
 from ..schema import cart_log, nc_action, nc_archive, nc_cart_dup_bucket, nc_cursor
 from ..sqlutil import backend, db_now, insert_ignore
 from .common import KEY_BATCH, LATE_COMMIT_MARGIN, batched, id_key, keys_clause, time_key
-from .duplicates import CART_KEY, CART_RULE
 from .models import DuplicateGroup
+from .rules import CART_KEY, CART_RULE
 
 CURSOR = "cart_dup_members"
 BUCKETS = 4096

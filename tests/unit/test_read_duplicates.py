@@ -3,7 +3,7 @@ import datetime as dt
 
 from hypothesis import given, settings, strategies as st
 
-from app.read.duplicates import group_cart_rows, group_dispatch_rows, group_order_logs
+from app.read.rules import group_cart_rows, group_dispatch_rows, group_order_logs
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, 0)
 H = "a" * 64

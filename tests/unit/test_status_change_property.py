@@ -8,7 +8,7 @@ import datetime as dt
 
 from hypothesis import given, settings, strategies as st
 
-from app.read.duplicates import group_dispatch_rows
+from app.read.rules import group_dispatch_rows
 
 T0 = dt.datetime(2026, 11, 20, 10, 0)
 KEY = ("user_id", "issue_id", "actor_user_id", "message")
