@@ -17,13 +17,15 @@ DATETIME in Python); a change rewrites only the buckets of the keys it
 touched.
 
 Kept up to date incrementally (``advance``), under a lock on the index's
-``nc_cursor`` row so every writer is serialised. Each advance re-reads only:
+``nc_cursor`` row so every writer is serialised; that row holds the marks
+(``IndexMarks``). Each advance re-reads only:
 
-* rows inserted already sent: ids above ``idf``, the highest id seen at
+* rows inserted already sent: ids above ``floor``, the highest id seen at
   least ``LAG`` ago (transactions that took an id earlier and committed later
   are still re-read);
-* rows that became sent: ``sent_at`` at or after the high-water mark minus
-  ``LAG`` (index ``nc_cart_sent_at``; late commits within the lag are caught);
+* rows that became sent: ``sent_at`` at or after the high-water mark
+  ``sent`` minus ``LAG`` (index ``nc_cart_sent_at``; late commits within the
+  lag are caught);
 * rows removed below the lowest or above the highest id (retention purges,
   a truncated table).
 
@@ -55,6 +57,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
@@ -191,7 +194,56 @@ def compute_members(conn) -> dict[tuple, list]:
 
 
 # --------------------------------------------------------------------------
-# The index's state (nc_cursor row ``cart_dup_members``)
+# The index's marks (nc_cursor row ``cart_dup_members``)
+
+@dataclass
+class IndexMarks:
+    """How far the index has read the log: what the next advance re-reads starts here.
+
+    * ``floor``: the highest id seen at least ``LAG`` ago; an advance re-reads
+      the sent rows above it (late commits below the newest id included).
+    * ``pid``, ``pat``: the highest id seen at time ``pat``; it becomes the
+      floor once ``pat`` is ``LAG`` old (as in ``IdWindow``). None before the
+      first advance.
+    * ``sent``: the newest ``sent_at`` seen (never past the clock); an advance
+      re-reads the rows sent at or after ``sent - LAG``.
+    * ``max_id``, ``min_id``: the log's id range at the last advance; ids that
+      left it (purged below, removed above) have their keys swept.
+    * ``built``: when the index was computed from scratch.
+
+    Stored as JSON in the row's ``position`` with the layout it describes
+    (``v`` = ``FORMAT``, ``nb`` = ``BUCKETS``) and the short names of the
+    first format: ``idf`` (floor), ``pid``, ``pat``, ``sent``, ``max``,
+    ``min``, ``built``; times as ISO text.
+    """
+
+    sent: dt.datetime
+    floor: int
+    max_id: int
+    min_id: int
+    built: dt.datetime | None = None
+    pid: int | None = None
+    pat: dt.datetime | None = None
+
+    def to_json(self) -> dict:
+        return {"v": FORMAT, "nb": BUCKETS, "sent": self.sent.isoformat(), "idf": self.floor, "pid": self.pid,
+                "pat": None if self.pat is None else self.pat.isoformat(), "max": self.max_id,
+                "min": self.min_id, "built": None if self.built is None else self.built.isoformat()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "IndexMarks | None":
+        """The marks of a stored position; None for another layout (rebuilt on the next scan)."""
+        if d.get("v") != FORMAT or d.get("nb") != BUCKETS:
+            return None
+        return cls(sent=_time(d["sent"]), floor=int(d["idf"]), max_id=int(d["max"]), min_id=int(d["min"]),
+                   built=None if d.get("built") is None else _time(d["built"]),
+                   pid=None if d.get("pid") is None else int(d["pid"]),
+                   pat=None if d.get("pat") is None else _time(d["pat"]))
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
 
 def _state_row(conn, *, lock: bool):
     stmt = select(nc_cursor.c.position).where(nc_cursor.c.name == CURSOR)
@@ -200,25 +252,28 @@ def _state_row(conn, *, lock: bool):
     return conn.execute(stmt).scalar()
 
 
-def _load_state(text: str | None) -> dict | None:
+def _load_marks(text: str | None) -> IndexMarks | None:
     if not text:
         return None
-    state = json.loads(text)
-    if state.get("v") != FORMAT or state.get("nb") != BUCKETS:
-        return None  # another layout: rebuilt on the next scan
-    return state
+    return IndexMarks.from_json(json.loads(text))
 
 
-def _save_state(conn, state: dict, now: dt.datetime) -> None:
-    text = json.dumps(state, separators=(",", ":"))
+def _save_marks(conn, marks: IndexMarks, now: dt.datetime) -> None:
+    text = json.dumps(marks.to_json(), separators=(",", ":"))
     if conn.execute(update(nc_cursor).where(nc_cursor.c.name == CURSOR)
                     .values(position=text, updated_at=now)).rowcount == 0:
         conn.execute(insert(nc_cursor).values(name=CURSOR, position=text, updated_at=now))
 
 
+def read_marks(conn) -> IndexMarks | None:
+    """The index's marks, or None while it has not been built."""
+    return _load_marks(_state_row(conn, lock=False))
+
+
 def read_state(conn) -> dict | None:
-    """The index's high-water marks, or None while it has not been built."""
-    return _load_state(_state_row(conn, lock=False))
+    """The index's marks as stored (``IndexMarks.to_json``), or None while it has not been built."""
+    marks = read_marks(conn)
+    return None if marks is None else marks.to_json()
 
 
 # --------------------------------------------------------------------------
@@ -299,14 +354,6 @@ def _keys_outside(conn, low, high) -> set:
     return keys
 
 
-def _iso(value: dt.datetime) -> str:
-    return value.isoformat()
-
-
-def _time(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
-
-
 def _id_range(conn):
     return conn.execute(select(func.max(cart_log.c.id), func.min(cart_log.c.id))).one()
 
@@ -326,62 +373,63 @@ def _transaction(engine):
 def advance(engine) -> dict | None:
     """Bring the index up to date; None when it has not been built yet."""
     with _transaction(engine) as conn, conn.begin():
-        state = _load_state(_state_row(conn, lock=True))
-        if state is None:
+        marks = _load_marks(_state_row(conn, lock=True))
+        if marks is None:
             return None
-        return _advance_locked(conn, state)
+        return _advance_locked(conn, marks)
 
 
-def _advance_locked(conn, state: dict) -> dict:
+def _advance_locked(conn, marks: IndexMarks) -> dict:
     now = db_now(conn)
-    keys, swept, max_id, min_id = _touched(conn, state, now)
+    keys, swept, max_id, min_id = _touched(conn, marks, now)
     if max_id is None:
         # The table is empty: nothing can be a member.
         if conn.execute(select(func.count()).select_from(nc_cart_dup_bucket)).scalar():
             conn.execute(delete(nc_cart_dup_bucket))
         max_id = min_id = 0
     changed = _refresh(conn, keys - swept, added_only=True) + _refresh(conn, swept)
-    state["max"], state["min"] = max_id, min_id
-    pat = state.get("pat")
-    if pat is None or _time(pat) <= now - LAG:
-        if state.get("pid") is not None:
-            state["idf"] = state["pid"]
-        state["pid"], state["pat"] = max_id, _iso(now)
-    _save_state(conn, state, now)
+    marks.max_id, marks.min_id = max_id, min_id
+    if marks.pat is None or marks.pat <= now - LAG:
+        if marks.pid is not None:
+            marks.floor = marks.pid
+        marks.pid, marks.pat = max_id, now
+    _save_marks(conn, marks, now)
     return {"touched": len(keys), "changed": changed}
 
 
-def _touched(conn, state: dict, now: dt.datetime) -> tuple[set, set, object, object]:
+def _touched(conn, marks: IndexMarks, now: dt.datetime) -> tuple[set, set, object, object]:
     """What an advance re-reads: (keys that may have gained members, keys holding members
     outside the id range, max id, min id); None ids when the table is empty.
 
-    Moves the marks in ``state`` past what it found (not saved here).
+    Moves ``marks`` past what it found (not saved here).
     """
     t = cart_log.c
     max_id, min_id = _id_range(conn)
     keys: set = set()
     swept: set = set()
     if max_id is None:
-        state.update(idf=0, pid=None if state.get("pid") is None else 0)
+        marks.floor = 0
+        if marks.pid is not None:
+            marks.pid = 0
     else:
-        low = min_id if min_id > state["min"] else None      # rows purged below
-        high = max_id if max_id < state["max"] else None     # newest rows removed
+        low = min_id if min_id > marks.min_id else None      # rows purged below
+        high = max_id if max_id < marks.max_id else None     # newest rows removed
         if low is not None or high is not None:
             swept = _keys_outside(conn, low, high)
-        if max_id < state["idf"]:
-            state["idf"] = max_id                             # ids handed out again (SQLite)
-        if state.get("pid") is not None and state["pid"] > max_id:
-            state["pid"] = max_id
-        stmt = select(t.user_id, t.cart_hash).where(t.id > state["idf"], t.email_sent == 1).distinct()
+        if max_id < marks.floor:
+            marks.floor = max_id                              # ids handed out again (SQLite)
+        if marks.pid is not None and marks.pid > max_id:
+            marks.pid = max_id
+        stmt = select(t.user_id, t.cart_hash).where(t.id > marks.floor, t.email_sent == 1).distinct()
         keys.update(tuple(r) for r in conn.execute(stmt))
-        hwm = _time(state["sent"])
+        hwm = marks.sent
         top = hwm
         stmt = select(t.user_id, t.cart_hash, t.sent_at).where(t.sent_at >= hwm - LAG)
         for u, h, sent_at in conn.execute(stmt):
             keys.add((u, h))
             if sent_at is not None and sent_at > top:
                 top = sent_at
-        state["sent"] = _iso(max(hwm, min(top, now)))
+        marks.sent = max(hwm, min(top, now))
     return keys, swept, max_id, min_id
 
 
@@ -396,19 +444,19 @@ def refresh_keys(conn, keys) -> int:
     keys = {(k[0], k[1]) for k in keys}
     if not keys:
         return 0
-    state = _load_state(_state_row(conn, lock=True))
-    if state is None:
+    marks = _load_marks(_state_row(conn, lock=True))
+    if marks is None:
         return 0
     changed = _refresh(conn, keys, locking=True)
     max_id = conn.execute(select(func.max(cart_log.c.id))).scalar() or 0
-    if max_id < state["max"]:
+    if max_id < marks.max_id:
         # The newest rows went: a database that hands their ids out again
         # (SQLite) must have the new rows re-read.
-        state["max"] = max_id
-        state["idf"] = min(state["idf"], max_id)
-        if state.get("pid") is not None:
-            state["pid"] = min(state["pid"], max_id)
-        _save_state(conn, state, db_now(conn))
+        marks.max_id = max_id
+        marks.floor = min(marks.floor, max_id)
+        if marks.pid is not None:
+            marks.pid = min(marks.pid, max_id)
+        _save_marks(conn, marks, db_now(conn))
     return changed
 
 
@@ -422,14 +470,13 @@ def refresh_ids(conn, ids) -> int:
     return refresh_keys(conn, keys)
 
 
-def _marks(conn) -> dict:
+def _marks(conn) -> IndexMarks:
     """High-water marks taken before a build reads anything."""
     now = db_now(conn)
     max_id, min_id = _id_range(conn)
     max_sent = conn.execute(select(func.max(cart_log.c.sent_at))).scalar()
     sent = now if max_sent is None else min(max_sent, now)
-    return {"v": FORMAT, "nb": BUCKETS, "sent": _iso(sent), "idf": max_id or 0, "pid": None, "pat": None,
-            "max": max_id or 0, "min": min_id or 0, "built": _iso(now)}
+    return IndexMarks(sent=sent, floor=max_id or 0, max_id=max_id or 0, min_id=min_id or 0, built=now)
 
 
 def _keys_of_actions_since(conn, since: dt.datetime) -> set:
@@ -456,7 +503,7 @@ def _keys_of_actions_since(conn, since: dt.datetime) -> set:
     return keys
 
 
-def _swap(conn, members: dict[tuple, list], marks: dict) -> None:
+def _swap(conn, members: dict[tuple, list], marks: IndexMarks) -> None:
     """Install a computed index (caller holds the lock) and catch up on actions since its marks."""
     conn.execute(delete(nc_cart_dup_bucket))
     by_bucket: dict[int, dict] = defaultdict(dict)
@@ -471,16 +518,16 @@ def _swap(conn, members: dict[tuple, list], marks: dict) -> None:
         conn.execute(insert(nc_cart_dup_bucket), batch)
     # Cleanups and undos that ran while the index was computed changed rows
     # the computation may have read before them.
-    _refresh(conn, _keys_of_actions_since(conn, _time(marks["built"]) - LAG), locking=True)
-    _save_state(conn, dict(marks), db_now(conn))
+    _refresh(conn, _keys_of_actions_since(conn, marks.built - LAG), locking=True)
+    _save_marks(conn, marks, db_now(conn))
 
 
 def build_in(conn, *, report=None) -> dict:
     """Compute and install the index on ``conn`` in the caller's transaction (db upgrade)."""
     t0 = time.perf_counter()
     marks = _marks(conn)
-    if report and marks["max"]:
-        report(f"building the cart duplicate member index from {marks['max'] - marks['min'] + 1:,} "
+    if report and marks.max_id:
+        report(f"building the cart duplicate member index from {marks.max_id - marks.min_id + 1:,} "
                f"cart rows ...")
     members = compute_members(conn)
     insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
@@ -488,7 +535,7 @@ def build_in(conn, *, report=None) -> dict:
     _swap(conn, members, marks)
     out = {"keys": len(members), "members": sum(len(m) for m in members.values()),
            "seconds": time.perf_counter() - t0}
-    if report and marks["max"]:
+    if report and marks.max_id:
         report(f"  cart duplicate member index: {out['keys']:,} keys, {out['members']:,} members "
                f"in {out['seconds']:.1f} s")
     return out
@@ -511,7 +558,7 @@ def rebuild(engine, *, only_if_missing: bool = False) -> dict:
             marks = _marks(conn)
             members = compute_members(conn)
         with conn.begin():
-            if only_if_missing and _load_state(_state_row(conn, lock=True)) is not None:
+            if only_if_missing and _load_marks(_state_row(conn, lock=True)) is not None:
                 return {"keys": None, "members": None, "seconds": time.perf_counter() - t0, "installed": False}
             _state_row(conn, lock=True)
             _swap(conn, members, marks)
@@ -569,10 +616,10 @@ def read_groups_unpersisted(conn, window_hours: float, since: dt.datetime | None
     the caller's connection, so the stored index and the rows re-read come
     from one snapshot.
     """
-    state = read_state(conn)
-    if state is None:
+    marks = read_marks(conn)
+    if marks is None:
         return None
-    keys, swept, max_id, _min_id = _touched(conn, state, db_now(conn))
+    keys, swept, max_id, _min_id = _touched(conn, marks, db_now(conn))
     if max_id is None:
         return []
     stored = _load_buckets(conn)

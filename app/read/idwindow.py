@@ -7,7 +7,7 @@ never reads it. ``IdWindow`` keeps, besides the highest id read (``last``):
 
 * ``floor``: every id at or below it is settled (read, or never going to
   commit). It is the highest id read at least ``lag`` ago (``pid`` read at
-  ``pat``), the way ``app.read.cart_members`` moves its ``idf``: a
+  ``pat``), the way ``app.read.cart_members.IndexMarks`` moves its ``floor``: a
   transaction holding an id below it would have been open for longer than
   the lag (``app.read.common.LATE_COMMIT_MARGIN``).
 * ``gaps``: the ids between ``floor`` and ``last`` not read yet, as inclusive
