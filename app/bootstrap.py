@@ -43,6 +43,19 @@ class Workspace:
                 self._orders = open_order_store(self.config.source("orders").url)
             return self._orders
 
+    def with_role(self, role: str) -> Workspace:
+        """The same workspace as another console's ``role`` sees it: same config otherwise, same databases.
+
+        The copy shares this workspace's engines (the very dict, so an engine either one opens is
+        the other's too), its order store and its lock. Nothing is copied, so closing either one
+        closes the shared engines and order store for both: close the original once, when both
+        are done (the copy needs no close of its own).
+        """
+        if self.has("orders"):
+            self.orders()  # open it now, so that there is one store to share
+        return Workspace(config=self.config.with_role(role), _engines=self._engines, _orders=self._orders,
+                         _lock=self._lock)
+
     def close(self) -> None:
         with self._lock:
             for engine in self._engines.values():

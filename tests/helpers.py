@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from decimal import Decimal
 
 from sqlalchemy import func, insert, select
 
@@ -57,3 +58,26 @@ def notification_users(engine, **where):
 def log_rows(engine):
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(select(dispatch_log).order_by(dispatch_log.c.id)).mappings()]
+
+
+def seed_cart_duplicates(engine, now=None):
+    """Three carts: one emailed three times in 24 h, one twice, one once; plus noise."""
+    H = dt.timedelta(hours=1)
+    now = now or dt.datetime(2026, 11, 20, 12, 0, 0)
+    rows = []
+    def row(uid, h, at, sent=True, value="19.99"):
+        rows.append({"user_id": uid, "cart_hash": h * 64, "cart_value": Decimal(value), "email_sent": 1 if sent else 0,
+                     "created_at": at, "sent_at": at + dt.timedelta(seconds=2) if sent else None,
+                     "error_message": None if sent else "SMTP 451 try later"})
+    row(1, "a", now); row(1, "a", now + dt.timedelta(milliseconds=350)); row(1, "a", now + 3 * H)
+    row(2, "b", now); row(2, "b", now + 23 * H + dt.timedelta(minutes=59))
+    row(3, "c", now)
+    row(3, "c", now + 24 * H + dt.timedelta(minutes=1))   # a new abandonment, not a duplicate
+    row(4, "d", now); row(4, "d", now + H, sent=False)   # unsent rows are never duplicates
+    with engine.begin() as conn:
+        conn.execute(insert(cart_log), rows)
+
+
+def table_rows(engine, table):
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]

@@ -12,8 +12,7 @@ from app.services.actions import run_action
 from app.services.audit import audit_entries, find_action
 from app.services.tokens import params_hash
 from app.services.cleanup import cleanup, undo
-
-from test_actions_cleanup import _with_role, seed_cart_duplicates, table_rows
+from tests.helpers import seed_cart_duplicates, table_rows
 
 
 def test_an_action_id_used_on_one_source_is_refused_on_another(workspace_factory, sql_url):
@@ -107,7 +106,7 @@ def test_undo_never_overwrites_a_row_that_took_an_archived_id(workspace_factory,
 
 def test_a_viewer_is_refused_undo_before_anything_else_and_audited(workspace_factory, sql_url):
     admin = workspace_factory(cart=sql_url("cart"))
-    viewer = _with_role(admin, "viewer")
+    viewer = admin.with_role("viewer")
     with pytest.raises(PermissionDenied, match="viewer role may not undo"):
         undo(viewer, "no-such-action")
     entries, _ = audit_entries(admin, source="cart")
@@ -117,7 +116,7 @@ def test_a_viewer_is_refused_undo_before_anything_else_and_audited(workspace_fac
 def test_simulator_runs_are_audited_and_naive_traffic_takes_an_admin(workspace_factory, sql_url):
     from app.simulate import run_simulation
     admin = workspace_factory(dispatch=sql_url("dispatch"))
-    operator = _with_role(admin, "operator")
+    operator = admin.with_role("operator")
     with pytest.raises(PermissionDenied, match="may not run naive traffic"):
         run_simulation(operator.config, "dispatch", "naive", workers=2, events=3)
     result = run_simulation(operator.config, "dispatch", "guarded", workers=2, events=3)

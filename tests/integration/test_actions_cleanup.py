@@ -8,41 +8,18 @@ import signal
 import subprocess
 import sys
 import time
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, select, text
 
 from app.errors import ActionConflict, PermissionDenied
 from app.schema import cart_log, nc_action, nc_archive, notifications
 from app.services.audit import audit_entries, find_action
 from app.services.cleanup import cleanup, undo
+from tests.helpers import seed_cart_duplicates, table_rows
 
 ROOT = Path(__file__).resolve().parents[2]
-H = dt.timedelta(hours=1)
-
-
-def seed_cart_duplicates(engine, now=None):
-    """Three carts: one emailed three times in 24 h, one twice, one once; plus noise."""
-    now = now or dt.datetime(2026, 11, 20, 12, 0, 0)
-    rows = []
-    def row(uid, h, at, sent=True, value="19.99"):
-        rows.append({"user_id": uid, "cart_hash": h * 64, "cart_value": Decimal(value), "email_sent": 1 if sent else 0,
-                     "created_at": at, "sent_at": at + dt.timedelta(seconds=2) if sent else None,
-                     "error_message": None if sent else "SMTP 451 try later"})
-    row(1, "a", now); row(1, "a", now + dt.timedelta(milliseconds=350)); row(1, "a", now + 3 * H)
-    row(2, "b", now); row(2, "b", now + 23 * H + dt.timedelta(minutes=59))
-    row(3, "c", now)
-    row(3, "c", now + 24 * H + dt.timedelta(minutes=1))   # a new abandonment, not a duplicate
-    row(4, "d", now); row(4, "d", now + H, sent=False)   # unsent rows are never duplicates
-    with engine.begin() as conn:
-        conn.execute(insert(cart_log), rows)
-
-
-def table_rows(engine, table):
-    with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
 
 
 def test_cleanup_preview_apply_undo_restores_identical_rows(workspace_factory, sql_url):
@@ -95,10 +72,10 @@ def test_viewer_and_operator_are_refused_and_audited(workspace_factory, sql_url)
     seed_cart_duplicates(admin.engine("cart"))
     before = table_rows(admin.engine("cart"), cart_log)
     for role in ("viewer", "operator"):
-        ws = workspace_factory(cart=url, role=role, upgrade=False) if False else _with_role(admin, role)
+        ws = admin.with_role(role)
         with pytest.raises(PermissionDenied, match=f"{role} role may not cleanup"):
             cleanup(ws, "cart", dry_run=False)
-    viewer = _with_role(admin, "viewer")
+    viewer = admin.with_role("viewer")
     from app.services.retry import retry
     with pytest.raises(PermissionDenied, match="viewer role may not retry"):
         retry(viewer, "cart", ids=["1"])
@@ -110,13 +87,6 @@ def test_viewer_and_operator_are_refused_and_audited(workspace_factory, sql_url)
     assert all("@" in e.operator for e in refused)
     # A preview reads only: every role may look.
     assert cleanup(viewer, "cart", dry_run=True)["archived"] == 3
-
-
-def _with_role(ws, role):
-    from app.bootstrap import Workspace
-    other = Workspace(config=ws.config.with_role(role))
-    other._engines = ws._engines  # same databases, another console's role
-    return other
 
 
 def _cleanup_in_process(config, action_id, barrier, queue):

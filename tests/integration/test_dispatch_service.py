@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from app.errors import UsageError
 from app.schema import dispatch_log, nc_dispatch_attempt, notifications
 from app.services import dispatch as svc
-from tests.helpers import log_rows, notification_users, seed_people  # noqa: F401 - other modules import them from here
+from tests.helpers import log_rows, notification_users, seed_people
 
 
 @pytest.mark.mariadb

@@ -14,8 +14,7 @@ from app.services import dispatch as dispatch_service
 from app.services.cleanup import cleanup, undo
 from app.services.retry import retry
 
-from test_actions_cleanup import seed_cart_duplicates, table_rows
-from test_dispatch_service import seed_people
+from tests.helpers import seed_cart_duplicates, seed_people, table_rows
 
 @pytest.mark.postgres
 def test_cart_cleanup_and_undo_on_postgresql(workspace_factory, postgres_database):

@@ -9,7 +9,7 @@ from app.services import dispatch as svc
 from app.services.cleanup import cleanup
 from app.services.retry import retry
 
-from test_dispatch_service import seed_people
+from tests.helpers import seed_people
 
 
 def test_a_failed_second_status_change_is_delivered_by_a_retry(workspace_factory, sql_url):
