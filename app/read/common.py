@@ -1,5 +1,6 @@
 """What every read query shares: the ``--filter`` and ``--since`` clauses, the late-commit
-margin, key batching, and the sort keys for ids and times that may be of mixed types.
+margin, key batching, the sort keys for ids and times that may be of mixed types, and
+epoch seconds.
 
 Nothing here knows a source or a rule; the scans (``duplicates``), the member
 index (``cart_members``), the lists (``failures``), the feeds and the rollup
@@ -49,6 +50,11 @@ def as_time(value):
         except ValueError:
             return value
     return value
+
+
+def epoch_seconds(t: dt.datetime) -> int:
+    """Whole seconds since 1970 of a naive-UTC time (chart buckets are numbered by it)."""
+    return int((t - dt.datetime(1970, 1, 1)).total_seconds())
 
 
 def batched(items: list, size: int):

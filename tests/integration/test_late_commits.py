@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import delete, func, insert, select
 
-from app.read import stats
+from app.read import rollup as stats  # the rollup (advance_rollup, LAG, the viewer tail), once part of app.read.stats
 from app.read.feeds import poll_cart_log, poll_dispatch_log, poll_notification_feed
 from app.schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled, notifications
 from app.sqlutil import db_now
