@@ -42,9 +42,9 @@ from . import cart_members
 from .common import (KEY_BATCH, LATE_COMMIT_MARGIN, as_time, batched, id_key, keys_clause, mongo_text_filter,
                      resolve_since, text_filter, time_key)
 from .models import DuplicateGroup
-from .rules import (CART_RULE, DISPATCH_KEY, DISPATCH_RULE, ORDER_KEY, ORDER_RULE, STATUS_CHANGED,
-                    StatusChanges,  # noqa: F401  re-exported for app.services.dispatch (outside app/read)
-                    group_cart_rows, group_dispatch_rows, group_order_logs, group_rule_rows)
+from .rules import (CART_RULE, DISPATCH_KEY, DISPATCH_RULE, ORDER_KEY, ORDER_RULE, STATUS_CHANGED, group_cart_rows,
+                    group_dispatch_rows, group_order_logs, group_rule_rows)
+from .rules import StatusChanges as StatusChanges  # re-exported for app.services.dispatch (outside app/read)
 
 # --------------------------------------------------------------------------
 # The dispatch rule's status timeline
