@@ -80,6 +80,25 @@ def postgres_database(postgres_admin):
     yield from _database_factory(postgres_admin, POSTGRES_ROOT, POSTGRES_QUOTE, " WITH (FORCE)")
 
 
+# A test that reaches a server through these fixtures, or through a parametrized fixture whose
+# param names the server (``any_sql_url``'s "postgresql" asks for ``postgres_database`` by name),
+# carries that server's marker, so ``-m "not mariadb and not postgres"`` runs without servers.
+SERVER_FIXTURES = {"mariadb": ("mariadb_admin", "mariadb_database"), "postgres": ("postgres_admin", "postgres_database")}
+SERVER_PARAMS = {"mariadb": ("mariadb",), "postgres": ("postgres", "postgresql")}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for marker, fixtures in SERVER_FIXTURES.items():
+            if item.get_closest_marker(marker):
+                continue
+            by_name = any(name in item.fixturenames for name in fixtures)
+            by_param = any(isinstance(v, str) and v in SERVER_PARAMS[marker] for v in params.values())
+            if by_name or by_param:
+                item.add_marker(getattr(pytest.mark, marker))
+
+
 @pytest.fixture
 def order_store_url():
     """URL of a fresh order store: real MongoDB when NC_TEST_MONGO_URI is set, else mongomock."""
@@ -107,7 +126,7 @@ def make_config(*, cart=None, dispatch=None, orders=None, role="admin",
                   mail=mail or MailConfig(), duplicate_rules=tuple(duplicate_rules))
 
 
-@pytest.fixture(params=["sqlite", "mariadb"])
+@pytest.fixture(params=["sqlite", pytest.param("mariadb", marks=pytest.mark.mariadb)])
 def sql_backend(request):
     """Run a test on SQLite and on real MariaDB."""
     return request.param
