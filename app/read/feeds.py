@@ -48,6 +48,7 @@ from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues,
 from ..sqlutil import db_now, fetch_fast
 from . import idwindow
 from .common import LATE_COMMIT_MARGIN, mongo_text_filter, resolve_since, text_filter
+from .failures import STAGES, stage_images
 from .idwindow import IdWindow
 from .models import FeedItem, FeedPage
 
@@ -204,7 +205,6 @@ def poll_orders(workspace, after: tuple | None = None, limit: int | None = 500) 
                                       limit=limit + 1))
         more = len(docs) > limit
         docs = docs[:limit]
-    from .failures import STAGES, stage_images
     items = [FeedItem(source="orders", kind="order", id=d.get("id"), at=d.get("updated_at"),
                       recipient=d.get("customer_email"), subject=f"order {d.get('id')}", status=d.get("status"),
                       link={"source": "orders", "table": "orders", "id": d.get("id"), "_id": str(d["_id"])},
