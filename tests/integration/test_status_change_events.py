@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from app.read.duplicates import group_dispatch_rows, scan_duplicates
+from app.read.duplicates import scan_duplicates
+from app.read.rules import group_dispatch_rows
 from app.schema import dispatch_log, issues, notifications
 from app.services import dispatch as svc
 from app.services.cleanup import cleanup
