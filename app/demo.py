@@ -20,6 +20,9 @@ documents, duplicate and missed admin emails.
 """
 from __future__ import annotations
 
+from operator import itemgetter
+from typing import Any
+
 import datetime as dt
 import hashlib
 import json
@@ -309,7 +312,9 @@ def _seed_dispatch(conn, rng: random.Random, clock: _Clock) -> dict:
         names[i] = name
     conn.execute(insert(dispatch_users), users)
 
-    issue_rows, watcher_rows, audience = [], [], {}
+    issue_rows: list[dict[str, Any]] = []
+    watcher_rows: list[dict[str, Any]] = []
+    audience: dict[int, tuple[str, set[int]]] = {}
     counters = {p: 100 for p in PROJECTS}
     for iid in range(1, 651):
         project = rng.choice(PROJECTS)
@@ -522,8 +527,8 @@ def _seed_orders(store, rng: random.Random, clock: _Clock) -> dict:
                        "customer_email": f"customer{rng.randint(1, 900)}@example.com",
                        "driver_id": driver, "images": images,
                        "created_at": created, "updated_at": updated})
-    orders.sort(key=lambda o: o["id"])
-    emails.sort(key=lambda e: e["sent_at"])
+    orders.sort(key=itemgetter("id"))
+    emails.sort(key=itemgetter("sent_at"))
     store.db["orders"].insert_many(orders)
     if emails:
         store.db["email_log"].insert_many(emails)

@@ -31,7 +31,9 @@ def _alembic_config(connection) -> AlembicConfig:
 
 def head_revision() -> str:
     script = ScriptDirectory.from_config(_alembic_config(None))
-    return script.get_current_head()
+    head = script.get_current_head()
+    assert head is not None  # the console ships its revisions
+    return head
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -199,7 +200,7 @@ class _LockedDatabase:
         return self[name]
 
 
-_MEMORY_CLIENTS: dict[str, object] = {}
+_MEMORY_CLIENTS: dict[str, tuple[Any, threading.RLock]] = {}
 _FILE_STORES: dict[Path, "OrderStore"] = {}
 _CHECKPOINT_LOCK = threading.Lock()
 # Reentrant: retiring a store (``store.file = None``) drops it from the cache under this lock.
@@ -285,9 +286,9 @@ def read_only_message(pid: int) -> str:
 class OrderStore:
     """The order database, real or mock, plus where (if anywhere) a mock persists."""
 
-    db: object
+    db: Any                       # a pymongo or mongomock database (neither is typed)
     kind: str                     # "mongodb" | "mongomock"
-    client: object
+    client: Any
     file: Path | None = None
     lock: threading.RLock | None = None
     dirty: bool = False
@@ -344,6 +345,7 @@ class OrderStore:
             return
         from bson import json_util
         with _CHECKPOINT_LOCK:  # one checkpoint at a time, so an older dump never lands last
+            assert self.lock is not None  # a file-backed store is always a locked mongomock one
             with self.lock:
                 raw = self.db._db  # the mongomock database behind the lock
                 names = raw.list_collection_names()
@@ -422,7 +424,7 @@ def open_order_store(url: str) -> OrderStore:
         parts = urlsplit(url)
         dbname = unquote(parts.path.lstrip("/")) or "orders"
         password = os.environ.get("NC_ORDERS_PASSWORD")
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if password is not None and parts.username and not parts.password:
             kwargs["password"] = password
             kwargs["username"] = unquote(parts.username)

@@ -7,6 +7,7 @@ and sets ``handler(ctx, args) -> int`` on them. Errors meant for the operator
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, TextIO
 import importlib
 import json
 import os
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.exc import SQLAlchemyError
 
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 from ..errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
 
 COMMAND_MODULES = ("cmd_status", "cmd_db", "cmd_read", "cmd_actions", "cmd_simulate")
@@ -31,8 +34,8 @@ class Parser(argparse.ArgumentParser):
 @dataclass
 class CliContext:
     args: argparse.Namespace
-    out: object = field(default_factory=lambda: sys.stdout)
-    _workspace: object = None
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    _workspace: Workspace | None = None
 
     @property
     def json(self) -> bool:

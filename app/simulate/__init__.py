@@ -18,6 +18,8 @@ production paths of ``app.services``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import random
 import threading
 import time
@@ -123,7 +125,7 @@ def _run_threads(workspace, driver, plan, mode: str, tasks, workers: int) -> tup
     """Run ``tasks`` on ``workers`` threads pulling in order; (attempts, errors, first error)."""
     lock = threading.Lock()
     position = [0]
-    stats = {"attempts": 0, "errors": 0, "first": None}
+    stats: dict[str, Any] = {"attempts": 0, "errors": 0, "first": None}
 
     def worker():
         attempts = errors = 0

@@ -72,7 +72,7 @@ def prepare(workspace, events: int, seed: int) -> dict:
             conn.execute(insert(issue_watchers), watchers)
         top = max(conn.execute(select(func.max(dispatch_log.c.comment_id))).scalar() or 0,
                   conn.execute(select(func.max(notifications.c.comment_id))).scalar() or 0)
-    plan_events = []
+    plan_events: list[tuple[str, int, int | None, int, str | None, str | None]] = []
     status_pairs: set[tuple[int, int]] = set()
     for e in range(events):
         issue_id = rng.choice(issue_ids)

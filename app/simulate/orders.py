@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from typing import Any
 
 from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -48,7 +49,7 @@ def prepare(workspace, events: int, seed: int) -> dict:
     for _ in range(5):
         top = db["orders"].find_one({}, projection={"id": 1}, sort=[("id", DESCENDING)])
         base = int(top["id"]) + 1 if top and isinstance(top.get("id"), int) else 1
-        docs = []
+        docs: list[dict[str, Any]] = []
         for e in range(events):
             legacy = rng.random() < LEGACY_SHARE
             docs.append({"id": base + e, "status": "DRIVER_ARRIVED", "customer_email": f"sim-{token}-{e}@simulator.invalid",
