@@ -58,7 +58,7 @@ SQL_SCHEMES = ("mysql", "mysql+pymysql", "mariadb", "mariadb+pymysql", "postgres
                "postgresql+psycopg2", "sqlite", "sqlite+pysqlite")
 MONGO_SCHEMES = ("mongodb", "mongodb+srv", "mongomock")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-# The built-in duplicate rules (app.read.duplicates): config rules may not take their names.
+# The built-in duplicate rules (app.registry, app.read.rules): config rules may not take their names.
 BUILTIN_RULE_NAMES = tuple(s.builtin_rule for s in SOURCES)
 
 

@@ -228,7 +228,7 @@ nc_cursor = Table(
 
 # Per minute and series ("dispatch:<dispatch_type>" or "cart"): settled items
 # (completed dispatches / sent cart emails) by their creation minute, their
-# summed latency, and a latency histogram (app.read.stats.BINS little-endian
+# summed latency, and a latency histogram (app.read.histogram.NBINS little-endian
 # uint32 counts in log-spaced bins).
 nc_latency_minute = Table(
     "nc_latency_minute", console_metadata,

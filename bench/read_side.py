@@ -36,7 +36,7 @@ from app.bootstrap import Workspace  # noqa: E402
 from app.config import Config, SourceConfig, Thresholds  # noqa: E402
 from app.schema import cart_log, dispatch_log  # noqa: E402
 from app.schema_setup import create_production_schema, upgrade_sql_source  # noqa: E402
-from app.read import stats  # noqa: E402
+from app.read import rollup, stats  # noqa: E402
 from app.read.duplicates import (rebuild_cart_members, scan_duplicates,  # noqa: E402
                                  scan_duplicates_incremental)
 from app.read.failures import failed_items  # noqa: E402
@@ -228,7 +228,7 @@ def main(argv=None) -> int:
     print(f"rows: notification_dispatch_log {n_dispatch:,}; cart_abandonment_log {n_cart:,}")
     print("catching up the latency rollup ...", flush=True)
     t0 = time.perf_counter()
-    rolled = stats.catch_up(ws, "dispatch")
+    rolled = rollup.catch_up(ws, "dispatch")
     print(f"  rollup read {rolled:,} rows in {time.perf_counter() - t0:.1f} s", flush=True)
     results = []
 

@@ -16,7 +16,8 @@ from app.read import stats
 from app.read.duplicates import apply_scan as _merge, scan_duplicates, scan_duplicates_incremental
 from app.read.failures import failed_items
 from app.read.feeds import notification_feed, poll_dispatch_log, poll_notification_feed
-from app.schema import cart_log, cart_users, dispatch_log, dispatch_users, nc_dispatch_attempt, notifications
+from app.schema import (cart_log, cart_users, dispatch_log, dispatch_users, nc_cursor, nc_dispatch_attempt, nc_latency_minute,
+                        nc_rollup_unsettled, notifications)
 from app.sqlutil import db_now
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, 0)
@@ -351,7 +352,7 @@ def _numpy_by_bucket(rows, start, bucket_seconds):
 def test_rollup_and_exact_percentiles_match_numpy(workspace_factory, sql_url, data):
     ws = _stats_ws(workspace_factory, sql_url)
     with ws.engine("dispatch").begin() as conn:
-        for t in (dispatch_log, stats.nc_latency_minute, stats.nc_rollup_unsettled, stats.nc_cursor):
+        for t in (dispatch_log, nc_latency_minute, nc_rollup_unsettled, nc_cursor):
             conn.execute(delete(t))
     now = now_of(ws, "dispatch").replace(second=30)
     rows = _dispatch_rows(now, *zip(*data))
