@@ -204,9 +204,10 @@ def validate_url(path: Path | None, name: str, url: object) -> str:
     if scheme not in SQL_SCHEMES + MONGO_SCHEMES:
         raise ConfigError(f"{where} has the unsupported scheme '{scheme}': use mongodb:// for orders, "
                           "or mysql+pymysql://, postgresql:// or sqlite:/// for cart and dispatch.")
-    if name == "orders" and scheme not in MONGO_SCHEMES:
-        raise ConfigError(f"{where} must be a mongodb:// URL: the order database is MongoDB.")
-    if name != "orders" and scheme in MONGO_SCHEMES:
+    sql = source_of(name).is_sql if name in SOURCE_NAMES else scheme not in MONGO_SCHEMES
+    if not sql and scheme not in MONGO_SCHEMES:
+        raise ConfigError(f"{where} must be a mongodb:// URL: the {name} database is MongoDB.")
+    if sql and scheme in MONGO_SCHEMES:
         raise ConfigError(f"{where} must be an SQL URL (mysql+pymysql://, postgresql://, sqlite:///): the {name} database is SQL.")
     if scheme.startswith("sqlite") or scheme == "mongomock":
         return url

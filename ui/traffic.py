@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QButtonGroup, QFrame, QGridLayout, QHBoxLayout, Q
 
 from app.registry import NAMES
 from app.errors import ConsoleError
+from app.simulate import SOURCES as SIM_SOURCES
 from app.simulate import WRITER_ROLES
 from app.simulate.background import (DEFAULT_EVENTS_PER_ROUND, DEFAULT_INTERVAL_S, TrafficReport,
                                      TrafficRunner)
@@ -56,7 +57,7 @@ class TrafficController(QObject):
         if ws.role not in WRITER_ROLES:
             return (f"The {ws.role} role is read only: the traffic simulator writes to the databases. "
                     "Open an operator or admin configuration to run it.")
-        if not any(ws.has(s) for s in ("dispatch", "cart", "orders")):
+        if not any(ws.has(s) for s in SIM_SOURCES):
             return "No source is configured for the traffic simulator to drive."
         return None
 
