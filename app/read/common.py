@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
 
 from sqlalchemy import and_, or_, tuple_
+from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import UsageError
@@ -24,11 +26,13 @@ KEY_BATCH = 400
 LATE_COMMIT_MARGIN = dt.timedelta(minutes=2)
 _MIN_TIME = dt.datetime.min
 
+_T = TypeVar("_T")
+
 
 # --------------------------------------------------------------------------
 # Sort keys and values as a driver hands them back
 
-def id_key(value) -> tuple:
+def id_key(value: object) -> tuple[int, int | str]:
     """A sort key for an id that may be an int, a string or an ObjectId (ints first, by value)."""
     if isinstance(value, bool):
         return (1, str(value))
@@ -37,12 +41,12 @@ def id_key(value) -> tuple:
     return (1, str(value))
 
 
-def time_key(value) -> dt.datetime:
+def time_key(value: object) -> dt.datetime:
     """A sort key for a time that may be missing (None and non-times sort first)."""
     return value if isinstance(value, dt.datetime) else _MIN_TIME
 
 
-def as_time(value):
+def as_time(value: _T) -> _T | dt.datetime:
     """A row's time as a datetime (a driver may hand back text for an untyped column)."""
     if isinstance(value, str):
         try:
@@ -57,7 +61,7 @@ def epoch_seconds(t: dt.datetime) -> int:
     return int((t - dt.datetime(1970, 1, 1)).total_seconds())
 
 
-def batched(items: list, size: int):
+def batched(items: list[_T], size: int) -> Iterator[list[_T]]:
     """``items`` in consecutive slices of at most ``size`` (a query per slice)."""
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -66,7 +70,8 @@ def batched(items: list, size: int):
 # --------------------------------------------------------------------------
 # --since and --filter
 
-def resolve_since(conn_or_now, since) -> dt.datetime | None:
+def resolve_since(conn_or_now: Connection | dt.datetime,
+                  since: dt.datetime | dt.timedelta | None) -> dt.datetime | None:
     """``since`` as an absolute naive-UTC time (a timedelta counts back from the DB clock)."""
     if since is None or isinstance(since, dt.datetime):
         return since
@@ -76,7 +81,7 @@ def resolve_since(conn_or_now, since) -> dt.datetime | None:
     raise UsageError(f"--since must be a duration such as 30m, 24h or 7d, not {since!r}.")
 
 
-def like_any(columns, text: str) -> ColumnElement:
+def like_any(columns: Iterable[ColumnElement[Any]], text: str) -> ColumnElement[bool]:
     """``text`` in any of ``columns``: literal and case-insensitive on every backend.
 
     A bound, escaped pattern (``%``, ``_``, quotes and backslashes match
@@ -86,7 +91,8 @@ def like_any(columns, text: str) -> ColumnElement:
     return or_(*[c.icontains(text, autoescape=True) for c in columns])
 
 
-def text_filter(text_cols, int_cols, text: str | None):
+def text_filter(text_cols: Sequence[ColumnElement[Any]], int_cols: Iterable[ColumnElement[Any]],
+                text: str | None) -> ColumnElement[bool] | None:
     """What ``--filter TEXT`` matches: TEXT literally (case-insensitive) in one of
     ``text_cols``, or, when TEXT is a whole number, equal to one of ``int_cols``.
     None when there is no filter. Every list the console filters uses this."""
@@ -99,20 +105,21 @@ def text_filter(text_cols, int_cols, text: str | None):
     return or_(*clauses) if clauses else None
 
 
-def mongo_text_filter(text_fields, int_fields, text: str | None) -> dict:
+def mongo_text_filter(text_fields: Iterable[str], int_fields: Iterable[str],
+                      text: str | None) -> dict[str, Any]:
     """``text_filter`` for the order store: TEXT literally (case-insensitive) in a
     text field, or a whole number equal to an int field; {} without a filter."""
     if not text:
         return {}
     pattern = re.escape(text)  # literal text, never an operator or a pattern
-    ors: list[dict] = [{f: {"$regex": pattern, "$options": "i"}} for f in text_fields]
+    ors: list[dict[str, Any]] = [{f: {"$regex": pattern, "$options": "i"}} for f in text_fields]
     n = _int_or_none(text)
     if n is not None:
         ors += [{f: n} for f in int_fields]
     return {"$or": ors}
 
 
-def _int_or_none(text: str | None):
+def _int_or_none(text: str | None) -> int | None:
     if text is None:
         return None
     t = text.strip()
@@ -122,12 +129,12 @@ def _int_or_none(text: str | None):
 # --------------------------------------------------------------------------
 # Rows of given keys
 
-def key_match(cols, key: tuple) -> ColumnElement:
+def key_match(cols: Iterable[ColumnElement[Any]], key: tuple[Any, ...]) -> ColumnElement[bool]:
     """Row matches ``key``, NULL equal to NULL (MySQL ``<=>``, SQLite ``IS``)."""
     return and_(*[c.is_(None) if v is None else c == v for c, v in zip(cols, key)])
 
 
-def keys_clause(cols, keys: list[tuple]) -> ColumnElement:
+def keys_clause(cols: Sequence[ColumnElement[Any]], keys: list[tuple[Any, ...]]) -> ColumnElement[bool]:
     """Row matches one of ``keys`` (a tuple IN when no key holds a NULL)."""
     if all(v is not None for k in keys for v in k):
         return tuple_(*cols).in_(keys)

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+# What ``_plain`` makes of a value: the shapes ``json.dumps`` takes as they are.
+JsonValue: TypeAlias = "dict[str, JsonValue] | list[JsonValue] | str | int | float | bool | None"
 
 
-def _iso(value):
+def _iso(value: object) -> object:
     return value.isoformat() if isinstance(value, (dt.datetime, dt.date)) else value
 
 
-def _plain(value):
+def _plain(value: object) -> JsonValue:
     """A JSON-friendly copy of ``value`` (datetimes as ISO text, ObjectIds as strings)."""
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -40,29 +44,29 @@ class DuplicateGroup:
 
     source: str
     rule: str
-    key: dict
+    key: dict[str, Any]
     keep_id: object
-    member_ids: list
+    member_ids: list[Any]
     first_at: dt.datetime | None
     last_at: dt.datetime | None
-    evidence: list = field(default_factory=list)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.member_ids)
 
     @property
-    def remove_ids(self) -> list:
+    def remove_ids(self) -> list[Any]:
         """Members a cleanup would archive: all but the kept one."""
         return [m for m in self.member_ids if m != self.keep_id]
 
     @property
-    def identity(self) -> tuple:
+    def identity(self) -> tuple[str, str, tuple[tuple[str, str], ...], str]:
         """Stable identity of the group: its rule, key and first member."""
         return (self.source, self.rule, tuple(sorted((k, str(v)) for k, v in self.key.items())),
                 str(self.keep_id))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "rule": self.rule,
@@ -99,9 +103,9 @@ class FailedItem:
     error: str | None
     attempts: int
     created_at: dt.datetime | None
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "id": _plain(self.id),
@@ -130,10 +134,10 @@ class FeedItem:
     recipient: str | None
     subject: str | None
     status: str | None = None
-    link: dict = field(default_factory=dict)
-    detail: dict = field(default_factory=dict)
+    link: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "source": self.source,
             "kind": self.kind,
@@ -151,7 +155,7 @@ class FeedItem:
 class FeedPage:
     """Items of one poll plus the cursor to hand to the next poll."""
 
-    items: list
+    items: list[FeedItem]
     cursor: object
     has_more: bool = False
 
@@ -174,7 +178,7 @@ class LatencyBucket:
         total = self.count + self.failed
         return self.failed / total if total else None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"start": _iso(self.start), "series": self.series, "count": self.count,
                 "failed": self.failed, "pending": self.pending, "failure_rate": self.failure_rate,
                 "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms}
@@ -189,11 +193,11 @@ class StatsSeries:
     start: dt.datetime
     end: dt.datetime
     bucket_seconds: int
-    buckets: list
+    buckets: list[LatencyBucket]
     exact: bool
     error_note: str = ""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "metric": self.metric, "start": _iso(self.start),
                 "end": _iso(self.end), "bucket_seconds": self.bucket_seconds, "exact": self.exact,
                 "error_note": self.error_note, "buckets": [b.to_json() for b in self.buckets]}

@@ -35,7 +35,7 @@ import bisect
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..config import DuplicateRule
 from .common import as_time, id_key, time_key
@@ -53,10 +53,10 @@ ORDER_KEY = ("order_id", "event")
 STATUS_CHANGED = "status_changed"
 
 
-def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tuple[str, ...],
+def group_rows(rows: Iterable[dict[str, Any]], *, source: str, rule: str, key_fields: tuple[str, ...],
                time_field: str, id_field: str = "id", window: dt.timedelta | None = None,
                evidence_fields: tuple[str, ...] = (), id_as_str: bool = False,
-               split: Callable[[dict, dict], bool] | None = None) -> list[DuplicateGroup]:
+               split: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None) -> list[DuplicateGroup]:
     """Group rows sharing ``key_fields``; with ``window``, anchored chains.
 
     A chain is anchored at the earliest row of a key; each later row whose
@@ -66,7 +66,7 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
     between two consecutive rows of a key (``row`` anchors the next). Only
     groups of two or more are returned, ordered by first time, then kept id.
     """
-    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    by_key: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         if isinstance(row.get(time_field), str):
             row = dict(row, **{time_field: as_time(row[time_field])})
@@ -74,7 +74,7 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
     groups: list[DuplicateGroup] = []
     for key, members in by_key.items():
         members.sort(key=lambda r: (time_key(r.get(time_field)), id_key(r.get(id_field))))
-        chains: list[list[dict]] = []
+        chains: list[list[dict[str, Any]]] = []
         for row in members:
             if chains and (window is None or
                            time_key(row.get(time_field)) - time_key(chains[-1][0].get(time_field)) < window) \
@@ -86,9 +86,9 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
             if len(chain) < 2:
                 continue
             ids = [str(r[id_field]) if id_as_str else r[id_field] for r in chain]
-            evidence = []
+            evidence: list[dict[str, Any]] = []
             for r in chain:
-                ev = {"id": str(r[id_field]) if id_as_str else r[id_field]}
+                ev: dict[str, Any] = {"id": str(r[id_field]) if id_as_str else r[id_field]}
                 for f in (time_field, *evidence_fields):
                     if f in r and f != id_field:
                         ev[f] = r[f]
@@ -101,14 +101,14 @@ def group_rows(rows: Iterable[dict], *, source: str, rule: str, key_fields: tupl
     return groups
 
 
-def group_cart_rows(rows: Iterable[dict], window_hours: float = 24) -> list[DuplicateGroup]:
+def group_cart_rows(rows: Iterable[dict[str, Any]], window_hours: float = 24) -> list[DuplicateGroup]:
     """Cart duplicates: sent rows of one (user_id, cart_hash) within the window of the first."""
     sent = [r for r in rows if r.get("email_sent")]
     return group_rows(sent, source="cart", rule=CART_RULE, key_fields=CART_KEY, time_field="created_at",
                       window=dt.timedelta(hours=window_hours), evidence_fields=("sent_at", "cart_value"))
 
 
-def _dispatch_event_detail(row: dict):
+def _dispatch_event_detail(row: dict[str, Any]) -> object:
     """What tells two status changes apart: the new status, named in the message.
 
     The semantic key (user, type, issue, comment, actor) identifies a comment
@@ -119,7 +119,8 @@ def _dispatch_event_detail(row: dict):
 
 
 # issue_id -> that issue's status changes as (created_at, actor_user_id, message), by time.
-StatusTimeline = Mapping[object, Sequence[tuple]]
+# Issue ids are keys as the database hands them back (Mapping is invariant in its key).
+StatusTimeline = Mapping[Any, Sequence[tuple[object, object, object]]]
 
 
 class StatusChanges:
@@ -129,8 +130,8 @@ class StatusChanges:
     of a notification held and the event it is retrying (``app.services.dispatch``).
     """
 
-    def __init__(self, timeline: StatusTimeline | None, rows: list[dict]):
-        by_issue: dict = defaultdict(list)
+    def __init__(self, timeline: StatusTimeline | None, rows: list[dict[str, Any]]) -> None:
+        by_issue: dict[Any, list[tuple[dt.datetime, object, object]]] = defaultdict(list)
         for issue_id, changes in (timeline or {}).items():
             by_issue[issue_id].extend((time_key(as_time(at)), actor, message) for at, actor, message in changes)
         # The rows' own status changes belong to their issue's timeline whatever
@@ -139,17 +140,18 @@ class StatusChanges:
             if r.get("type") == STATUS_CHANGED:
                 by_issue[r.get("issue_id")].append((time_key(r.get("created_at")), r.get("actor_user_id"),
                                                     r.get("message")))
-        self._times: dict = {}
-        self._times_of: dict = {}
+        self._times: dict[Any, list[dt.datetime]] = {}
+        self._times_of: dict[Any, dict[tuple[object, object], list[dt.datetime]]] = {}
         for issue_id, changes in by_issue.items():
             changes.sort(key=lambda c: c[0])
             self._times[issue_id] = [c[0] for c in changes]
-            per_event: dict = defaultdict(list)
+            per_event: dict[tuple[object, object], list[dt.datetime]] = defaultdict(list)
             for at, actor, message in changes:
                 per_event[(actor, message)].append(at)
             self._times_of[issue_id] = per_event
 
-    def other_between(self, issue_id, actor, message, after, before) -> bool:
+    def other_between(self, issue_id: object, actor: object, message: object,
+                      after: dt.datetime, before: dt.datetime) -> bool:
         """A change of ``issue_id`` other than (actor, message) strictly between the two times."""
         if not after < before:
             return False
@@ -161,7 +163,7 @@ class StatusChanges:
         return total > bisect.bisect_left(same, before) - bisect.bisect_right(same, after)
 
 
-def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | None = None) -> list[DuplicateGroup]:
+def group_dispatch_rows(rows: Iterable[dict[str, Any]], status_timeline: StatusTimeline | None = None) -> list[DuplicateGroup]:
     """Dispatch duplicates: notifications of the same semantic event for the same user.
 
     ``status_timeline`` (issue_id -> [(created_at, actor_user_id, message)],
@@ -170,14 +172,14 @@ def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | 
     change of their issue between them are two events. The rows' own status
     changes always count, so without a timeline the rows are the only history.
     """
-    keyed = []
+    keyed: list[dict[str, Any]] = []
     for r in rows:
         if isinstance(r.get("created_at"), str):
             r = dict(r, created_at=as_time(r["created_at"]))
         keyed.append(dict(r, event_detail=_dispatch_event_detail(r)))
     changes = StatusChanges(status_timeline, keyed)
 
-    def split(prev: dict, row: dict) -> bool:
+    def split(prev: dict[str, Any], row: dict[str, Any]) -> bool:
         return row.get("type") == STATUS_CHANGED and changes.other_between(
             row.get("issue_id"), row.get("actor_user_id"), row.get("message"),
             time_key(prev.get("created_at")), time_key(row.get("created_at")))
@@ -190,14 +192,14 @@ def group_dispatch_rows(rows: Iterable[dict], status_timeline: StatusTimeline | 
             for g in groups]
 
 
-def group_order_logs(docs: Iterable[dict]) -> list[DuplicateGroup]:
+def group_order_logs(docs: Iterable[dict[str, Any]]) -> list[DuplicateGroup]:
     """Order duplicates: more than one email_log document per (order_id, event)."""
     return group_rows(docs, source="orders", rule=ORDER_RULE, key_fields=ORDER_KEY, time_field="sent_at",
                       id_field="_id", id_as_str=True,
                       evidence_fields=("to", "subject", "message_id", "transport"))
 
 
-def group_rule_rows(rows: Iterable[dict], rule: DuplicateRule) -> list[DuplicateGroup]:
+def group_rule_rows(rows: Iterable[dict[str, Any]], rule: DuplicateRule) -> list[DuplicateGroup]:
     """Duplicates of a config-defined rule: rows of one key within ``window_hours``."""
     return group_rows(rows, source=rule.source, rule=rule.name, key_fields=tuple(rule.key),
                       time_field=rule.time_column, id_field=rule.id_column,
