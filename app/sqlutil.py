@@ -6,6 +6,7 @@ import random
 import threading
 import time
 import weakref
+from typing import Callable, TypeVar
 
 from sqlalchemy import CHAR, DateTime, Table, cast, insert, text
 from sqlalchemy.engine import Connection
@@ -15,6 +16,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 DEADLOCK = 1213
 LOCK_WAIT_TIMEOUT = 1205
 DUPLICATE_KEY = 1062
+
+T = TypeVar("T")
 
 
 def backend(conn_or_engine) -> str:
@@ -128,7 +131,7 @@ def is_retryable(exc: BaseException) -> bool:
     return "database is locked" in msg or "deadlock detected" in msg or "could not serialize" in msg
 
 
-def with_retry(fn, *, attempts: int = 8, base_delay: float = 0.02, max_delay: float = 1.0):
+def with_retry(fn: Callable[[], T], *, attempts: int = 8, base_delay: float = 0.02, max_delay: float = 1.0) -> T:
     """Run ``fn()`` again after a deadlock or lock timeout, with full-jitter backoff."""
     for attempt in range(attempts):
         try:

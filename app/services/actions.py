@@ -19,8 +19,9 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import ActionConflict, ConsoleError, OperationFailed, PermissionDenied, UsageError
@@ -29,6 +30,9 @@ from .guard import db_failure, quietly
 from .ledger import STALE_AFTER, Ledger, configured_sources, ledger_for
 from .roles import require_role
 from .tokens import new_action_id, params_hash
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 ACTION_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 
@@ -44,24 +48,24 @@ class ActionContext:
     action_id: str
     kind: str
     source: str
-    params: dict
+    params: dict[str, Any]
     operator: str
     role: str
     ledger: Ledger
     token: str = ""
     finished: bool = False
-    items: list[dict] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
 
-    def record(self, items: list[dict], conn=None) -> None:
+    def record(self, items: list[dict[str, Any]], conn: Connection | None = None) -> None:
         """Store per-item outcomes ({id, outcome, detail}) as they happen."""
         self.items.extend(items)
         self.ledger.record_items(self.action_id, items, conn=conn)
 
-    def heartbeat(self, conn=None) -> None:
+    def heartbeat(self, conn: Connection | None = None) -> None:
         if not self.ledger.heartbeat(self.action_id, self.token, conn=conn):
             raise ActionConflict(f"Action {self.action_id} was taken over by another console: stopping here.")
 
-    def finish_in(self, conn, outcome: dict) -> None:
+    def finish_in(self, conn: Connection, outcome: dict[str, Any]) -> None:
         """Record success inside the caller's transaction (cleanup, undo)."""
         self.ledger.finish(self.action_id, self.token, "succeeded", outcome, conn=conn)
         self.finished = True
@@ -78,7 +82,7 @@ class _Heartbeat:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"heartbeat-{ctx.action_id}", daemon=True)
 
-    def _run(self):
+    def _run(self) -> None:
         while not self.stop.wait(self.INTERVAL):
             try:
                 if not self.ctx.ledger.heartbeat(self.ctx.action_id, self.ctx.token):
@@ -86,16 +90,16 @@ class _Heartbeat:
             except Exception:  # a missed beat is retried at the next interval
                 pass
 
-    def __enter__(self):
+    def __enter__(self) -> _Heartbeat:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join(timeout=5)
 
 
-def _check_other_sources(workspace, action_id: str, source: str) -> None:
+def _check_other_sources(workspace: Workspace, action_id: str, source: str) -> None:
     """An action id names one action: refuse one another source's ledger already holds."""
     for other in configured_sources(workspace):
         if other == source:
@@ -109,8 +113,8 @@ def _check_other_sources(workspace, action_id: str, source: str) -> None:
                                  "start a new action instead.")
 
 
-def run_action(workspace, *, kind: str, source: str, params: dict, action_id: str | None,
-               body: Callable[[ActionContext], dict], rerun_failed: bool = False) -> dict:
+def run_action(workspace: Workspace, *, kind: str, source: str, params: dict[str, Any], action_id: str | None,
+               body: Callable[[ActionContext], dict[str, Any]], rerun_failed: bool = False) -> dict[str, Any]:
     """Run ``body`` once per action id, guarded by role and audited.
 
     ``rerun_failed``: an action that failed may run again under its id (undo,
@@ -130,6 +134,7 @@ def run_action(workspace, *, kind: str, source: str, params: dict, action_id: st
                            rerun_failed=rerun_failed)
     if not started.fresh:
         entry = started.stored
+        assert entry is not None  # both ledgers return the stored record with every start that is not fresh
         if entry.status == "failed":
             raise OperationFailed(f"Action {action_id} failed earlier ({entry.message}): start a new action to try again.")
         if entry.status == "refused":
@@ -158,6 +163,7 @@ def run_action(workspace, *, kind: str, source: str, params: dict, action_id: st
     return dict(outcome, replayed=False)
 
 
-def _finish_quietly(ledger, action_id, token, status, outcome, message) -> None:
+def _finish_quietly(ledger: Ledger, action_id: str, token: str, status: str, outcome: dict[str, Any],
+                    message: str) -> None:
     # The original error is what the operator must see.
     quietly(lambda: ledger.finish(action_id, token, status, outcome, message))

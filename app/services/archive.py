@@ -10,14 +10,19 @@ import base64
 import datetime as dt
 import decimal
 import json
+from typing import TYPE_CHECKING, Any, Iterable
 
 from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy.engine import Connection
 
 from ..schema import nc_archive
 from ..sqlutil import backend, insert_ignore
 
+if TYPE_CHECKING:
+    from pymongo.database import Database
 
-def encode_value(value):
+
+def encode_value(value: object) -> object:
     if isinstance(value, dt.datetime):
         return {"$dt": value.isoformat()}
     if isinstance(value, dt.date):
@@ -29,7 +34,7 @@ def encode_value(value):
     return value
 
 
-def decode_value(value):
+def decode_value(value: object) -> object:
     if isinstance(value, dict) and len(value) == 1:
         (tag, raw), = value.items()
         if tag == "$dt":
@@ -43,21 +48,21 @@ def decode_value(value):
     return value
 
 
-def encode_row(row: dict) -> str:
+def encode_row(row: dict[str, Any]) -> str:
     return json.dumps({k: encode_value(v) for k, v in row.items()}, sort_keys=True)
 
 
-def decode_row(text: str) -> dict:
+def decode_row(text: str) -> dict[str, Any]:
     return {k: decode_value(v) for k, v in json.loads(text).items()}
 
 
-def lock_rows(conn, table: Table, ids: list) -> list[dict]:
+def lock_rows(conn: Connection, table: Table, ids: list[int]) -> list[dict[str, Any]]:
     """The current rows with these ids, locked until the transaction ends, in id order.
 
     Locking in one order (the primary key) keeps concurrent cleanups from
     deadlocking each other; rows another console already removed are absent.
     """
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for start in range(0, len(ids), 1000):
         chunk = sorted(ids[start:start + 1000])
         q = select(table).where(table.c.id.in_(chunk)).order_by(table.c.id)
@@ -67,7 +72,8 @@ def lock_rows(conn, table: Table, ids: list) -> list[dict]:
     return out
 
 
-def archive_and_delete(conn, table: Table, rows: list[dict], action_id: str, now: dt.datetime) -> list:
+def archive_and_delete(conn: Connection, table: Table, rows: list[dict[str, Any]], action_id: str,
+                       now: dt.datetime) -> list[int]:
     """Move ``rows`` into the archive and delete them, inside the caller's transaction."""
     if not rows:
         return []
@@ -83,7 +89,7 @@ def archive_and_delete(conn, table: Table, rows: list[dict], action_id: str, now
     return ids
 
 
-def restore(conn, tables: dict[str, Table], action_id: str, now: dt.datetime) -> tuple[list[str], list[str]]:
+def restore(conn: Connection, tables: dict[str, Table], action_id: str, now: dt.datetime) -> tuple[list[str], list[str]]:
     """Put back every row ``action_id`` archived and not yet restored.
 
     Returns (restored ids, conflicting ids). A row whose id is back already
@@ -116,7 +122,7 @@ def restore(conn, tables: dict[str, Table], action_id: str, now: dt.datetime) ->
     return restored, conflicts
 
 
-def _resync_pg_sequences(conn, tables) -> None:
+def _resync_pg_sequences(conn: Connection, tables: Iterable[Table]) -> None:
     from sqlalchemy import text
     for table in tables:
         conn.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
@@ -128,9 +134,10 @@ def _resync_pg_sequences(conn, tables) -> None:
 # safe to repeat: archive first (keyed by action and document), then delete;
 # a document someone else deleted in between takes its archive entry back.
 
-def archive_documents(db, collection: str, docs: list[dict], action_id: str, now: dt.datetime) -> list:
+def archive_documents(db: Database[dict[str, Any]], collection: str, docs: list[dict[str, Any]], action_id: str,
+                      now: dt.datetime) -> list[Any]:
     from pymongo.errors import DuplicateKeyError
-    removed = []
+    removed: list[Any] = []  # the documents' _id values
     for doc in docs:
         key = f"{action_id}:{collection}:{doc['_id']}"
         try:
@@ -145,9 +152,9 @@ def archive_documents(db, collection: str, docs: list[dict], action_id: str, now
     return removed
 
 
-def restore_documents(db, action_id: str, now: dt.datetime) -> list:
+def restore_documents(db: Database[dict[str, Any]], action_id: str, now: dt.datetime) -> list[Any]:
     from pymongo.errors import DuplicateKeyError
-    restored = []
+    restored: list[Any] = []  # the documents' _id values
     for entry in db["nc_archive"].find({"action_id": action_id, "restored_at": None}, sort=[("_id", 1)]):
         try:
             db[entry["collection"]].insert_one(entry["doc"])

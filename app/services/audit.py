@@ -11,6 +11,8 @@ import datetime as dt
 import getpass
 import json
 import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -19,6 +21,9 @@ from ..errors import ConsoleError
 from ..jsontext import json_default
 from ..sources import describe_db_error
 from .ledger import AuditEntry, configured_sources, ledger_for
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 
 def operator_identity() -> str:
@@ -29,11 +34,11 @@ def operator_identity() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _local_audit_path():
+def _local_audit_path() -> Path:
     return data_dir() / "audit-local.jsonl"
 
 
-def append_local(entry: dict) -> None:
+def append_local(entry: dict[str, Any]) -> None:
     path = _local_audit_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
@@ -44,7 +49,7 @@ def local_entries(limit: int) -> list[AuditEntry]:
     path = _local_audit_path()
     if not path.exists():
         return []
-    out = []
+    out: list[AuditEntry] = []
     for line in path.read_text(encoding="utf-8").splitlines()[-limit:]:
         try:
             d = json.loads(line)
@@ -58,7 +63,7 @@ def local_entries(limit: int) -> list[AuditEntry]:
     return out
 
 
-def find_action(workspace, action_id: str) -> AuditEntry | None:
+def find_action(workspace: Workspace, action_id: str) -> AuditEntry | None:
     """Look an action up in every configured source's ledger."""
     for source in configured_sources(workspace):
         if True:
@@ -71,7 +76,7 @@ def find_action(workspace, action_id: str) -> AuditEntry | None:
     return None
 
 
-def audit_entries(workspace, *, source: str | None = None, limit: int = 100,
+def audit_entries(workspace: Workspace, *, source: str | None = None, limit: int = 100,
                   since: dt.datetime | None = None) -> tuple[list[AuditEntry], list[str]]:
     """Newest first, across sources; also returns one sentence per source that could not be read."""
     entries: list[AuditEntry] = []

@@ -15,19 +15,28 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from sqlalchemy.engine import Connection
 
 from .. import registry
 from ..errors import ActionConflict, OperationFailed, UsageError
 from ..faults import fault_point
 from ..read import duplicates as dup
+from ..read.models import DuplicateGroup
+from ..read.rules import group_cart_rows, group_order_logs
 from ..schema import cart_log, notifications
 from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
-from .actions import run_action
+from .actions import ActionContext, run_action
 from .audit import find_action
 from .ledger import STALE_AFTER, configured_sources
 from .roles import require_role
 from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
+from .guard import order_db
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 SQL_TABLES = {"cart": cart_log, "dispatch": notifications}
 ORDER_COLLECTION = "email_log"
@@ -37,7 +46,8 @@ def _check_source(source: str) -> None:
     registry.source(source)
 
 
-def _regroup(workspace, source: str, rows: list[dict], conn=None):
+def _regroup(workspace: Workspace, source: str, rows: list[dict[str, Any]],
+             conn: Connection | None = None) -> list[DuplicateGroup]:
     """The groups of the rows a cleanup holds, by the read side's rules.
 
     Dispatch: with the status timeline of their issues read on ``conn``, in
@@ -46,19 +56,20 @@ def _regroup(workspace, source: str, rows: list[dict], conn=None):
     runs) keeps them apart.
     """
     if source == "cart":
-        return dup.group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
+        return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
     if source == "dispatch":
         return dup.group_dispatch_rows_in(conn, rows, lock=True)
-    return dup.group_order_logs(rows)
+    return group_order_logs(rows)
 
 
-def _group_plan(groups) -> list[dict]:
+def _group_plan(groups: Iterable[DuplicateGroup]) -> list[dict[str, Any]]:
     return [{"key": g.to_json()["key"], "keep_id": g.to_json()["keep_id"],
              "archived_ids": [str(i) if not isinstance(i, int) else i for i in g.remove_ids],
              "count": g.count} for g in groups]
 
 
-def _outcome(source: str, dry_run: bool, groups, archived_ids: list) -> dict:
+def _outcome(source: str, dry_run: bool, groups: Sequence[DuplicateGroup],
+             archived_ids: Sequence[int | str]) -> dict[str, Any]:
     return {"source": source, "dry_run": dry_run, "groups": _group_plan(groups),
             "group_count": len(groups), "archived": len(archived_ids),
             "kept": len(groups), "archived_ids": archived_ids}
@@ -66,7 +77,7 @@ def _outcome(source: str, dry_run: bool, groups, archived_ids: list) -> dict:
 
 
 
-def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict:
+def cleanup(workspace: Workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict[str, Any]:
     """Preview (``dry_run``) or apply the cleanup of every duplicate group of ``source``.
 
     Only the source's own business rule is cleaned up; groups found by extra
@@ -86,11 +97,12 @@ def cleanup(workspace, source: str, *, dry_run: bool, action_id: str | None = No
                       action_id=action_id, body=lambda ctx: body(workspace, source, planned, ctx))
 
 
-def _apply_sql(workspace, source: str, planned, ctx) -> dict:
+def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
+               ctx: ActionContext) -> dict[str, Any]:
     table = SQL_TABLES[source]
     member_ids = sorted({int(i) for g in planned for i in g.member_ids})
 
-    def tx() -> dict:
+    def tx() -> dict[str, Any]:
         ctx.items.clear()
         with workspace.engine(source).begin() as conn:
             now = db_now(conn)
@@ -109,10 +121,12 @@ def _apply_sql(workspace, source: str, planned, ctx) -> dict:
     return with_retry(tx)
 
 
-def _apply_orders(workspace, source: str, planned, ctx) -> dict:
-    db = workspace.orders().db
+def _apply_orders(workspace: Workspace, source: str, planned: list[DuplicateGroup],
+                  ctx: ActionContext) -> dict[str, Any]:
+    db = order_db(workspace.orders())
     now = utcnow()
-    archived, done_groups = [], []
+    archived: list[str] = []
+    done_groups: list[DuplicateGroup] = []
     for g in planned:
         key = {"order_id": g.key["order_id"], "event": g.key["event"]}
         # A list: a real server's cursor can be read only once.
@@ -139,7 +153,7 @@ def undo_action_id(target: str) -> str:
     return "undo-" + hashlib.sha256(target.encode()).hexdigest()[:32]
 
 
-def undo(workspace, target: str) -> dict:
+def undo(workspace: Workspace, target: str) -> dict[str, Any]:
     """Restore what cleanup action ``target`` archived; repeating it restores nothing twice."""
     target = (target or "").strip()
     if not target:
@@ -164,15 +178,15 @@ def undo(workspace, target: str) -> dict:
     # whatever is in the archive under that action.
     require_schema(workspace, source)
 
-    def body(ctx) -> dict:
+    def body(ctx: ActionContext) -> dict[str, Any]:
         if not registry.source(source).is_sql:
-            restored = [str(i) for i in restore_documents(workspace.orders().db, target, utcnow())]
+            restored = [str(i) for i in restore_documents(order_db(workspace.orders()), target, utcnow())]
             ctx.record([{"id": i, "outcome": "restored", "detail": None} for i in restored])
             workspace.orders().checkpoint()
             return {"source": source, "undone_action_id": target, "restored": len(restored),
                     "restored_ids": restored}
 
-        def tx():
+        def tx() -> dict[str, Any]:
             ctx.items.clear()
             with workspace.engine(source).begin() as conn:
                 restored, conflicts = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target,

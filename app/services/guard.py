@@ -8,7 +8,8 @@
 * ``quietly(fn)``: bookkeeping after an error (mark a row failed, give a
   lease back, record an action's failure) that must never hide the error the
   operator has to see; what it cannot do expires or is retried by itself.
-* ``mongo_step(what, fn)``: the order store's counterpart of ``guarded``.
+* ``mongo_step(what, fn)``: the order store's counterpart of ``guarded``;
+  ``order_db(store)`` its database, typed as the pymongo API it speaks.
 * ``send_budget(window, claimed)``: how long a send holding a claim or lease
   may take, so it ends before anyone may take the claim over.
 """
@@ -16,13 +17,18 @@ from __future__ import annotations
 
 import time
 import datetime as dt
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ..errors import ConsoleError, OperationFailed, PermissionDenied
 from ..sources import describe_db_error
 from ..sqlutil import is_permission_denied, with_retry
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+    from ..sources import OrderStore
 
 T = TypeVar("T")
 
@@ -58,6 +64,14 @@ def mongo_step(what: str, fn: Callable[[], T]) -> T:
     except PyMongoError as exc:
         first = str(exc).split("\n")[0]
         raise OperationFailed(f"The orders database failed while {what}: {first}.") from None
+
+
+def order_db(store: OrderStore) -> Database[dict[str, Any]]:
+    """The order store's database, typed as the pymongo API every caller uses."""
+    # OrderStore.db is untyped (Any, app.sources): a pymongo Database, or mongomock's behind the
+    # store's lock, which follows the same API (its ``find`` returns a list: iterate, pass sort and
+    # limit as arguments). Typed as pymongo's, the calls here are checked; documents stay dict[str, Any].
+    return cast("Database[dict[str, Any]]", store.db)
 
 
 def send_budget(window: dt.timedelta, claimed: float) -> float:

@@ -13,16 +13,23 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, TypeVar
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import ColumnElement, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from ..config import SOURCE_NAMES
 from ..errors import ActionConflict
 from ..jsontext import json_default
 from ..schema import nc_action, nc_action_item
 from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
-from .guard import guarded
+from .guard import guarded, order_db
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+    from ..sources import OrderStore
+
+T = TypeVar("T")
 
 STALE_AFTER = dt.timedelta(minutes=2)
 
@@ -37,17 +44,17 @@ class AuditEntry:
     status: str
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    params: dict
-    outcome: dict | None
+    params: dict[str, Any]
+    outcome: dict[str, Any] | None
     message: str | None
-    items: list[dict] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
     heartbeat_at: dt.datetime | None = None
 
-    def counts(self) -> dict:
+    def counts(self) -> dict[str, int]:
         out = self.outcome or {}
         return {k: v for k, v in out.items() if isinstance(v, int) and not isinstance(v, bool)}
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"action_id": self.action_id, "kind": self.kind, "source": self.source,
                 "operator": self.operator, "role": self.role, "status": self.status,
                 "started_at": self.started_at, "finished_at": self.finished_at,
@@ -61,7 +68,7 @@ class Started:
     stored: AuditEntry | None = None  # the earlier run's record when not fresh
 
 
-def _same_params(action_id: str, stored, phash: str) -> None:
+def _same_params(action_id: str, stored: RowMapping | Mapping[str, Any], phash: str) -> None:
     """An action id names one action: the same id with other parameters is refused."""
     if stored["params_hash"] != phash:
         raise ActionConflict(
@@ -76,17 +83,17 @@ def _still_running(action_id: str, operator: str) -> ActionConflict:
 class Ledger(Protocol):
     source: str
 
-    def start(self, action_id: str, kind: str, params: dict, phash: str, operator: str, role: str,
+    def start(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
               token: str, rerun_failed: bool = False) -> Started: ...
 
-    def heartbeat(self, action_id: str, token: str, conn=None) -> bool: ...
+    def heartbeat(self, action_id: str, token: str, conn: Connection | None = None) -> bool: ...
 
-    def record_items(self, action_id: str, items: list[dict], conn=None) -> None: ...
+    def record_items(self, action_id: str, items: list[dict[str, Any]], conn: Connection | None = None) -> None: ...
 
-    def finish(self, action_id: str, token: str, status: str, outcome: dict, message: str | None = None,
-               conn=None) -> None: ...
+    def finish(self, action_id: str, token: str, status: str, outcome: dict[str, Any], message: str | None = None,
+               conn: Connection | None = None) -> None: ...
 
-    def refuse(self, action_id: str, kind: str, params: dict, phash: str, operator: str, role: str,
+    def refuse(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
                message: str) -> None: ...
 
     def get(self, action_id: str) -> AuditEntry | None: ...
@@ -95,16 +102,16 @@ class Ledger(Protocol):
 
 
 class SqlLedger:
-    def __init__(self, engine, source: str):
+    def __init__(self, engine: Engine, source: str):
         self.engine = engine
         self.source = source
 
-    def _guard(self, fn):
+    def _guard(self, fn: Callable[[], T]) -> T:
         return guarded(self.source, fn)
 
-    def start(self, action_id, kind, params, phash, operator, role, token,
-              rerun_failed=False) -> Started:
-        def tx():
+    def start(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
+              token: str, rerun_failed: bool = False) -> Started:
+        def tx() -> Started:
             with self.engine.begin() as conn:
                 now = db_now(conn)
                 won = insert_ignore(conn, nc_action, {
@@ -116,7 +123,7 @@ class SqlLedger:
                     return Started(True)
                 row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().one()
                 _same_params(action_id, row, phash)
-                takeover = None
+                takeover: ColumnElement[bool] | None = None
                 if row["status"] == "running":
                     takeover = or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)
                 elif row["status"] == "failed" and rerun_failed:
@@ -133,8 +140,8 @@ class SqlLedger:
                 return Started(False, self._entry(conn, row))
         return self._guard(tx)
 
-    def _entry(self, conn, row, with_items=True) -> AuditEntry:
-        items = []
+    def _entry(self, conn: Connection, row: RowMapping, with_items: bool = True) -> AuditEntry:
+        items: list[dict[str, Any]] = []
         if with_items:
             items = [dict(r) for r in conn.execute(
                 select(nc_action_item.c.item_id, nc_action_item.c.outcome, nc_action_item.c.detail)
@@ -146,9 +153,9 @@ class SqlLedger:
             outcome=json.loads(row["outcome_json"]) if row["outcome_json"] else None,
             message=row["message"], items=items, heartbeat_at=row["heartbeat_at"])
 
-    def heartbeat(self, action_id, token, conn=None) -> bool:
+    def heartbeat(self, action_id: str, token: str, conn: Connection | None = None) -> bool:
         """Renew the action's lease; False when another console has taken it over."""
-        def run(c):
+        def run(c: Connection) -> bool:
             return c.execute(update(nc_action).where(nc_action.c.action_id == action_id,
                                                      nc_action.c.lease_token == token)
                              .values(heartbeat_at=db_now(c))).rowcount == 1
@@ -156,19 +163,20 @@ class SqlLedger:
             return run(conn)
         return self._guard(lambda: _begin_run(self.engine, run))
 
-    def record_items(self, action_id, items: list[dict], conn=None) -> None:
+    def record_items(self, action_id: str, items: list[dict[str, Any]], conn: Connection | None = None) -> None:
         if not items:
             return
         rows = [{"action_id": action_id, "item_id": str(i["id"]), "outcome": i["outcome"],
                  "detail": i.get("detail")} for i in items]
 
-        def run(c):
+        def run(c: Connection) -> None:
             c.execute(insert(nc_action_item), rows)
         if conn is not None:
             return run(conn)
         self._guard(lambda: _begin_run(self.engine, run))
 
-    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
+    def finish(self, action_id: str, token: str, status: str, outcome: dict[str, Any], message: str | None = None,
+               conn: Connection | None = None) -> None:
         """Record the end of the action, only while this console still holds it.
 
         Inside the action's own transaction (cleanup, undo) a lost lease
@@ -178,7 +186,7 @@ class SqlLedger:
         values = {"status": status, "outcome_json": json.dumps(outcome, default=json_default),
                   "message": message}
 
-        def run(c):
+        def run(c: Connection) -> None:
             done = c.execute(update(nc_action).where(
                 nc_action.c.action_id == action_id, nc_action.c.lease_token == token,
                 nc_action.c.status == "running").values(finished_at=db_now(c), **values)).rowcount
@@ -189,8 +197,9 @@ class SqlLedger:
             return run(conn)
         self._guard(lambda: _begin_run(self.engine, run))
 
-    def refuse(self, action_id, kind, params, phash, operator, role, message) -> None:
-        def tx():
+    def refuse(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
+               message: str) -> None:
+        def tx() -> None:
             with self.engine.begin() as conn:
                 now = db_now(conn)
                 conn.execute(insert(nc_action).values(
@@ -200,7 +209,7 @@ class SqlLedger:
                     message=message))
         with_retry(tx)
 
-    def get(self, action_id) -> AuditEntry | None:
+    def get(self, action_id: str) -> AuditEntry | None:
         with self.engine.connect() as conn:
             row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().first()
             return self._entry(conn, row) if row else None
@@ -213,23 +222,23 @@ class SqlLedger:
             return [self._entry(conn, r, with_items=False) for r in conn.execute(q).mappings()]
 
 
-def _begin_run(engine, fn):
+def _begin_run(engine: Engine, fn: Callable[[Connection], T]) -> T:
     with engine.begin() as c:
         return fn(c)
 
 
 class MongoLedger:
-    def __init__(self, store):
+    def __init__(self, store: OrderStore):
         self.store = store
-        self.db = store.db
+        self.db = order_db(store)
         self.source = "orders"
 
-    def _now(self):
+    def _now(self) -> dt.datetime:
         clock = getattr(self.store, "now", None)
         return clock() if callable(clock) else utcnow()
 
-    def start(self, action_id, kind, params, phash, operator, role, token,
-              rerun_failed=False) -> Started:
+    def start(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
+              token: str, rerun_failed: bool = False) -> Started:
         from pymongo.errors import DuplicateKeyError
         now = self._now()
         try:
@@ -242,8 +251,10 @@ class MongoLedger:
         except DuplicateKeyError:
             pass
         doc = self.db["nc_actions"].find_one({"_id": action_id})
+        # The insert just failed on this id, and the console never deletes ledger records.
+        assert doc is not None
         _same_params(action_id, doc, phash)
-        flt = None
+        flt: dict[str, Any] | None = None
         if doc["status"] == "running":
             flt = {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}
         elif doc["status"] == "failed" and rerun_failed:
@@ -258,8 +269,8 @@ class MongoLedger:
             raise _still_running(action_id, doc["operator"])
         return Started(False, self._entry(doc))
 
-    def _entry(self, doc, with_items=True) -> AuditEntry:
-        items = []
+    def _entry(self, doc: dict[str, Any], with_items: bool = True) -> AuditEntry:
+        items: list[dict[str, Any]] = []
         if with_items:
             items = [{"item_id": d["item_id"], "outcome": d["outcome"], "detail": d.get("detail")}
                      for d in self.db["nc_action_items"].find({"action_id": doc["_id"]}, sort=[("seq", 1)])]
@@ -269,12 +280,12 @@ class MongoLedger:
                           outcome=doc.get("outcome"), message=doc.get("message"), items=items,
                           heartbeat_at=doc.get("heartbeat_at"))
 
-    def heartbeat(self, action_id, token, conn=None) -> bool:
+    def heartbeat(self, action_id: str, token: str, conn: Connection | None = None) -> bool:
         res = self.db["nc_actions"].update_one({"_id": action_id, "lease_token": token},
                                                {"$set": {"heartbeat_at": self._now()}})
         return res.matched_count == 1
 
-    def record_items(self, action_id, items, conn=None) -> None:
+    def record_items(self, action_id: str, items: list[dict[str, Any]], conn: Connection | None = None) -> None:
         if items:
             base = utcnow().timestamp()
             self.db["nc_action_items"].insert_many([
@@ -282,7 +293,8 @@ class MongoLedger:
                  "detail": i.get("detail"), "seq": base + n / 1e6} for n, i in enumerate(items)])
             self.store.dirty = True
 
-    def finish(self, action_id, token, status, outcome, message=None, conn=None) -> None:
+    def finish(self, action_id: str, token: str, status: str, outcome: dict[str, Any], message: str | None = None,
+               conn: Connection | None = None) -> None:
         clean = json.loads(json.dumps(outcome, default=json_default))
         res = self.db["nc_actions"].update_one(
             {"_id": action_id, "lease_token": token, "status": "running"},
@@ -292,7 +304,8 @@ class MongoLedger:
             raise ActionConflict(f"Action {action_id} was taken over by another console; "
                                  "this console's result was not recorded.")
 
-    def refuse(self, action_id, kind, params, phash, operator, role, message) -> None:
+    def refuse(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
+               message: str) -> None:
         now = self._now()
         self.db["nc_actions"].insert_one({
             "_id": action_id, "kind": kind, "source": self.source, "params": params, "params_hash": phash,
@@ -300,7 +313,7 @@ class MongoLedger:
             "finished_at": now, "outcome": None, "message": message})
         self.store.checkpoint()
 
-    def get(self, action_id) -> AuditEntry | None:
+    def get(self, action_id: str) -> AuditEntry | None:
         doc = self.db["nc_actions"].find_one({"_id": action_id})
         return self._entry(doc) if doc else None
 
@@ -310,12 +323,12 @@ class MongoLedger:
         return [self._entry(d, with_items=False) for d in docs]
 
 
-def ledger_for(workspace, source: str) -> Ledger:
+def ledger_for(workspace: Workspace, source: str) -> Ledger:
     if workspace.config.source(source).kind == "mongo":
         return MongoLedger(workspace.orders())
     return SqlLedger(workspace.engine(source), source)
 
 
-def configured_sources(workspace) -> list[str]:
+def configured_sources(workspace: Workspace) -> list[str]:
     """The sources this workspace has, in the console's order."""
     return [s for s in SOURCE_NAMES if workspace.has(s)]

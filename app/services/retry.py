@@ -15,22 +15,27 @@ from __future__ import annotations
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
-from typing import Callable, Iterator
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
 
 from .. import registry
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
 from . import cart, dispatch, orders
-from .actions import run_action
+from .actions import ActionContext, run_action
 from .roles import require_role
 from .mail import transport_from_config
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 BATCH_SIZE = 100
 SNAPSHOT_LIMIT = 100_000
 # The per-source work: retry_item (and, for chunks, retry_items and RETRY_BATCH).
-HANDLERS = {"dispatch": dispatch, "cart": cart, "orders": orders}
+HANDLERS: dict[str, ModuleType] = {"dispatch": dispatch, "cart": cart, "orders": orders}
 # Items handed to the pool ahead of the one being recorded, per worker.
 AHEAD_PER_WORKER = 4
 
@@ -46,7 +51,7 @@ class _Workers:
     log and the progress callback read exactly as a sequential run would.
     """
 
-    def __init__(self, workspace, source: str, size: int):
+    def __init__(self, workspace: Workspace, source: str, size: int):
         self.workspace = workspace
         self.source = source
         self.size = size
@@ -54,8 +59,8 @@ class _Workers:
         self._sessions = ExitStack()
         self._lock = threading.Lock()
 
-    def kwargs(self) -> dict:
-        kw = getattr(self._local, "kwargs", None)
+    def kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] | None = getattr(self._local, "kwargs", None)
         if kw is None:
             kw = {}
             if registry.source(self.source).sends_mail:
@@ -66,7 +71,8 @@ class _Workers:
             self._local.kwargs = kw
         return kw
 
-    def ordered(self, fn: Callable[[list[int]], list[dict]], items: list[int], chunk: int) -> Iterator[dict]:
+    def ordered(self, fn: Callable[[list[int]], list[dict[str, Any]]], items: list[int],
+                chunk: int) -> Iterator[dict[str, Any]]:
         """``fn(chunk of items)`` on the pool for every chunk; the records yielded in the items' order."""
         chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
         with ExitStack() as stack:
@@ -74,7 +80,7 @@ class _Workers:
             pool = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix=f"retry-{self.source}")
             # On the way out (done, or the action taken over): start nothing new, wait for what runs.
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
-            pending: deque = deque()
+            pending: deque[Future[list[dict[str, Any]]]] = deque()
             it = iter(chunks)
             ahead = self.size * AHEAD_PER_WORKER
             for part in it:
@@ -89,30 +95,32 @@ class _Workers:
                 yield from records
 
 
-def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
+def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
           filter_text: str | None = None, action_id: str | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict:
+          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     if bool(ids) == bool(all_matching):
         raise UsageError("Give either --id ID (one or more) or --all, not both and not neither.")
     if filter_text and not all_matching:
         raise UsageError("--filter goes with --all.")
     src = registry.source(source)
     module = HANDLERS[src.name]
-    params = {"ids": [str(i) for i in ids or []]} if ids else {"all": True, "filter": filter_text or ""}
+    params: dict[str, Any] = ({"ids": [str(i) for i in ids or []]} if ids
+                              else {"all": True, "filter": filter_text or ""})
     require_role(workspace, "retry", source, params, action_id)
-    ids = [src.parse_item_id(i) for i in (ids or [])]
-    params = {"ids": ids} if ids else params
+    item_ids = [src.parse_item_id(i) for i in (ids or [])]
+    params = {"ids": item_ids} if item_ids else params
     require_schema(workspace, source)
 
-    def body(ctx) -> dict:
+    def body(ctx: ActionContext) -> dict[str, Any]:
         if all_matching:
             from ..read.failures import failed_items
             # Never "superseded" (the cart was already emailed) nor anything else not to send again.
             items = failed_items(workspace, source, kinds=src.retryable_kinds, filter_text=filter_text,
                                  limit=SNAPSHOT_LIMIT)
-            snapshot = list(dict.fromkeys(int(i.id) for i in items if i.kind in src.retryable_kinds))
+            # FailedItem.id is typed object; the retryable items are log rows and orders, with integer ids.
+            snapshot = list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
         else:
-            snapshot = list(dict.fromkeys(ids))
+            snapshot = list(dict.fromkeys(item_ids))
         workers = _Workers(workspace, source, workspace.config.actions.pool_size)
 
         def failure(exc: Exception) -> tuple[str, str]:
@@ -123,15 +131,16 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
 
         def one(item_id: int) -> tuple[str, str | None]:
             try:
-                return module.retry_item(workspace, str(item_id), operator=ctx.operator,
-                                         action_id=ctx.action_id, **workers.kwargs())
+                # The per-source contract (module docstring), which mypy cannot check through a module.
+                return cast("tuple[str, str | None]", module.retry_item(
+                    workspace, str(item_id), operator=ctx.operator, action_id=ctx.action_id, **workers.kwargs()))
             except Exception as exc:  # one item's failure never stops the rest
                 return failure(exc)
 
-        def chunk_of(items: list[int]) -> list[dict]:
+        def chunk_of(items: list[int]) -> list[dict[str, Any]]:
             """A source that retries many items together (each still with its own guard and
             outcome) gets them in chunks; an error of the whole chunk sends each item alone."""
-            outcomes = None
+            outcomes: list[tuple[str, str | None]] | None = None
             if len(items) > 1:
                 try:
                     outcomes = module.retry_items(workspace, [str(i) for i in items], operator=ctx.operator,
@@ -142,8 +151,10 @@ def retry(workspace, source: str, *, ids: list[str] | None = None, all_matching:
                 outcomes = [one(i) for i in items]
             return [{"id": i, "outcome": o, "detail": d} for i, (o, d) in zip(items, outcomes)]
 
-        retried, skipped, failed = [], [], []
-        records: list[dict] = []
+        retried: list[int] = []
+        skipped: list[dict[str, Any]] = []
+        failed: list[dict[str, Any]] = []
+        records: list[dict[str, Any]] = []
         done = 0
         for record in workers.ordered(chunk_of, snapshot, getattr(module, "RETRY_BATCH", 1)):
             records.append(record)

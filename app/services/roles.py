@@ -8,12 +8,16 @@ database itself.
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import PermissionDenied
 from ..sqlutil import utcnow
 from .audit import append_local, operator_identity
 from .ledger import ledger_for
 from .tokens import params_hash
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": frozenset(),
@@ -26,14 +30,15 @@ def allowed(role: str, kind: str) -> bool:
     return kind in ROLE_PERMISSIONS.get(role, frozenset())
 
 
-def require_role(workspace, kind: str, source: str, params: dict, action_id: str | None = None) -> None:
+def require_role(workspace: Workspace, kind: str, source: str, params: dict[str, Any],
+                 action_id: str | None = None) -> None:
     """Refuse (audited) before anything else happens when the role may not ``kind``."""
     if not allowed(workspace.role, kind):
         refuse(workspace, kind, source, params, action_id)
 
 
-def refuse(workspace, kind: str, source: str, params: dict, action_id: str | None = None,
-           message: str | None = None):
+def refuse(workspace: Workspace, kind: str, source: str, params: dict[str, Any], action_id: str | None = None,
+           message: str | None = None) -> NoReturn:
     """Audit a refused attempt and raise PermissionDenied."""
     role = workspace.role
     operator = operator_identity()

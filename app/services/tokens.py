@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from typing import Any
 
 from ..jsontext import json_default
 
@@ -23,7 +24,7 @@ def new_action_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:16]}"
 
 
-def params_hash(kind: str, source: str, params: dict) -> str:
+def params_hash(kind: str, source: str, params: dict[str, Any]) -> str:
     canonical = json.dumps({"kind": kind, "source": source, "params": params},
                            sort_keys=True, default=json_default, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
