@@ -53,6 +53,7 @@ import re
 import smtplib
 import socket
 import ssl
+import sys
 import threading
 import time
 import uuid
@@ -64,16 +65,22 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, cast
 
-try:  # POSIX: flock on the outbox directory
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+# A platform check rather than ``try: import fcntl``: mypy checks each branch on its platform.
+if sys.platform == "win32":  # pragma: no cover - Windows: a byte lock on .outbox.lock
     import msvcrt
+else:  # POSIX: flock on the outbox directory
+    import fcntl
 
-from ..config import MailConfig, data_dir
+from ..config import Config, MailConfig, data_dir
 from ..errors import OperationFailed
+
+if TYPE_CHECKING:
+    from _socket import _Address as _SourceAddress  # what smtplib's stubs name it
+    from _typeshed import ReadableBuffer
+
+    from ..bootstrap import Workspace
 
 
 class MailError(OperationFailed):
@@ -177,7 +184,13 @@ class MailTransport:
             f"{what} failed {tries} times, last: {last.message if last else 'unknown error'}")
 
 
-def send_within(transport, email: Email, budget_seconds: float | None) -> str:
+class PlainSender(Protocol):
+    """A transport without budgets (a test double, a transport of another kind): ``send(email)`` only."""
+
+    def send(self, email: Email) -> str: ...
+
+
+def send_within(transport: MailTransport | PlainSender, email: Email, budget_seconds: float | None) -> str:
     """Hand ``email`` to ``transport`` within ``budget_seconds`` (transports without budgets: plain send)."""
     if isinstance(transport, MailTransport):
         return transport.send(email, budget_seconds=budget_seconds)
@@ -229,7 +242,7 @@ def _classify_smtp(exc: BaseException, host: str, port: int) -> MailError:
     return PermanentMailError(f"Sending through {where} failed: {type(exc).__name__}: {exc}")
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value).strip()
@@ -259,7 +272,9 @@ class SmtpTransport(MailTransport):
         ``EmailMessage`` API costs about 2.8 ms a message to build and
         flatten against 0.5 ms here, and a bulk retry builds thousands.
         """
-        msg = MIMEMultipart("alternative")
+        # email.mime's classes use the compat32 policy, whose header values may be Header
+        # objects (the stubs' default says str only).
+        msg = cast("Message[str, str | Header]", MIMEMultipart("alternative"))
         msg["From"] = _address(self.sender)
         msg["To"] = _address(email.to)
         msg["Subject"] = Header(email.subject, "utf-8") if not email.subject.isascii() else email.subject
@@ -300,6 +315,7 @@ class SmtpTransport(MailTransport):
                 smtp.starttls(context=self.tls_context or ssl.create_default_context())
                 smtp.ehlo()
             if self.username:
+                assert self.password is not None  # SmtpSession.send refuses a username without password first
                 smtp.login(self.username, self.password)
         except BaseException:
             smtp.close()
@@ -348,7 +364,8 @@ class SmtpSession(MailTransport):
                 except Exception as exc:  # smtplib and socket raise many kinds; classify each
                     # A kept connection that died while idle fails before DATA:
                     # the server cannot have the message, so send it on a new one.
-                    stale = reused and may_reconnect and not smtp.data_started and _connection_lost(exc)
+                    stale = (reused and smtp is not None and may_reconnect and not smtp.data_started
+                             and _connection_lost(exc))
                     self._settle(exc)
                     if stale:
                         may_reconnect = False
@@ -449,24 +466,25 @@ class _BoundedSMTP(smtplib.SMTP):
         if self.sock is not None:
             self.sock.settimeout(timeout)
 
-    def connect(self, host="localhost", port=0, source_address=None):
+    def connect(self, host: str = "localhost", port: int = 0,
+                source_address: _SourceAddress | None = None) -> tuple[int, bytes]:
         self._bound()  # _get_socket uses self.timeout for the TCP connect
         self._host = host  # STARTTLS checks the certificate against it
         return super().connect(host, port, source_address)
 
-    def send(self, s):
+    def send(self, s: ReadableBuffer | str) -> None:
         self._bound()
         return super().send(s)
 
-    def getreply(self):
+    def getreply(self) -> tuple[int, bytes]:
         self._bound()
         return super().getreply()
 
-    def starttls(self, *args, **kwargs):
+    def starttls(self, *args: Any, **kwargs: Any) -> tuple[int, bytes]:
         self._bound()  # the TLS handshake runs on the socket's timeout
         return super().starttls(*args, **kwargs)
 
-    def data(self, msg):
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         self.data_started = True
         return super().data(msg)
 
@@ -509,7 +527,7 @@ class OutboxTransport(MailTransport):
 
     name = "outbox"
 
-    def __init__(self, directory: str | os.PathLike, *, sender: str = "", backoff: Backoff | None = None):
+    def __init__(self, directory: str | os.PathLike[str], *, sender: str = "", backoff: Backoff | None = None):
         self.directory = Path(directory).expanduser()
         self.sender = sender
         self.backoff = backoff or Backoff(attempts=3, base_delay=0.05, max_delay=0.5)
@@ -631,7 +649,7 @@ class OutboxTransport(MailTransport):
         return _INDEX_HEAD + "".join(_index_row(path.name, _read_meta(path)) for path in files)
 
 
-def _index_row(name: str, meta: dict) -> str:
+def _index_row(name: str, meta: dict[str, Any]) -> str:
     """One email's line of the index: a table row, ``data-file`` naming its file."""
     href = html_lib.escape(name)
     cells = (html_lib.escape(str(meta.get(key, "")).replace("\n", " ")) for key in ("created", "to"))
@@ -656,7 +674,7 @@ def _outbox_lock(directory: Path, *, exclusive: bool) -> Iterator[bool]:
         yield fd is not None
     finally:
         if fd is not None:
-            if fcntl is None:  # pragma: no cover - Windows
+            if sys.platform == "win32":  # pragma: no cover - Windows
                 try:
                     os.lseek(fd, 0, os.SEEK_SET)
                     msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
@@ -666,7 +684,7 @@ def _outbox_lock(directory: Path, *, exclusive: bool) -> Iterator[bool]:
 
 
 def _lock_outbox(directory: Path, exclusive: bool) -> int:
-    if fcntl is not None:
+    if sys.platform != "win32":
         fd = os.open(directory, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
@@ -674,18 +692,19 @@ def _lock_outbox(directory: Path, exclusive: bool) -> int:
             os.close(fd)
             raise
         return fd
-    fd = os.open(directory / ".outbox.lock", os.O_RDWR | os.O_CREAT)  # pragma: no cover - Windows
-    while True:  # pragma: no cover - Windows
-        try:
-            msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
-            return fd
-        except OSError as exc:  # LK_LOCK gives up after about 10 s; keep waiting
-            if exc.errno not in (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
-                os.close(fd)
-                raise
+    else:  # pragma: no cover - Windows
+        fd = os.open(directory / ".outbox.lock", os.O_RDWR | os.O_CREAT)
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)
+                return fd
+            except OSError as exc:  # LK_LOCK gives up after about 10 s; keep waiting
+                if exc.errno not in (errno.EACCES, getattr(errno, "EDEADLOCK", errno.EDEADLK)):
+                    os.close(fd)
+                    raise
 
 
-def _read_meta(path: Path) -> dict:
+def _read_meta(path: Path) -> dict[str, Any]:
     try:
         with path.open(encoding="utf-8") as fh:
             first = fh.readline().strip()
@@ -693,7 +712,8 @@ def _read_meta(path: Path) -> dict:
         return {}
     if first.startswith(_META_PREFIX) and first.endswith(_META_SUFFIX):
         try:
-            return json.loads(first[len(_META_PREFIX):-len(_META_SUFFIX)])
+            # The line send() wrote: a JSON object.
+            return cast("dict[str, Any]", json.loads(first[len(_META_PREFIX):-len(_META_SUFFIX)]))
         except ValueError:
             return {}
     return {}
@@ -750,7 +770,8 @@ def outbox_dir(mail: MailConfig) -> Path:
     return Path(mail.outbox_dir).expanduser() if mail.outbox_dir else data_dir() / "outbox"
 
 
-def transport_from_config(workspace_or_mailconfig, *, backoff: Backoff | None = None) -> MailTransport:
+def transport_from_config(workspace_or_mailconfig: Workspace | Config | MailConfig, *,
+                          backoff: Backoff | None = None) -> MailTransport:
     """The transport the configuration names (``[mail] transport = smtp | outbox``)."""
     obj = workspace_or_mailconfig
     if isinstance(obj, MailConfig):
