@@ -59,9 +59,11 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsInt, TypedDict
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 
 from ..schema import cart_log, nc_action, nc_archive, nc_cart_dup_bucket, nc_cursor
 from ..sqlutil import backend, db_now, insert_ignore
@@ -78,7 +80,35 @@ _COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.c.cre
          cart_log.c.sent_at, cart_log.c.cart_value)
 
 
-def bucket_of(user_id) -> int:
+# A key is (user_id, cart_hash); a member is encoded as (id, created_us, sent_us, value),
+# see below. Both hold database values as the driver hands them back.
+Key = tuple[Any, ...]
+Member = tuple[Any, ...]
+# A bucket's keys: {key: its encoded members, earliest first}.
+BucketKeys = dict[Key, list[Member]]
+# A BLOB as a driver hands it back (psycopg2: a memoryview).
+Blob = bytes | bytearray | memoryview
+
+
+class AdvanceReport(TypedDict):
+    touched: int
+    changed: int
+
+
+class BuildReport(TypedDict):
+    keys: int
+    members: int
+    seconds: float
+
+
+class RebuildReport(TypedDict):
+    keys: int | None          # None: another console's index was kept (``only_if_missing``)
+    members: int | None
+    seconds: float
+    installed: bool
+
+
+def bucket_of(user_id: SupportsInt | str) -> int:
     return int(user_id) % BUCKETS
 
 
@@ -98,13 +128,13 @@ NAT = -(2 ** 63)          # numpy's NaT: reads back as None
 _WIDTH = 4
 
 
-def _enc_time(value) -> int:
+def _enc_time(value: dt.datetime | None) -> int:
     if value is None:
         return NAT
     return (value - EPOCH) // _US
 
 
-def _enc_value(value):
+def _enc_value(value: Any) -> int | str | dict[str, Any]:
     """Cents (int) for a two-place decimal, text for another decimal, else the value."""
     if isinstance(value, Decimal):
         if value.is_finite() and value.as_tuple().exponent == -2 and not (value.is_signed() and not value):
@@ -115,14 +145,15 @@ def _enc_value(value):
     return {"raw": value}
 
 
-def _cents_value(cents: int, cache: dict) -> Decimal:
+def _cents_value(cents: int, cache: dict[int, Decimal]) -> Decimal:
     found = cache.get(cents)
     if found is None:
         found = cache[cents] = Decimal(cents).scaleb(-2)
     return found
 
 
-def _dec_value(value, cache: dict):
+def _dec_value(value: int | str | dict[str, Any], cache: dict[int, Decimal]) -> Any:
+    # Any: a value that is not a decimal comes back as whatever the column held (``{"raw": ...}``).
     if isinstance(value, int):
         return _cents_value(value, cache)
     if isinstance(value, str):
@@ -130,14 +161,15 @@ def _dec_value(value, cache: dict):
     return value["raw"]
 
 
-def _encode_members(rows: list[dict]) -> list[tuple]:
+def _encode_members(rows: Iterable[dict[str, Any]]) -> list[Member]:
     rows = sorted(rows, key=lambda r: (time_key(r["created_at"]), id_key(r["id"])))
     return [(r["id"], _enc_time(r["created_at"]), _enc_time(r["sent_at"]), _enc_value(r["cart_value"]))
             for r in rows]
 
 
-def _encode_bucket(keys: dict[tuple, list]) -> tuple[str, bytes]:
-    items, packed = [], []
+def _encode_bucket(keys: BucketKeys) -> tuple[str, bytes]:
+    items: list[str] = []
+    packed: list[int] = []
     for k in sorted(keys, key=lambda k: (k[0], k[1])):
         members = keys[k]
         item = [k[0], k[1], len(members)]
@@ -149,9 +181,9 @@ def _encode_bucket(keys: dict[tuple, list]) -> tuple[str, bytes]:
     return ",".join(items), np.asarray(packed, dtype="<i8").tobytes()
 
 
-def _decode_bucket(text: str, blob) -> dict[tuple, list]:
+def _decode_bucket(text: str, blob: Blob) -> BucketKeys:
     packed = np.frombuffer(bytes(blob), dtype="<i8").tolist()
-    out: dict[tuple, list] = {}
+    out: BucketKeys = {}
     pos = 0
     for item in json.loads("[" + text + "]"):
         n = item[2]
@@ -165,9 +197,10 @@ def _decode_bucket(text: str, blob) -> dict[tuple, list]:
 # --------------------------------------------------------------------------
 # Reading production rows
 
-def _sent_rows_for_keys(conn, keys, *, locking: bool = False) -> dict[tuple, list[dict]]:
+def _sent_rows_for_keys(conn: Connection, keys: Iterable[Key], *,
+                        locking: bool = False) -> dict[Key, list[dict[str, Any]]]:
     """Every sent row of ``keys``, by exact key."""
-    by_key: dict[tuple, list[dict]] = defaultdict(list)
+    by_key: dict[Key, list[dict[str, Any]]] = defaultdict(list)
     keys = sorted(set(keys), key=lambda k: (k[0], k[1]))
     lock = locking and backend(conn) != "sqlite"
     for batch in batched(keys, KEY_BATCH):
@@ -183,7 +216,7 @@ def _sent_rows_for_keys(conn, keys, *, locking: bool = False) -> dict[tuple, lis
     return by_key
 
 
-def compute_members(conn) -> dict[tuple, list]:
+def compute_members(conn: Connection) -> BucketKeys:
     """The index computed from scratch: {(user_id, cart_hash): encoded members}."""
     t = cart_log.c
     stmt = (select(t.user_id, t.cart_hash).where(t.email_sent == 1)
@@ -225,13 +258,13 @@ class IndexMarks:
     pid: int | None = None
     pat: dt.datetime | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"v": FORMAT, "nb": BUCKETS, "sent": self.sent.isoformat(), "idf": self.floor, "pid": self.pid,
                 "pat": None if self.pat is None else self.pat.isoformat(), "max": self.max_id,
                 "min": self.min_id, "built": None if self.built is None else self.built.isoformat()}
 
     @classmethod
-    def from_json(cls, d: dict) -> "IndexMarks | None":
+    def from_json(cls, d: dict[str, Any]) -> IndexMarks | None:
         """The marks of a stored position; None for another layout (rebuilt on the next scan)."""
         if d.get("v") != FORMAT or d.get("nb") != BUCKETS:
             return None
@@ -245,11 +278,12 @@ def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def _state_row(conn, *, lock: bool):
+def _state_row(conn: Connection, *, lock: bool) -> str | None:
     stmt = select(nc_cursor.c.position).where(nc_cursor.c.name == CURSOR)
     if lock and backend(conn) != "sqlite":
         stmt = stmt.with_for_update()
-    return conn.execute(stmt).scalar()
+    position: str | None = conn.execute(stmt).scalar()   # a String column; None: no row yet
+    return position
 
 
 def _load_marks(text: str | None) -> IndexMarks | None:
@@ -258,19 +292,19 @@ def _load_marks(text: str | None) -> IndexMarks | None:
     return IndexMarks.from_json(json.loads(text))
 
 
-def _save_marks(conn, marks: IndexMarks, now: dt.datetime) -> None:
+def _save_marks(conn: Connection, marks: IndexMarks, now: dt.datetime) -> None:
     text = json.dumps(marks.to_json(), separators=(",", ":"))
     if conn.execute(update(nc_cursor).where(nc_cursor.c.name == CURSOR)
                     .values(position=text, updated_at=now)).rowcount == 0:
         conn.execute(insert(nc_cursor).values(name=CURSOR, position=text, updated_at=now))
 
 
-def read_marks(conn) -> IndexMarks | None:
+def read_marks(conn: Connection) -> IndexMarks | None:
     """The index's marks, or None while it has not been built."""
     return _load_marks(_state_row(conn, lock=False))
 
 
-def read_state(conn) -> dict | None:
+def read_state(conn: Connection) -> dict[str, Any] | None:
     """The index's marks as stored (``IndexMarks.to_json``), or None while it has not been built."""
     marks = read_marks(conn)
     return None if marks is None else marks.to_json()
@@ -279,10 +313,10 @@ def read_state(conn) -> dict | None:
 # --------------------------------------------------------------------------
 # Buckets
 
-def _load_buckets(conn, buckets=None) -> dict[int, dict]:
+def _load_buckets(conn: Connection, buckets: Iterable[int] | None = None) -> dict[int, BucketKeys]:
     b = nc_cart_dup_bucket.c
     stmt = select(b.bucket, b.members, b.times)
-    out: dict[int, dict] = {}
+    out: dict[int, BucketKeys] = {}
     if buckets is None:
         for bucket, text, blob in conn.execute(stmt):
             out[bucket] = _decode_bucket(text, blob)
@@ -293,7 +327,7 @@ def _load_buckets(conn, buckets=None) -> dict[int, dict]:
     return out
 
 
-def _write_bucket(conn, bucket: int, keys: dict, existed: bool) -> None:
+def _write_bucket(conn: Connection, bucket: int, keys: BucketKeys, existed: bool) -> None:
     b = nc_cart_dup_bucket
     if not keys:
         if existed:
@@ -308,7 +342,7 @@ def _write_bucket(conn, bucket: int, keys: dict, existed: bool) -> None:
         conn.execute(insert(b).values(bucket=bucket, **values))
 
 
-def _refresh(conn, keys, *, locking: bool = False, added_only: bool = False) -> int:
+def _refresh(conn: Connection, keys: Iterable[Key], *, locking: bool = False, added_only: bool = False) -> int:
     """Replace the members of ``keys`` with their current sent rows; return keys changed.
 
     ``added_only`` (an advance, which sees rows added or sent, never rows
@@ -322,7 +356,7 @@ def _refresh(conn, keys, *, locking: bool = False, added_only: bool = False) -> 
     keys |= set(current)
     if added_only:
         keys = {k for k in keys if len(current.get(k, ())) >= 2}
-    by_bucket: dict[int, set] = defaultdict(set)
+    by_bucket: dict[int, set[Key]] = defaultdict(set)
     for k in keys:
         by_bucket[bucket_of(k[0])].add(k)
     stored = _load_buckets(conn, by_bucket)
@@ -344,9 +378,9 @@ def _refresh(conn, keys, *, locking: bool = False, added_only: bool = False) -> 
     return changed
 
 
-def _keys_outside(conn, low, high) -> set:
+def _keys_outside(conn: Connection, low: int | None, high: int | None) -> set[Key]:
     """Keys holding a member whose id is below ``low`` or above ``high`` (None: no bound)."""
-    keys = set()
+    keys: set[Key] = set()
     for entries in _load_buckets(conn).values():
         for k, members in entries.items():
             if any((low is not None and m[0] < low) or (high is not None and m[0] > high) for m in members):
@@ -354,14 +388,15 @@ def _keys_outside(conn, low, high) -> set:
     return keys
 
 
-def _id_range(conn):
+def _id_range(conn: Connection) -> Row[Any, Any]:
+    """(max id, min id) of the log; both None when it is empty."""
     return conn.execute(select(func.max(cart_log.c.id), func.min(cart_log.c.id))).one()
 
 
 # --------------------------------------------------------------------------
 # Advance, refresh (cleanup hook), rebuild
 
-def _transaction(engine):
+def _transaction(engine: Engine) -> Connection:
     conn = engine.connect()
     if backend(conn) in ("mysql", "mariadb"):
         # Each statement sees what committed before it: after the lock is
@@ -370,7 +405,7 @@ def _transaction(engine):
     return conn
 
 
-def advance(engine) -> dict | None:
+def advance(engine: Engine) -> AdvanceReport | None:
     """Bring the index up to date; None when it has not been built yet."""
     with _transaction(engine) as conn, conn.begin():
         marks = _load_marks(_state_row(conn, lock=True))
@@ -379,7 +414,7 @@ def advance(engine) -> dict | None:
         return _advance_locked(conn, marks)
 
 
-def _advance_locked(conn, marks: IndexMarks) -> dict:
+def _advance_locked(conn: Connection, marks: IndexMarks) -> AdvanceReport:
     now = db_now(conn)
     keys, swept, max_id, min_id = _touched(conn, marks, now)
     if max_id is None:
@@ -397,16 +432,17 @@ def _advance_locked(conn, marks: IndexMarks) -> dict:
     return {"touched": len(keys), "changed": changed}
 
 
-def _touched(conn, marks: IndexMarks, now: dt.datetime) -> tuple[set, set, object, object]:
+def _touched(conn: Connection, marks: IndexMarks, now: dt.datetime) -> tuple[set[Key], set[Key], Any, Any]:
     """What an advance re-reads: (keys that may have gained members, keys holding members
-    outside the id range, max id, min id); None ids when the table is empty.
+    outside the id range, max id, min id as the database hands them back); None ids when
+    the table is empty.
 
     Moves ``marks`` past what it found (not saved here).
     """
     t = cart_log.c
     max_id, min_id = _id_range(conn)
-    keys: set = set()
-    swept: set = set()
+    keys: set[Key] = set()
+    swept: set[Key] = set()
     if max_id is None:
         marks.floor = 0
         if marks.pid is not None:
@@ -424,8 +460,8 @@ def _touched(conn, marks: IndexMarks, now: dt.datetime) -> tuple[set, set, objec
         keys.update(tuple(r) for r in conn.execute(stmt))
         hwm = marks.sent
         top = hwm
-        stmt = select(t.user_id, t.cart_hash, t.sent_at).where(t.sent_at >= hwm - LAG)
-        for u, h, sent_at in conn.execute(stmt):
+        sent_stmt = select(t.user_id, t.cart_hash, t.sent_at).where(t.sent_at >= hwm - LAG)
+        for u, h, sent_at in conn.execute(sent_stmt):
             keys.add((u, h))
             if sent_at is not None and sent_at > top:
                 top = sent_at
@@ -433,7 +469,7 @@ def _touched(conn, marks: IndexMarks, now: dt.datetime) -> tuple[set, set, objec
     return keys, swept, max_id, min_id
 
 
-def refresh_keys(conn, keys) -> int:
+def refresh_keys(conn: Connection, keys: Iterable[Key]) -> int:
     """Refresh ``keys`` inside the caller's transaction (cleanup, undo); return keys changed.
 
     Waits for the index lock, so it runs after (or before) any advance, never
@@ -460,17 +496,17 @@ def refresh_keys(conn, keys) -> int:
     return changed
 
 
-def refresh_ids(conn, ids) -> int:
+def refresh_ids(conn: Connection, ids: Iterable[int | str]) -> int:
     """``refresh_keys`` for the keys of the cart rows with these ids (rows just restored)."""
     ids = sorted({int(i) for i in ids})
-    keys = set()
+    keys: set[Key] = set()
     for batch in batched(ids, 1000):
         keys.update(tuple(r) for r in conn.execute(
             select(cart_log.c.user_id, cart_log.c.cart_hash).where(cart_log.c.id.in_(batch))))
     return refresh_keys(conn, keys)
 
 
-def _marks(conn) -> IndexMarks:
+def _marks(conn: Connection) -> IndexMarks:
     """High-water marks taken before a build reads anything."""
     now = db_now(conn)
     max_id, min_id = _id_range(conn)
@@ -479,10 +515,10 @@ def _marks(conn) -> IndexMarks:
     return IndexMarks(sent=sent, floor=max_id or 0, max_id=max_id or 0, min_id=min_id or 0, built=now)
 
 
-def _keys_of_actions_since(conn, since: dt.datetime) -> set:
+def _keys_of_actions_since(conn: Connection, since: dt.datetime) -> set[Key]:
     """Keys of cart rows archived or restored by actions that began at or after ``since``."""
     a = nc_action.c
-    action_ids = set()
+    action_ids: set[Any] = set()
     for action_id, kind, params in conn.execute(
             select(a.action_id, a.kind, a.params_json)
             .where(a.source == "cart", a.kind.in_(("cleanup", "undo")), a.started_at >= since)):
@@ -494,7 +530,7 @@ def _keys_of_actions_since(conn, since: dt.datetime) -> set:
                 target = None
             if target:
                 action_ids.add(target)
-    keys = set()
+    keys: set[Key] = set()
     for batch in batched(sorted(action_ids), 200):
         for (text,) in conn.execute(select(nc_archive.c.row_json).where(
                 nc_archive.c.action_id.in_(batch), nc_archive.c.table_name == cart_log.name)):
@@ -503,13 +539,15 @@ def _keys_of_actions_since(conn, since: dt.datetime) -> set:
     return keys
 
 
-def _swap(conn, members: dict[tuple, list], marks: IndexMarks) -> None:
+def _swap(conn: Connection, members: BucketKeys, marks: IndexMarks) -> None:
     """Install a computed index (caller holds the lock) and catch up on actions since its marks."""
+    # The marks of a build (``_marks``) always carry the time it began.
+    assert marks.built is not None
     conn.execute(delete(nc_cart_dup_bucket))
-    by_bucket: dict[int, dict] = defaultdict(dict)
+    by_bucket: dict[int, BucketKeys] = defaultdict(dict)
     for k, m in members.items():
         by_bucket[bucket_of(k[0])][k] = m
-    rows = []
+    rows: list[dict[str, Any]] = []
     for b, keys in sorted(by_bucket.items()):
         text, blob = _encode_bucket(keys)
         rows.append({"bucket": b, "key_count": len(keys), "member_count": sum(len(m) for m in keys.values()),
@@ -522,7 +560,7 @@ def _swap(conn, members: dict[tuple, list], marks: IndexMarks) -> None:
     _save_marks(conn, marks, db_now(conn))
 
 
-def build_in(conn, *, report=None) -> dict:
+def build_in(conn: Connection, *, report: Callable[[str], None] | None = None) -> BuildReport:
     """Compute and install the index on ``conn`` in the caller's transaction (db upgrade)."""
     t0 = time.perf_counter()
     marks = _marks(conn)
@@ -533,15 +571,15 @@ def build_in(conn, *, report=None) -> dict:
     insert_ignore(conn, nc_cursor, {"name": CURSOR, "position": "", "updated_at": db_now(conn)})
     _state_row(conn, lock=True)
     _swap(conn, members, marks)
-    out = {"keys": len(members), "members": sum(len(m) for m in members.values()),
-           "seconds": time.perf_counter() - t0}
+    out: BuildReport = {"keys": len(members), "members": sum(len(m) for m in members.values()),
+                        "seconds": time.perf_counter() - t0}
     if report and marks.max_id:
         report(f"  cart duplicate member index: {out['keys']:,} keys, {out['members']:,} members "
                f"in {out['seconds']:.1f} s")
     return out
 
 
-def rebuild(engine, *, only_if_missing: bool = False) -> dict:
+def rebuild(engine: Engine, *, only_if_missing: bool = False) -> RebuildReport:
     """Compute the index from the production rows and install it.
 
     The computation (one GROUP BY pass, then the members of the keys found)
@@ -566,7 +604,7 @@ def rebuild(engine, *, only_if_missing: bool = False) -> dict:
             "seconds": time.perf_counter() - t0, "installed": True}
 
 
-def ensure_current(engine) -> dict:
+def ensure_current(engine: Engine) -> AdvanceReport:
     """Advance the index, building it first when it does not exist yet."""
     out = advance(engine)
     if out is None:
@@ -575,9 +613,9 @@ def ensure_current(engine) -> dict:
     return out
 
 
-def snapshot(conn) -> dict[tuple, list]:
+def snapshot(conn: Connection) -> BucketKeys:
     """The index as stored: {(user_id, cart_hash): encoded members} (tests, diagnostics)."""
-    out: dict[tuple, list] = {}
+    out: BucketKeys = {}
     for entries in _load_buckets(conn).values():
         out.update(entries)
     return out
@@ -586,7 +624,7 @@ def snapshot(conn) -> dict[tuple, list]:
 # --------------------------------------------------------------------------
 # Reading: the groups of the window rule, straight from the packed members
 
-def read_groups(conn, window_hours: float, since: dt.datetime | None = None) -> list[DuplicateGroup]:
+def read_groups(conn: Connection, window_hours: float, since: dt.datetime | None = None) -> list[DuplicateGroup]:
     """Every cart duplicate group held by the index (unsorted).
 
     Identical to ``group_cart_rows`` over the production's sent rows: chains
@@ -605,7 +643,7 @@ def read_groups(conn, window_hours: float, since: dt.datetime | None = None) -> 
             gc.enable()
 
 
-def read_groups_unpersisted(conn, window_hours: float, since: dt.datetime | None = None
+def read_groups_unpersisted(conn: Connection, window_hours: float, since: dt.datetime | None = None
                             ) -> list[DuplicateGroup] | None:
     """``read_groups`` over the index as an advance would leave it, computed in memory.
 
@@ -632,7 +670,8 @@ def read_groups_unpersisted(conn, window_hours: float, since: dt.datetime | None
             entries[k] = _encode_members(rows)
         else:
             entries.pop(k, None)
-    texts, blobs = [], []
+    texts: list[str] = []
+    blobs: list[Blob] = []
     for entries in stored.values():
         if entries:
             text, blob = _encode_bucket(entries)
@@ -647,15 +686,16 @@ def read_groups_unpersisted(conn, window_hours: float, since: dt.datetime | None
             gc.enable()
 
 
-def _read_groups(conn, window_hours: float, since: dt.datetime | None) -> list[DuplicateGroup]:
-    texts, blobs = [], []
+def _read_groups(conn: Connection, window_hours: float, since: dt.datetime | None) -> list[DuplicateGroup]:
+    texts: list[str] = []
+    blobs: list[Blob] = []
     for text, blob in conn.execute(select(nc_cart_dup_bucket.c.members, nc_cart_dup_bucket.c.times)):
         texts.append(text)
         blobs.append(blob)
     return _groups_from(texts, blobs, window_hours, since)
 
 
-def _groups_from(texts: list, blobs: list, window_hours: float,
+def _groups_from(texts: list[str], blobs: list[Blob], window_hours: float,
                  since: dt.datetime | None) -> list[DuplicateGroup]:
     """The groups of packed buckets (``members`` texts and ``times`` blobs, in the same order)."""
     if not texts:
@@ -719,7 +759,8 @@ def _groups_from(texts: list, blobs: list, window_hours: float,
     return out
 
 
-def _offsets(items):
+def _offsets(items: Iterable[Sequence[Any]]) -> Iterator[int]:
+    """Where each bucket item's members start (an item is JSON: [user_id, cart_hash, n, ...])."""
     pos = 0
     for item in items:
         yield pos
