@@ -29,9 +29,10 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
-from sqlalchemy import DateTime, and_, case, column, func, or_, select, table
+from sqlalchemy import ColumnClause, ColumnElement, DateTime, TableClause, and_, case, column, func, or_, select, table
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from ..config import DuplicateRule
@@ -46,12 +47,26 @@ from .rules import (CART_RULE, DISPATCH_KEY, DISPATCH_RULE, ORDER_KEY, ORDER_RUL
                     group_dispatch_rows, group_order_logs, group_rule_rows)
 from .rules import StatusChanges as StatusChanges  # re-exported for app.services.dispatch (outside app/read)
 
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+# A rule's key values, as the database hands them back.
+Key = tuple[Any, ...]
+# (key, time) of a row an incremental scan finds new or changed.
+Point = tuple[Key, Any]
+# What a cursor keeps of one rule: {(column, id): change time} and {("action", id): state}.
+Seen = dict[tuple[str, Any], Any]
+# A rule's grouping: rows (or documents) -> groups.
+GroupRows = Callable[[list[dict[str, Any]]], list[DuplicateGroup]]
+# The order store's database: pymongo's or mongomock's (``OrderStore.db``; neither is typed).
+OrderDb = Any
+
 # --------------------------------------------------------------------------
 # The dispatch rule's status timeline
 
-def _status_spans(rows: Iterable[dict]) -> dict:
+def _status_spans(rows: Iterable[dict[str, Any]]) -> dict[Any, list[tuple[dt.datetime, ...]]]:
     """issue_id -> merged [first, last] spans of the status keys with two or more rows."""
-    spans_of: dict = {}
+    spans_of: dict[Key, tuple[dt.datetime, dt.datetime, int]] = {}
     for r in rows:
         if r.get("type") != STATUS_CHANGED:
             continue
@@ -59,11 +74,11 @@ def _status_spans(rows: Iterable[dict]) -> dict:
         key = tuple(r.get(k) for k in DISPATCH_KEY) + (r.get("message"),)
         lo, hi, n = spans_of.get(key, (at, at, 0))
         spans_of[key] = (min(lo, at), max(hi, at), n + 1)
-    by_issue: dict = defaultdict(list)
+    by_issue: dict[Any, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
     for key, (lo, hi, n) in spans_of.items():
         if n > 1 and lo < hi:   # nothing lies strictly between rows of one time
             by_issue[key[2]].append((lo, hi))
-    merged: dict = {}
+    merged: dict[Any, list[tuple[dt.datetime, ...]]] = {}
     for issue_id, spans in by_issue.items():
         spans.sort()
         out = [list(spans[0])]
@@ -76,7 +91,8 @@ def _status_spans(rows: Iterable[dict]) -> dict:
     return merged
 
 
-def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> dict:
+def fetch_status_timeline(conn: Connection, rows: Iterable[dict[str, Any]], *,
+                          lock: bool = False) -> dict[Any, list[tuple[Any, Any, Any]]]:
     """The status timeline ``group_dispatch_rows`` needs for ``rows``.
 
     Only what can split a group: the status_changed notifications (any
@@ -94,7 +110,7 @@ def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> 
         return {}
     t = notifications.c
     ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=id_key) for lo, hi in spans[issue_id]]
-    timeline: dict = defaultdict(list)
+    timeline: dict[Any, list[tuple[Any, Any, Any]]] = defaultdict(list)
     for batch in batched(ranges, KEY_BATCH):
         stmt = select(t.issue_id, t.created_at, t.actor_user_id, t.message).where(
             t.type == STATUS_CHANGED,
@@ -109,7 +125,8 @@ def fetch_status_timeline(conn, rows: Iterable[dict], *, lock: bool = False) -> 
     return dict(timeline)
 
 
-def group_dispatch_rows_in(conn, rows: Iterable[dict], *, lock: bool = False) -> list[DuplicateGroup]:
+def group_dispatch_rows_in(conn: Connection, rows: Iterable[dict[str, Any]], *,
+                           lock: bool = False) -> list[DuplicateGroup]:
     """``group_dispatch_rows`` of ``rows`` with their status timeline read on ``conn``.
 
     The one way the scans and cleanup apply the dispatch rule to rows from
@@ -119,7 +136,7 @@ def group_dispatch_rows_in(conn, rows: Iterable[dict], *, lock: bool = False) ->
     return group_dispatch_rows(rows, status_timeline=fetch_status_timeline(conn, rows, lock=lock))
 
 
-def _status_keys_after(conn, points: list[tuple]) -> set:
+def _status_keys_after(conn: Connection, points: list[Point]) -> set[Key]:
     """Status keys of the issues of ``points`` ((key, time) of new or changed
     rows) with a row after the earliest such time of their issue.
 
@@ -128,7 +145,7 @@ def _status_keys_after(conn, points: list[tuple]) -> set:
     has a row after it. One query per batch of issues, index ranges on
     ``nc_notif_issue_status``.
     """
-    first: dict = {}
+    first: dict[Any, dt.datetime] = {}
     for key, at in points:
         if key[1] != STATUS_CHANGED:
             continue
@@ -139,7 +156,7 @@ def _status_keys_after(conn, points: list[tuple]) -> set:
         return set()
     t = notifications.c
     key_cols = (t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id)
-    keys: set = set()
+    keys: set[Key] = set()
     for batch in batched(sorted(first.items(), key=lambda kv: id_key(kv[0])), KEY_BATCH):
         stmt = select(*key_cols).distinct().where(
             t.type == STATUS_CHANGED, or_(*[and_(t.issue_id == i, t.created_at > at) for i, at in batch]))
@@ -150,7 +167,7 @@ def _status_keys_after(conn, points: list[tuple]) -> set:
 # --------------------------------------------------------------------------
 # Helpers shared by the scans
 
-def _finish(groups: list[DuplicateGroup], since, limit) -> list[DuplicateGroup]:
+def _finish(groups: list[DuplicateGroup], since: dt.datetime | None, limit: int | None) -> list[DuplicateGroup]:
     if since is not None:
         groups = [g for g in groups if g.last_at is not None and g.last_at >= since]
     if all(type(g.last_at) is dt.datetime and type(g.keep_id) is int for g in groups):
@@ -171,24 +188,29 @@ class SqlRuleSpec:
 
     source: str
     rule: str
-    table: object
-    key_cols: tuple
-    time_col: object
-    id_col: object
-    fetch_cols: tuple
-    where: tuple = ()                    # always-on conditions (cart: sent rows only)
-    group: object = None                 # rows -> groups
-    filter_cols: tuple = ()
-    filter_int_cols: tuple = ()
-    changed_cols: tuple = ()             # indexed time columns re-read for late commits and late changes
-    group_in: object = None              # (conn, rows) -> groups, for a rule that reads more than the rows
-    related_keys: object = None          # (conn, [(key, time)] of touched rows) -> more keys to re-examine
+    table: TableClause
+    key_cols: tuple[ColumnClause[Any], ...]
+    time_col: ColumnClause[Any]
+    id_col: ColumnClause[Any]
+    fetch_cols: tuple[ColumnClause[Any], ...]
+    where: tuple[ColumnElement[bool], ...] = ()   # always-on conditions (cart: sent rows only)
+    group: GroupRows | None = None       # rows -> groups (every spec has one)
+    filter_cols: tuple[ColumnClause[Any], ...] = ()
+    filter_int_cols: tuple[ColumnClause[Any], ...] = ()
+    changed_cols: tuple[ColumnClause[Any], ...] = ()   # indexed time columns re-read for late commits and late changes
+    # (conn, rows) -> groups, for a rule that reads more than the rows
+    group_in: Callable[[Connection, list[dict[str, Any]]], list[DuplicateGroup]] | None = None
+    # (conn, [(key, time)] of touched rows) -> more keys to re-examine
+    related_keys: Callable[[Connection, list[Point]], set[Key]] | None = None
 
-    def groups_of(self, conn, rows: list[dict]) -> list[DuplicateGroup]:
-        return self.group_in(conn, rows) if self.group_in is not None else self.group(rows)
+    def groups_of(self, conn: Connection, rows: list[dict[str, Any]]) -> list[DuplicateGroup]:
+        if self.group_in is not None:
+            return self.group_in(conn, rows)
+        assert self.group is not None   # the three spec builders below always set it
+        return self.group(rows)
 
 
-def _cart_spec(workspace) -> SqlRuleSpec:
+def _cart_spec(workspace: Workspace) -> SqlRuleSpec:
     t = cart_log.c
     window = workspace.config.thresholds.duplicate_window_hours
     return SqlRuleSpec(
@@ -199,7 +221,7 @@ def _cart_spec(workspace) -> SqlRuleSpec:
         filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
 
 
-def _dispatch_spec(workspace) -> SqlRuleSpec:
+def _dispatch_spec(workspace: Workspace) -> SqlRuleSpec:
     t = notifications.c
     return SqlRuleSpec(
         source="dispatch", rule=DISPATCH_RULE, table=notifications,
@@ -215,8 +237,9 @@ def _dispatch_spec(workspace) -> SqlRuleSpec:
 def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
     # Identifiers were validated by the config loader; they still only ever
     # enter the query as quoted identifiers through table()/column().
-    key_cols = tuple(column(k) for k in rule.key)
-    time_col, id_col = column(rule.time_column, DateTime), column(rule.id_column)
+    key_cols: tuple[ColumnClause[Any], ...] = tuple(column(k) for k in rule.key)
+    time_col: ColumnClause[Any] = column(rule.time_column, DateTime)
+    id_col: ColumnClause[Any] = column(rule.id_column)
     cols = {c.name: c for c in (id_col, *key_cols, time_col)}
     t = table(rule.table, *cols.values())
     return SqlRuleSpec(
@@ -226,7 +249,7 @@ def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
         filter_cols=tuple(t.c[k] for k in rule.key))
 
 
-def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
+def _filter_clause(spec: SqlRuleSpec, filter_text: str | None) -> ColumnElement[bool] | None:
     """The one statement of what ``--filter`` matches in a row of ``spec``'s table.
 
     A key is picked when one of its qualifying rows matches; every scan (full
@@ -235,7 +258,8 @@ def _filter_clause(spec: SqlRuleSpec, filter_text: str | None):
     return text_filter(spec.filter_cols, spec.filter_int_cols, filter_text)
 
 
-def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tuple]:
+def _candidate_keys(conn: Connection, spec: SqlRuleSpec, *, since: dt.datetime | None,
+                    filter_text: str | None) -> list[Key]:
     """Phase 1: keys with more than one qualifying row, latest activity first.
 
     With ``filter_text`` only the keys of which at least one qualifying row
@@ -258,32 +282,33 @@ def _candidate_keys(conn, spec: SqlRuleSpec, *, since, filter_text) -> list[tupl
     return [k for k, _ in found]
 
 
-def _keys_matching(conn, spec: SqlRuleSpec, keys: list[tuple], filter_text) -> set:
+def _keys_matching(conn: Connection, spec: SqlRuleSpec, keys: list[Key], filter_text: str | None) -> set[Key]:
     """Those of ``keys`` of which a qualifying row matches ``filter_text`` (``_filter_clause``)."""
     flt = _filter_clause(spec, filter_text)
     if flt is None:
         return set(keys)
-    out: set = set()
+    out: set[Key] = set()
     for batch in batched(keys, KEY_BATCH):
         stmt = select(*spec.key_cols).distinct().where(*spec.where, keys_clause(spec.key_cols, batch), flt)
         out.update(tuple(r) for r in conn.execute(stmt))
     return out
 
 
-def _sql_key_of(group: DuplicateGroup, spec: SqlRuleSpec) -> tuple:
+def _sql_key_of(group: DuplicateGroup, spec: SqlRuleSpec) -> Key:
     return tuple(group.key.get(c.name) for c in spec.key_cols)
 
 
-def _rows_for_keys(conn, spec: SqlRuleSpec, keys: list[tuple]) -> list[dict]:
+def _rows_for_keys(conn: Connection, spec: SqlRuleSpec, keys: list[Key]) -> list[dict[str, Any]]:
     """Phase 2: every qualifying row of ``keys`` (batched, index ranges)."""
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     for batch in batched(keys, KEY_BATCH):
         stmt = select(*spec.fetch_cols).where(*spec.where, keys_clause(spec.key_cols, batch))
         rows.extend(dict(r._mapping) for r in conn.execute(stmt))
     return rows
 
 
-def _scan_sql(conn, spec: SqlRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
+def _scan_sql(conn: Connection, spec: SqlRuleSpec, *, since: dt.datetime | None, limit: int | None,
+              filter_text: str | None) -> list[DuplicateGroup]:
     keys = _candidate_keys(conn, spec, since=since, filter_text=filter_text)
     if limit is None:
         return _finish(spec.groups_of(conn, _rows_for_keys(conn, spec, keys)), since, None)
@@ -305,11 +330,11 @@ class MongoRuleSpec:
     source: str
     rule: str
     collection: str
-    key_fields: tuple
+    key_fields: tuple[str, ...]
     time_field: str
-    group: object
-    filter_fields: tuple = ()
-    filter_int_fields: tuple = ()
+    group: GroupRows
+    filter_fields: tuple[str, ...] = ()
+    filter_int_fields: tuple[str, ...] = ()
 
 
 def _order_spec() -> MongoRuleSpec:
@@ -325,13 +350,14 @@ def _config_mongo_spec(rule: DuplicateRule) -> MongoRuleSpec:
                          filter_fields=tuple(rule.key))
 
 
-def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict:
+def _mongo_filter(spec: MongoRuleSpec, filter_text: str | None) -> dict[str, Any]:
     return mongo_text_filter(spec.filter_fields, spec.filter_int_fields, filter_text)
 
 
-def _mongo_candidates(db, spec: MongoRuleSpec, *, match: dict, since, limit, min_count: int = 2) -> list[tuple]:
+def _mongo_candidates(db: OrderDb, spec: MongoRuleSpec, *, match: dict[str, Any], since: dt.datetime | None,
+                      limit: int | None, min_count: int = 2) -> list[Key]:
     group_id = {f"k{i}": f"${f}" for i, f in enumerate(spec.key_fields)}
-    pipeline: list[dict] = []
+    pipeline: list[dict[str, Any]] = []
     if match:
         pipeline.append({"$match": match})
     pipeline += [
@@ -341,21 +367,22 @@ def _mongo_candidates(db, spec: MongoRuleSpec, *, match: dict, since, limit, min
     ]
     if limit is not None:
         pipeline.append({"$limit": int(limit)})
-    out = []
+    out: list[Key] = []
     for doc in db[spec.collection].aggregate(pipeline):
         out.append(tuple(doc["_id"].get(f"k{i}") for i in range(len(spec.key_fields))))
     return out
 
 
-def _mongo_docs_for_keys(db, spec: MongoRuleSpec, keys: list[tuple]) -> list[dict]:
-    docs: list[dict] = []
+def _mongo_docs_for_keys(db: OrderDb, spec: MongoRuleSpec, keys: list[Key]) -> list[dict[str, Any]]:
+    docs: list[dict[str, Any]] = []
     for batch in batched(keys, KEY_BATCH):
         query = {"$or": [dict(zip(spec.key_fields, k)) for k in batch]}
         docs.extend(db[spec.collection].find(query))
     return docs
 
 
-def _scan_mongo(db, spec: MongoRuleSpec, *, since, limit, filter_text) -> list[DuplicateGroup]:
+def _scan_mongo(db: OrderDb, spec: MongoRuleSpec, *, since: dt.datetime | None, limit: int | None,
+                filter_text: str | None) -> list[DuplicateGroup]:
     if filter_text:
         # The filter picks keys; every member of a picked key is fetched.
         picked = _mongo_candidates(db, spec, match=_mongo_filter(spec, filter_text), since=None, limit=None,
@@ -375,22 +402,28 @@ def _scan_mongo(db, spec: MongoRuleSpec, *, since, limit, filter_text) -> list[D
 # --------------------------------------------------------------------------
 # Public entry points
 
-def _specs(workspace, source: str, rules: str | None = None):
-    """The specs of ``source``: its built-in rule and the config-defined ones."""
-    if source == "orders":
-        specs = [_order_spec()]
-        specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules if r.source == "orders"]
-    elif source in ("cart", "dispatch"):
-        specs = [_cart_spec(workspace) if source == "cart" else _dispatch_spec(workspace)]
-        specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
-    else:
-        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+def _order_specs(workspace: Workspace, rules: str | None = None) -> list[MongoRuleSpec]:
+    """The specs of the order store: its built-in rule and the config-defined ones."""
+    specs = [_order_spec()]
+    specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules if r.source == "orders"]
     if rules is not None:
         specs = [s for s in specs if s.rule == rules]
     return specs
 
 
-def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = None,
+def _sql_specs(workspace: Workspace, source: str, rules: str | None = None) -> list[SqlRuleSpec]:
+    """The specs of SQL ``source`` (cart or dispatch): its built-in rule and the config-defined ones."""
+    if source not in ("cart", "dispatch"):
+        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+    specs = [_cart_spec(workspace) if source == "cart" else _dispatch_spec(workspace)]
+    specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
+    if rules is not None:
+        specs = [s for s in specs if s.rule == rules]
+    return specs
+
+
+def scan_duplicates(workspace: Workspace, source: str, *, since: dt.datetime | dt.timedelta | None = None,
+                    limit: int | None = None,
                     filter_text: str | None = None, rule: str | None = None) -> list[DuplicateGroup]:
     """Every duplicate group of ``source`` (built-in rule plus config rules), newest activity first.
 
@@ -402,10 +435,10 @@ def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = N
     if source == "orders":
         db = workspace.orders().db
         since_at = resolve_since(workspace.orders().now(), since)
-        for spec in _specs(workspace, source, rule):
-            groups.extend(_scan_mongo(db, spec, since=since_at, limit=limit, filter_text=filter_text))
+        for order_spec in _order_specs(workspace, rule):
+            groups.extend(_scan_mongo(db, order_spec, since=since_at, limit=limit, filter_text=filter_text))
     else:
-        specs = _specs(workspace, source, rule)
+        specs = _sql_specs(workspace, source, rule)
         index_current = _advance_member_index(workspace, specs, filter_text)
         with workspace.engine(source).connect() as conn, _bulk_objects():
             since_at = resolve_since(conn, since)
@@ -417,7 +450,7 @@ def scan_duplicates(workspace, source: str, *, since=None, limit: int | None = N
 
 
 @contextmanager
-def _bulk_objects():
+def _bulk_objects() -> Iterator[None]:
     """Pause the cyclic garbage collector while a scan builds its (acyclic) groups.
 
     A full cart scan makes some 300 k small objects; the collector would walk
@@ -432,12 +465,12 @@ def _bulk_objects():
             gc.enable()
 
 
-def _uses_member_index(spec: SqlRuleSpec, filter_text) -> bool:
+def _uses_member_index(spec: SqlRuleSpec, filter_text: str | None) -> bool:
     # A filter keeps the two-phase scan: its LIKE is the database's own.
     return spec.rule == CART_RULE and spec.table is cart_log and not filter_text
 
 
-def _advance_member_index(workspace, specs, filter_text) -> bool:
+def _advance_member_index(workspace: Workspace, specs: Sequence[SqlRuleSpec], filter_text: str | None) -> bool:
     """Bring the member index up to date; False when this database user may not write it."""
     if any(_uses_member_index(s, filter_text) for s in specs):
         try:
@@ -449,8 +482,8 @@ def _advance_member_index(workspace, specs, filter_text) -> bool:
     return True
 
 
-def _scan_spec(workspace, conn, spec: SqlRuleSpec, *, since, limit, filter_text,
-               index_current: bool = True) -> list[DuplicateGroup]:
+def _scan_spec(workspace: Workspace, conn: Connection, spec: SqlRuleSpec, *, since: dt.datetime | None,
+               limit: int | None, filter_text: str | None, index_current: bool = True) -> list[DuplicateGroup]:
     """One rule's groups: the cart rule from the member index, the others by a two-phase scan.
 
     ``index_current`` False (a database user that may not write the index):
@@ -469,7 +502,7 @@ def _scan_spec(workspace, conn, spec: SqlRuleSpec, *, since, limit, filter_text,
     return _scan_sql(conn, spec, since=since, limit=limit, filter_text=filter_text)
 
 
-def refresh_cart_keys(conn, keys) -> int:
+def refresh_cart_keys(conn: Connection, keys: Iterable[Key]) -> int:
     """Bring the cart member index up to date for ``keys`` ((user_id, cart_hash) pairs).
 
     For services that change cart rows by id (cleanup, undo): call it in the
@@ -479,12 +512,12 @@ def refresh_cart_keys(conn, keys) -> int:
     return cart_members.refresh_keys(conn, keys)
 
 
-def refresh_cart_ids(conn, ids) -> int:
+def refresh_cart_ids(conn: Connection, ids: Iterable[int | str]) -> int:
     """``refresh_cart_keys`` for the keys of the cart rows with these ids (e.g. rows restored)."""
     return cart_members.refresh_ids(conn, ids)
 
 
-def rebuild_cart_members(workspace) -> dict:
+def rebuild_cart_members(workspace: Workspace) -> cart_members.RebuildReport:
     """Recompute the cart duplicate member index from scratch and install it.
 
     The index follows inserts, rows becoming sent, and the console's own
@@ -512,11 +545,11 @@ class ScanCursor:
 
     source: str
     scanned_at: dt.datetime
-    last_ids: dict = field(default_factory=dict)
+    last_ids: dict[str, Any] = field(default_factory=dict)
     # rule → {(column, id): change time} of the rows the late-commit margin
     # re-read last time, and {("action", id): state} of the console actions
     # it looked at: re-reading them again is free, only a new change counts.
-    recent: dict = field(default_factory=dict)
+    recent: dict[str, Seen] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -528,13 +561,13 @@ class IncrementalScan:
     (a touched key with no group left has none any more).
     """
 
-    groups: list
-    touched: set
+    groups: list[DuplicateGroup]
+    touched: set[tuple[str, Key]]
     cursor: ScanCursor
     full: bool = False
 
 
-def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
+def group_key(group: DuplicateGroup, key_fields: Sequence[str] | None = None) -> tuple[str, Key]:
     """(rule, key tuple) of a group, as in ``IncrementalScan.touched``.
 
     The scans touch keys of the rule's key columns; a status change group's
@@ -544,7 +577,8 @@ def group_key(group: DuplicateGroup, key_fields=None) -> tuple:
     return (group.rule, tuple(v for k, v in group.key.items() if k != "event_detail"))
 
 
-def apply_scan(state: dict, scan) -> dict:
+def apply_scan(state: dict[tuple[str, Key], list[DuplicateGroup]],
+               scan: IncrementalScan) -> dict[tuple[str, Key], list[DuplicateGroup]]:
     """A caller's group list ({group_key: [groups]}) after ``scan``: a full scan
     replaces it, an incremental one replaces the groups of the keys it touched."""
     if scan.full:
@@ -556,8 +590,8 @@ def apply_scan(state: dict, scan) -> dict:
     return state
 
 
-def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
-                 recent: dict | None = None) -> tuple[set, object, dict]:
+def _touched_sql(conn: Connection, spec: SqlRuleSpec, last_id: Any, changed_since: dt.datetime,
+                 recent: Seen | None = None) -> tuple[set[Key], Any, Seen]:
     """Keys of rows added (id above ``last_id``) or changed since ``changed_since``.
 
     Returns (keys, new high-water id, the changed rows seen: {id: time}). A
@@ -565,8 +599,8 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
     With ``spec.related_keys``, also the keys whose groups the news can
     change (dispatch: the status keys a new status change may split).
     """
-    keys: set = set()
-    points: list = []          # (key, time) of every row that is news
+    keys: set[Key] = set()
+    points: list[Point] = []   # (key, time) of every row that is news
     top = last_id
     stmt = select(spec.id_col, spec.time_col, *spec.key_cols).where(spec.id_col > last_id).order_by(spec.id_col)
     for row in conn.execute(stmt):
@@ -574,7 +608,7 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
         keys.add(key)
         points.append((key, row[1]))
         top = row[0]
-    seen: dict = {}
+    seen: Seen = {}
     recent = recent or {}
     # Cart rows matter once sent (sent_at, index nc_cart_sent_at); notifications
     # by created_at (idx_created). Config rules' tables may lack a time index:
@@ -598,12 +632,12 @@ def _touched_sql(conn, spec: SqlRuleSpec, last_id, changed_since: dt.datetime,
 _ROW_ACTIONS = ("cleanup", "undo")
 
 
-def _action_mark(status, heartbeat_at, finished_at) -> tuple:
+def _action_mark(status: Any, heartbeat_at: Any, finished_at: Any) -> tuple[Any, str, str]:
     """An action's state as a cursor keeps it: a scan re-reads an action's keys when it changes."""
     return (status, str(heartbeat_at), str(finished_at))
 
 
-def _undo_target(kind: str, params) -> str | None:
+def _undo_target(kind: str, params: Any) -> str | None:
     if kind != "undo":
         return None
     try:
@@ -614,8 +648,8 @@ def _undo_target(kind: str, params) -> str | None:
     return target if isinstance(target, str) and target else None
 
 
-def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: dict, seen: dict,
-                        points: list | None = None) -> set:
+def _keys_of_actions_sql(conn: Connection, spec: SqlRuleSpec, since: dt.datetime, recent: Seen, seen: Seen,
+                        points: list[Point] | None = None) -> set[Key]:
     """Keys of ``spec``'s rows that console actions archived or restored since ``since``.
 
     A cleanup deletes rows and an undo puts them back with their old ids and
@@ -626,7 +660,7 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
     each row archived or restored is added to ``points``.
     """
     a = nc_action.c
-    action_ids: set = set()
+    action_ids: set[Any] = set()
     stmt = select(a.action_id, a.kind, a.params_json, a.status, a.heartbeat_at, a.finished_at).where(
         a.source == spec.source, a.kind.in_(_ROW_ACTIONS),
         or_(a.started_at >= since, a.finished_at >= since, a.heartbeat_at >= since, a.finished_at.is_(None)))
@@ -639,7 +673,7 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
         target = _undo_target(kind, params)
         if target:
             action_ids.add(target)
-    keys: set = set()
+    keys: set[Key] = set()
     names = [c.name for c in spec.key_cols]
     for batch in batched(sorted(action_ids), 200):
         for (text,) in conn.execute(select(nc_archive.c.row_json).where(
@@ -659,11 +693,12 @@ def _keys_of_actions_sql(conn, spec: SqlRuleSpec, since: dt.datetime, recent: di
     return keys
 
 
-def _max_id(conn, spec: SqlRuleSpec):
+def _max_id(conn: Connection, spec: SqlRuleSpec) -> Any:
+    """The highest id of ``spec``'s table as the database hands it back (0 when it is empty)."""
     return conn.execute(select(func.max(spec.id_col))).scalar() or 0
 
 
-def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | None = None, *,
+def scan_duplicates_incremental(workspace: Workspace, source: str, cursor: ScanCursor | None = None, *,
                                 filter_text: str | None = None) -> IncrementalScan:
     """Groups touched since ``cursor`` (all groups, with ``full=True``, when there is none).
 
@@ -683,15 +718,15 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
     """
     if source == "orders":
         return _incremental_orders(workspace, cursor, filter_text)
-    specs = _specs(workspace, source)
+    specs = _sql_specs(workspace, source)
     if cursor is None:
         # The marks come first: whatever lands during the scan is above them.
         with workspace.engine(source).connect() as conn:
             now = db_now(conn)
-            last_ids = {s.rule: _max_id(conn, s) for s in specs}
+            last_ids: dict[str, Any] = {s.rule: _max_id(conn, s) for s in specs}
         index_current = _advance_member_index(workspace, specs, filter_text)
         with workspace.engine(source).connect() as conn:
-            groups = []
+            groups: list[DuplicateGroup] = []
             for spec in specs:
                 groups.extend(_scan_spec(workspace, conn, spec, since=None, limit=None, filter_text=filter_text,
                                          index_current=index_current))
@@ -700,13 +735,16 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
     with workspace.engine(source).connect() as conn:
         now = db_now(conn)
         changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
-        groups, touched, last_ids, recent = [], set(), dict(cursor.last_ids), {}
+        groups = []
+        touched: set[tuple[str, Key]] = set()
+        last_ids = dict(cursor.last_ids)
+        recent: dict[str, Seen] = {}
         for spec in specs:
-            keys, top, seen = _touched_sql(conn, spec, cursor.last_ids.get(spec.rule, 0), changed_since,
-                                           cursor.recent.get(spec.rule))
+            found_keys, top, seen = _touched_sql(conn, spec, cursor.last_ids.get(spec.rule, 0), changed_since,
+                                                 cursor.recent.get(spec.rule))
             last_ids[spec.rule] = top
             recent[spec.rule] = seen
-            keys = sorted(keys, key=lambda k: tuple(id_key(v) for v in k))
+            keys = sorted(found_keys, key=lambda k: tuple(id_key(v) for v in k))
             touched.update((spec.rule, k) for k in keys)
             found = spec.groups_of(conn, _rows_for_keys(conn, spec, keys))
             if filter_text:
@@ -717,27 +755,29 @@ def scan_duplicates_incremental(workspace, source: str, cursor: ScanCursor | Non
                            cursor=ScanCursor(source, now, last_ids, recent))
 
 
-def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> IncrementalScan:
+def _incremental_orders(workspace: Workspace, cursor: ScanCursor | None, filter_text: str | None) -> IncrementalScan:
     db = workspace.orders().db
     now = workspace.orders().now()
-    specs = _specs(workspace, "orders")
+    specs = _order_specs(workspace)
     if cursor is None:
-        groups = []
+        groups: list[DuplicateGroup] = []
         for spec in specs:
             groups.extend(_scan_mongo(db, spec, since=None, limit=None, filter_text=filter_text))
         return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
                                cursor=ScanCursor("orders", now, {}), full=True)
     changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
-    groups, touched, recent = [], set(), {}
+    groups = []
+    touched: set[tuple[str, Key]] = set()
+    recent: dict[str, Seen] = {}
     for spec in specs:
-        keys = set()
+        found_keys: set[Key] = set()
         for doc in db[spec.collection].find({spec.time_field: {"$gte": changed_since}},
                                             projection={f: 1 for f in spec.key_fields}):
-            keys.add(tuple(doc.get(f) for f in spec.key_fields))
-        seen: dict = {}
-        keys |= _keys_of_actions_mongo(db, spec, changed_since, cursor.recent.get(spec.rule) or {}, seen)
+            found_keys.add(tuple(doc.get(f) for f in spec.key_fields))
+        seen: Seen = {}
+        found_keys |= _keys_of_actions_mongo(db, spec, changed_since, cursor.recent.get(spec.rule) or {}, seen)
         recent[spec.rule] = seen
-        keys = sorted(keys, key=lambda k: tuple(id_key(v) for v in k))
+        keys = sorted(found_keys, key=lambda k: tuple(id_key(v) for v in k))
         touched.update((spec.rule, k) for k in keys)
         found = spec.group(_mongo_docs_for_keys(db, spec, keys))
         if filter_text:
@@ -748,9 +788,9 @@ def _incremental_orders(workspace, cursor: ScanCursor | None, filter_text) -> In
                            cursor=ScanCursor("orders", now, {}, recent))
 
 
-def _mongo_keys_matching(db, spec: MongoRuleSpec, keys: list[tuple], filter_text) -> set:
+def _mongo_keys_matching(db: OrderDb, spec: MongoRuleSpec, keys: list[Key], filter_text: str | None) -> set[Key]:
     """Those of ``keys`` of which a document matches ``filter_text`` (``_mongo_filter``, as the full scan)."""
-    out: set = set()
+    out: set[Key] = set()
     for batch in batched(keys, KEY_BATCH):
         query = {"$and": [{"$or": [dict(zip(spec.key_fields, k)) for k in batch]},
                           _mongo_filter(spec, filter_text)]}
@@ -759,9 +799,10 @@ def _mongo_keys_matching(db, spec: MongoRuleSpec, keys: list[tuple], filter_text
     return out
 
 
-def _keys_of_actions_mongo(db, spec: MongoRuleSpec, since: dt.datetime, recent: dict, seen: dict) -> set:
+def _keys_of_actions_mongo(db: OrderDb, spec: MongoRuleSpec, since: dt.datetime, recent: Seen,
+                           seen: Seen) -> set[Key]:
     """``_keys_of_actions_sql`` for the order store (``nc_actions`` and ``nc_archive`` collections)."""
-    action_ids: set = set()
+    action_ids: set[Any] = set()
     query = {"source": spec.source, "kind": {"$in": list(_ROW_ACTIONS)},
              "$or": [{"started_at": {"$gte": since}}, {"finished_at": {"$gte": since}},
                      {"heartbeat_at": {"$gte": since}}, {"finished_at": None}]}
@@ -774,7 +815,7 @@ def _keys_of_actions_mongo(db, spec: MongoRuleSpec, since: dt.datetime, recent: 
         target = _undo_target(doc.get("kind") or "", doc.get("params") or {})
         if target:
             action_ids.add(target)
-    keys: set = set()
+    keys: set[Key] = set()
     if action_ids:
         for entry in db["nc_archive"].find({"action_id": {"$in": sorted(action_ids)},
                                             "collection": spec.collection}):
