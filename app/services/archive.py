@@ -89,7 +89,8 @@ def archive_and_delete(conn: Connection, table: Table, rows: list[dict[str, Any]
     return ids
 
 
-def restore(conn: Connection, tables: dict[str, Table], action_id: str, now: dt.datetime) -> tuple[list[str], list[str]]:
+def restore(conn: Connection, tables: dict[str, Table], action_id: str,
+            now: dt.datetime) -> tuple[list[str], list[str]]:
     """Put back every row ``action_id`` archived and not yet restored.
 
     Returns (restored ids, conflicting ids). A row whose id is back already

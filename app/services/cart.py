@@ -27,8 +27,10 @@ import re
 import time
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any, Callable, TypeAlias, TypeVar
 
-from sqlalchemy import and_, case, delete, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, tuple_, update
+from sqlalchemy.engine import Connection, Engine
 
 from .. import registry
 from ..errors import OperationFailed, UsageError
@@ -38,7 +40,14 @@ from ..sqlutil import insert_ignore, shared_now
 from .audit import operator_identity
 from .guard import guarded, send_budget
 from .tokens import lease_token
-from .mail import Email, MailError, MailTransport, send_within, transport_from_config
+from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+T = TypeVar("T")
+# What a caller that did not get a claim saw: (the database's now, the claim row, None once released).
+_Seen: TypeAlias = tuple[dt.datetime, dict[str, Any] | None]
 
 _HASH = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -54,7 +63,7 @@ class CartOutcome:
 # --------------------------------------------------------------------------
 # Helpers
 
-def _windows(workspace) -> tuple[dt.timedelta, dt.timedelta]:
+def _windows(workspace: Workspace) -> tuple[dt.timedelta, dt.timedelta]:
     th = workspace.config.thresholds
     return (dt.timedelta(minutes=th.cart_in_progress_minutes),
             dt.timedelta(hours=th.duplicate_window_hours))
@@ -65,11 +74,11 @@ def _hours(delta: dt.timedelta) -> str:
     return f"{hours:g} h"
 
 
-def _db(fn):
+def _db(fn: Callable[[], T]) -> T:
     return guarded("cart", fn)
 
 
-def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
+def _check_args(user_id: int | str, cart_hash: str, cart_value: Decimal | float | str) -> tuple[int, str, Decimal]:
     try:
         uid = int(user_id)
     except (TypeError, ValueError):
@@ -87,12 +96,13 @@ def _check_args(user_id, cart_hash, cart_value) -> tuple[int, str, Decimal]:
     return uid, cart_hash.lower(), value
 
 
-def _claim_key(user_id: int, cart_hash: str):
+def _claim_key(user_id: int, cart_hash: str) -> ColumnElement[bool]:
     return and_(nc_cart_claim.c.user_id == user_id, nc_cart_claim.c.cart_hash == cart_hash)
 
 
-def _take_claims(conn, wanted: list[tuple[int, str, int | None]], token: str, *, in_progress: dt.timedelta,
-                 window: dt.timedelta, failed_any_age: bool) -> dict[tuple[int, str], tuple | None]:
+def _take_claims(conn: Connection, wanted: list[tuple[int, str, int | None]], token: str, *,
+                 in_progress: dt.timedelta, window: dt.timedelta,
+                 failed_any_age: bool) -> dict[tuple[int, str], _Seen | None]:
     """Claim each (user, cart) of ``wanted`` = [(user_id, cart_hash, log_id)] for one email.
 
     Returns, per key, None when this caller holds the claim now, else what it
@@ -108,7 +118,7 @@ def _take_claims(conn, wanted: list[tuple[int, str, int | None]], token: str, *,
     c = nc_cart_claim.c
     keys = [(uid, chash) for uid, chash, _ in wanted]
 
-    def insert_tx():
+    def insert_tx() -> int:
         with conn.begin():
             now = shared_now(conn)
             return insert_ignore(conn, nc_cart_claim, [
@@ -118,10 +128,10 @@ def _take_claims(conn, wanted: list[tuple[int, str, int | None]], token: str, *,
     if _db(insert_tx) == len(wanted):
         return dict.fromkeys(keys)
 
-    def takeover_tx():
+    def takeover_tx() -> dict[tuple[int, str], _Seen | None]:
         with conn.begin():
             now = shared_now(conn)
-            failed = c.state == "failed"
+            failed: ColumnElement[bool] = c.state == "failed"
             if not failed_any_age:
                 failed = and_(failed, c.claimed_at < now - in_progress)
             finished = or_(
@@ -140,15 +150,15 @@ def _take_claims(conn, wanted: list[tuple[int, str, int | None]], token: str, *,
     return _db(takeover_tx)
 
 
-def _take_claim(conn, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
-                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool):
+def _take_claim(conn: Connection, user_id: int, cart_hash: str, token: str, *, log_id: int | None,
+                in_progress: dt.timedelta, window: dt.timedelta, failed_any_age: bool) -> tuple[bool, _Seen | None]:
     """Claim (user, cart) for one email: (True, None) for exactly one caller, else (False, what it saw)."""
     seen = _take_claims(conn, [(user_id, cart_hash, log_id)], token, in_progress=in_progress, window=window,
                         failed_any_age=failed_any_age)[(user_id, cart_hash)]
     return seen is None, seen
 
 
-def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
+def _claim_reason(seen: _Seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
     now, row = seen
     if row is None:  # released in the meantime: still someone else's turn
         return "cart email is being handled by another console"
@@ -164,8 +174,8 @@ def _claim_reason(seen, window: dt.timedelta, in_progress: dt.timedelta) -> str:
             f"{in_progress.total_seconds() / 60:g}-minute in-progress window")
 
 
-def _mark_sent(engine, user_id, cart_hash, log_id, token) -> None:
-    def tx():
+def _mark_sent(engine: Engine, user_id: int, cart_hash: str, log_id: int, token: str) -> None:
+    def tx() -> None:
         with engine.begin() as conn:
             now = shared_now(conn)
             conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
@@ -175,8 +185,8 @@ def _mark_sent(engine, user_id, cart_hash, log_id, token) -> None:
     _db(tx)
 
 
-def _mark_failed(engine, user_id, cart_hash, log_id, token, error: str) -> None:
-    def tx():
+def _mark_failed(engine: Engine, user_id: int, cart_hash: str, log_id: int, token: str, error: str) -> None:
+    def tx() -> None:
         with engine.begin() as conn:
             conn.execute(update(cart_log).where(cart_log.c.id == log_id, cart_log.c.email_sent == 0)
                          .values(error_message=error[:60000]))
@@ -186,18 +196,20 @@ def _mark_failed(engine, user_id, cart_hash, log_id, token, error: str) -> None:
     _db(tx)
 
 
-def _release(conn, user_id, cart_hash, token, *, sent_row=None, drop=False) -> None:
+def _release(conn: Connection, user_id: int, cart_hash: str, token: str, *, sent_row: SentRow | None = None,
+             drop: bool = False) -> None:
     """Give a claim back inside the caller's transaction: as sent (a sent row it did not know of),
     or dropped (nothing to send)."""
     key = and_(_claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token)
     if drop:
         conn.execute(delete(nc_cart_claim).where(key, nc_cart_claim.c.state == "sending"))
     else:
+        assert sent_row is not None  # every caller passes drop=True or the sent row
         conn.execute(update(nc_cart_claim).where(key).values(
             state="sent", log_id=sent_row.id, sent_at=sent_row.sent_at or shared_now(conn)))
 
 
-def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
+def cart_email(user: dict[str, Any], user_id: int, cart_hash: str, cart_value: Decimal, log_id: int) -> Email:
     name = html_lib.escape(user["name"] or "there")
     value = f"{Decimal(cart_value):.2f}"
     return Email(
@@ -209,7 +221,7 @@ def cart_email(user, user_id: int, cart_hash: str, cart_value: Decimal, log_id: 
         headers={"X-NC-Cart": f"{user_id}:{cart_hash}", "X-NC-Cart-Log-Id": str(log_id)})
 
 
-def _send(transport: MailTransport, email: Email, budget_seconds: float) -> tuple[str | None, str | None]:
+def _send(transport: MailTransport | PlainSender, email: Email, budget_seconds: float) -> tuple[str | None, str | None]:
     try:
         return send_within(transport, email, budget_seconds), None
     except MailError as exc:
@@ -221,8 +233,9 @@ def _send(transport: MailTransport, email: Email, budget_seconds: float) -> tupl
 # --------------------------------------------------------------------------
 # The production path (what seed 001's detector should have run)
 
-def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
-                           transport: MailTransport | None = None) -> CartOutcome:
+def process_abandoned_cart(workspace: Workspace, user_id: int | str, cart_hash: str,
+                           cart_value: Decimal | float | str,
+                           transport: MailTransport | PlainSender | None = None) -> CartOutcome:
     """Email the user about an abandoned cart unless this cart got one within 24 h."""
     uid, chash, value = _check_args(user_id, cart_hash, cart_value)
     engine = workspace.engine("cart")
@@ -234,9 +247,10 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
         won, seen = _take_claim(conn, uid, chash, token, log_id=None, in_progress=in_progress,
                                 window=window, failed_any_age=False)
         if not won:
+            assert seen is not None  # a caller without the claim saw someone else's
             return CartOutcome("skipped", reason=_claim_reason(seen, window, in_progress))
 
-        def log_tx():
+        def log_tx() -> tuple[dict[str, Any] | None, int | None, SentRow | None]:
             with conn.begin():
                 user = conn.execute(select(cart_users.c.email, cart_users.c.name)
                                     .where(cart_users.c.id == uid)).mappings().first()
@@ -248,9 +262,11 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
                 if sent is not None:
                     _release(conn, uid, chash, token, sent_row=sent)
                     return dict(user), None, sent
-                log_id = conn.execute(insert(cart_log).values(
+                pk = conn.execute(insert(cart_log).values(
                     user_id=uid, cart_hash=chash, cart_value=value, email_sent=0, created_at=now)
-                ).inserted_primary_key[0]
+                ).inserted_primary_key
+                assert pk is not None  # a single-row INSERT always reports its primary key
+                log_id = pk[0]
                 conn.execute(update(nc_cart_claim).where(_claim_key(uid, chash), nc_cart_claim.c.owner == token)
                              .values(log_id=log_id))
                 return dict(user), int(log_id), None
@@ -260,6 +276,7 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
         raise OperationFailed(f"User {uid} does not exist in the cart database.")
     if sent is not None:
         return CartOutcome("skipped", log_id=sent.id, reason=superseded_reason(sent))
+    assert log_id is not None  # log_tx inserted the row: the user exists and no sent row supersedes it
 
     transport = transport or transport_from_config(workspace)
     message_id, error = _send(transport, cart_email(user, uid, chash, value, log_id),
@@ -277,18 +294,19 @@ def process_abandoned_cart(workspace, user_id, cart_hash, cart_value,
 RETRY_BATCH = 25
 
 
-def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
-               transport: MailTransport | None = None) -> tuple[str, str | None]:
+def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: str,
+               transport: MailTransport | PlainSender | None = None) -> tuple[str, str | None]:
     """Send the email of a failed (or stuck) cart_abandonment_log row, exactly once."""
     [(outcome, detail)] = retry_items(workspace, [item_id], operator=operator, action_id=action_id,
                                       transport=transport)
     if outcome == "failed":
+        assert detail is not None  # a failure always carries its sentence
         raise OperationFailed(detail)
     return outcome, detail
 
 
-def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str,
-                transport: MailTransport | None = None) -> list[tuple[str, str | None]]:
+def retry_items(workspace: Workspace, item_ids: list[str], *, operator: str, action_id: str,
+                transport: MailTransport | PlainSender | None = None) -> list[tuple[str, str | None]]:
     """Send the emails of failed (or stuck) rows, each exactly once, with its own claim and outcome.
 
     The rows of a chunk are read, judged (sent, in progress, superseded, user
@@ -307,7 +325,8 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
     later: list[int] = []
 
     with engine.connect() as conn:
-        def read():
+        def read() -> tuple[dt.datetime, dict[int, dict[str, Any]], dict[tuple[int, str], list[SentRow]],
+                            dict[int, dict[str, Any]]]:
             with conn.begin():
                 now = shared_now(conn)
                 rows = {r["id"]: dict(r) for r in conn.execute(
@@ -322,8 +341,8 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
                 return now, rows, sent, users
 
         now, rows, sent, users = _db(read)
-        ready: dict[int, dict] = {}
-        seen_keys: set = set()
+        ready: dict[int, dict[str, Any]] = {}
+        seen_keys: set[tuple[int, str]] = set()
         for log_id in ids:
             row = rows.get(log_id)
             if row is None:
@@ -357,14 +376,14 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
                     del ready[log_id]
 
         # Holding the claims: check again, in the database, what may have changed since the read.
-        def recheck():
+        def recheck() -> dict[int, tuple[str, str | None]]:
             with conn.begin():
                 current = dict(conn.execute(select(cart_log.c.id, cart_log.c.email_sent)
                                             .where(cart_log.c.id.in_(list(ready)))).all())
                 now2 = shared_now(conn)
                 keys = sorted({(r["user_id"], r["cart_hash"]) for r in ready.values()})
                 sent2 = sent_rows_of(conn, keys, min(r["created_at"] for r in ready.values()), now2, window)
-                verdicts = {}
+                verdicts: dict[int, tuple[str, str | None]] = {}
                 for log_id, row in ready.items():
                     uid, chash = row["user_id"], row["cart_hash"]
                     by2 = superseding(sent2.get((uid, chash), ()), row["created_at"], now2, window)
@@ -408,15 +427,16 @@ def retry_items(workspace, item_ids: list[str], *, operator: str, action_id: str
     return [outcomes[i] for i in ids]
 
 
-def _alone(workspace, log_id: int, **kw) -> tuple[str, str | None]:
+def _alone(workspace: Workspace, log_id: int, *, operator: str, action_id: str,
+           transport: MailTransport | PlainSender | None) -> tuple[str, str | None]:
     try:
-        return retry_item(workspace, str(log_id), **kw)
+        return retry_item(workspace, str(log_id), operator=operator, action_id=action_id, transport=transport)
     except OperationFailed as exc:
         return "failed", exc.message
 
 
-def _renew(conn, user_id: int, cart_hash: str, token: str) -> bool:
-    def tx():
+def _renew(conn: Connection, user_id: int, cart_hash: str, token: str) -> bool:
+    def tx() -> bool:
         with conn.begin():
             return conn.execute(update(nc_cart_claim).where(
                 _claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token, nc_cart_claim.c.state == "sending")

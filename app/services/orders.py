@@ -27,6 +27,7 @@ import html as html_lib
 import time
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
@@ -36,9 +37,15 @@ from ..errors import OperationFailed, UsageError
 from ..read.failures import first_image_at, stage_images
 from ..schema_setup import require_order_schema
 from .audit import operator_identity
-from .guard import mongo_step, send_budget
+from .guard import mongo_step, order_db, send_budget
 from .tokens import lease_token
-from .mail import Email, MailError, MailTransport, send_within, transport_from_config
+from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
+
+if TYPE_CHECKING:
+    from pymongo.database import Database
+
+    from ..bootstrap import Workspace
+    from ..sources import OrderStore
 
 # stage -> (admin email event, status before, status after)
 STAGES: dict[str, tuple[str, str, str]] = {
@@ -50,7 +57,7 @@ _AFTER_FIELDS = {"id": 1, "status": 1, "driver_id": 1, "images": 1}
 _READY: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
 
 
-def _require_schema_once(store) -> None:
+def _require_schema_once(store: OrderStore) -> None:
     """The claim index must exist before any upload relies on it; once seen, it stays."""
     if _READY.get(id(store)) is store:
         return
@@ -70,7 +77,7 @@ class ImageOutcome:
     error: str | None = None    # the send error, when the email could not be handed over
 
 
-def _order_id(value) -> int:
+def _order_id(value: object) -> int:
     try:
         oid = int(str(value).strip())
     except ValueError:
@@ -78,7 +85,7 @@ def _order_id(value) -> int:
     return oid
 
 
-def _ensure_stage_list(db, oid: int, stage: str) -> None:
+def _ensure_stage_list(db: Database[dict[str, Any]], oid: int, stage: str) -> None:
     """Turn a legacy ``images.<stage>`` (single object or null) into a list, race-free."""
     for _ in range(_CONVERT_ROUNDS):
         doc = db["orders"].find_one({"id": oid}, projection={"images": 1})
@@ -107,7 +114,7 @@ def _ensure_stage_list(db, oid: int, stage: str) -> None:
     raise OperationFailed(f"Order {oid}'s {stage} images keep changing shape; try the upload again.")
 
 
-def stage_email(workspace, order: dict, oid: int, stage: str, event: str, count: int) -> Email:
+def stage_email(workspace: Workspace, order: dict[str, Any], oid: int, stage: str, event: str, count: int) -> Email:
     mail = workspace.config.mail
     images = stage_images(order, stage) if order else []
     rows = "".join(
@@ -124,17 +131,18 @@ def stage_email(workspace, order: dict, oid: int, stage: str, event: str, count:
         headers={"X-NC-Order": str(oid), "X-NC-Event": event})
 
 
-def _move_status(store, oid: int, stage: str) -> bool:
+def _move_status(store: OrderStore, oid: int, stage: str) -> bool:
     _event, before, after = STAGES[stage]
-    res = store.db["orders"].update_one({"id": oid, "status": before},
+    res = order_db(store)["orders"].update_one({"id": oid, "status": before},
                                         {"$set": {"status": after, "updated_at": store.now()}})
     return res.modified_count == 1
 
 
-def _send_claimed(workspace, store, transport: MailTransport, order: dict, oid: int, stage: str,
-                  token: str, count: int, budget_seconds: float) -> tuple[str | None, str | None]:
+def _send_claimed(workspace: Workspace, store: OrderStore, transport: MailTransport | PlainSender,
+                  order: dict[str, Any], oid: int, stage: str, token: str, count: int,
+                  budget_seconds: float) -> tuple[str | None, str | None]:
     """Hand the claimed stage email over, log it, mark the claim; (message_id, error)."""
-    db = store.db
+    db = order_db(store)
     event = STAGES[stage][0]
     email = stage_email(workspace, order, oid, stage, event, count)
     try:
@@ -164,8 +172,8 @@ def _send_claimed(workspace, store, transport: MailTransport, order: dict, oid: 
 # --------------------------------------------------------------------------
 # The production path (what seed 000's upload handler should have run)
 
-def add_order_image(workspace, order_id, stage: str, image: dict,
-                    transport: MailTransport | None = None) -> ImageOutcome:
+def add_order_image(workspace: Workspace, order_id: object, stage: str, image: dict[str, Any],
+                    transport: MailTransport | PlainSender | None = None) -> ImageOutcome:
     """Add one driver image to an order; the first image of a stage sends the admin email once."""
     oid = _order_id(order_id)
     if stage not in STAGES:
@@ -175,12 +183,12 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
     image = dict(image)
     event = STAGES[stage][0]
     store = workspace.orders()
-    db = store.db
+    db = order_db(store)
     _require_schema_once(store)
     lease = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
     image.setdefault("uploaded_at", mongo_step("reading the orders database's clock", store.now))
 
-    def push():
+    def push() -> dict[str, Any]:
         # Current documents take the push at once; a legacy (or missing) one
         # matches nothing, is converted, and the push is tried again.
         for _ in range(_CONVERT_ROUNDS):
@@ -203,7 +211,7 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
 
     claimed = time.monotonic()
 
-    def claim():
+    def claim() -> bool:
         try:
             db["nc_email_claims"].insert_one({
                 "order_id": oid, "event": event, "state": "sending", "owner": token,
@@ -229,8 +237,8 @@ def add_order_image(workspace, order_id, stage: str, image: dict,
 # --------------------------------------------------------------------------
 # Admin retry of missed stage emails (app.services.retry calls this per order)
 
-def _claim_for_retry(store, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
-    db = store.db
+def _claim_for_retry(store: OrderStore, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
+    db = order_db(store)
     now = store.now()
     try:
         db["nc_email_claims"].insert_one({"order_id": oid, "event": event, "state": "sending", "owner": token,
@@ -247,7 +255,7 @@ def _claim_for_retry(store, oid: int, event: str, token: str, lease: dt.timedelt
     return taken is not None
 
 
-def _claim_reason(db, oid: int, event: str) -> str:
+def _claim_reason(db: Database[dict[str, Any]], oid: int, event: str) -> str:
     claim = db["nc_email_claims"].find_one({"order_id": oid, "event": event})
     if claim is None:
         return f"the {event} email of order {oid} is being handled by another console"
@@ -258,15 +266,15 @@ def _claim_reason(db, oid: int, event: str) -> str:
     return f"the {event} email of order {oid} was just taken by another console"
 
 
-def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
-               transport: MailTransport | None = None) -> tuple[str, str | None]:
+def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: str,
+               transport: MailTransport | PlainSender | None = None) -> tuple[str, str | None]:
     """Send every missed stage email of one order, each exactly once."""
     oid = registry.source("orders").parse_item_id(item_id)
     store = workspace.orders()
-    db = store.db
+    db = order_db(store)
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
 
-    def read():
+    def read() -> dict[str, Any] | None:
         return db["orders"].find_one({"id": oid})
     order = mongo_step(f"reading order {oid}", read)
     if order is None:
@@ -292,7 +300,8 @@ def retry_item(workspace, item_id: str, *, operator: str, action_id: str,
         return "skipped", "; ".join(notes) if notes else f"order {oid} has no images"
 
     transport = transport or transport_from_config(workspace)
-    sent, errors = [], []
+    sent: list[str] = []
+    errors: list[str] = []
     for stage, event, count in missed:
         token = lease_token(operator, action_id)
         claimed = time.monotonic()
