@@ -10,8 +10,8 @@ from app.errors import ActionConflict, OperationFailed, PermissionDenied
 from app.schema import cart_log, nc_action
 from app.services.actions import run_action
 from app.services.audit import audit_entries, find_action
-from app.services.tokens import params_hash
 from app.services.cleanup import cleanup, undo
+from app.services.tokens import params_hash
 from tests.helpers import seed_cart_duplicates, table_rows
 
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from app.errors import ActionConflict, PermissionDenied
-from app.schema import cart_log, nc_action, nc_archive, notifications
+from app.schema import cart_log, nc_action, nc_archive
 from app.services.audit import audit_entries, find_action
 from app.services.cleanup import cleanup, undo
 from tests.helpers import seed_cart_duplicates, table_rows

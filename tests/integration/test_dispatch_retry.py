@@ -14,7 +14,6 @@ from app.errors import OperationFailed
 from app.schema import dispatch_log, nc_dispatch_attempt, notifications
 from app.services import dispatch as svc
 from app.sqlutil import db_now
-
 from tests.helpers import log_rows, notification_users, seed_people
 
 ALLOWED_SKIPS = {svc.SKIP_COMPLETED, svc.SKIP_LEASED}

@@ -13,8 +13,8 @@ from app.schema import cart_log, notifications
 from app.services import dispatch as dispatch_service
 from app.services.cleanup import cleanup, undo
 from app.services.retry import retry
-
 from tests.helpers import seed_cart_duplicates, seed_people, table_rows
+
 
 @pytest.mark.postgres
 def test_cart_cleanup_and_undo_on_postgresql(workspace_factory, postgres_database):

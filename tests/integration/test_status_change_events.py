@@ -9,7 +9,6 @@ from app.schema import dispatch_log, issues, notifications
 from app.services import dispatch as svc
 from app.services.cleanup import cleanup
 from app.services.retry import retry
-
 from tests.helpers import seed_people
 
 

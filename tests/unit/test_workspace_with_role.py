@@ -8,7 +8,8 @@ from app.config import Config, SourceConfig, Thresholds
 def _workspace(tmp_path) -> Workspace:
     sources = {"cart": SourceConfig("cart", f"sqlite:///{tmp_path / 'cart.db'}"),
                "orders": SourceConfig("orders", f"mongomock://nc_t_with_role_{tmp_path.name}")}
-    return Workspace(config=Config(path=None, sources=sources, role="admin", thresholds=Thresholds(duplicate_window_hours=2)))
+    return Workspace(config=Config(path=None, sources=sources, role="admin",
+                                   thresholds=Thresholds(duplicate_window_hours=2)))
 
 
 def test_the_copy_has_another_role_and_the_same_engines_and_order_store(tmp_path):
