@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..schema import cart_log
 
@@ -59,13 +61,13 @@ def superseded_reason(sent: SentRow) -> str:
     return f"cart already emailed at {sent.emailed_at:%Y-%m-%d %H:%M:%S} UTC (row {sent.id})"
 
 
-def _near(created_at: dt.datetime, now: dt.datetime, window: dt.timedelta):
+def _near(created_at: dt.datetime, now: dt.datetime, window: dt.timedelta) -> ColumnElement[bool]:
     t = cart_log.c
     return or_(and_(t.created_at > created_at - window, t.created_at < created_at + window),
                func.coalesce(t.sent_at, t.created_at) >= now - window)
 
 
-def superseding_row(conn, user_id: int, cart_hash: str, created_at: dt.datetime, now: dt.datetime,
+def superseding_row(conn: Connection, user_id: int, cart_hash: str, created_at: dt.datetime, now: dt.datetime,
                     window: dt.timedelta) -> SentRow | None:
     """The sent row that supersedes an unsent row of (user, cart) created at ``created_at``, read now."""
     t = cart_log.c
@@ -76,7 +78,7 @@ def superseding_row(conn, user_id: int, cart_hash: str, created_at: dt.datetime,
     return SentRow(int(row.id), row.created_at, row.sent_at) if row else None
 
 
-def sent_rows_of(conn, keys: list[tuple[int, str]], oldest: dt.datetime, now: dt.datetime,
+def sent_rows_of(conn: Connection, keys: list[tuple[int, str]], oldest: dt.datetime, now: dt.datetime,
                  window: dt.timedelta, batch: int = 400) -> dict[tuple[int, str], list[SentRow]]:
     """Sent rows of many (user, cart) keys that may supersede unsent rows created at or after ``oldest``."""
     t = cart_log.c

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import and_, or_, tuple_
 from sqlalchemy.engine import Connection
@@ -27,6 +28,9 @@ LATE_COMMIT_MARGIN = dt.timedelta(minutes=2)
 _MIN_TIME = dt.datetime.min
 
 _T = TypeVar("_T")
+
+# What ``--since`` takes: an absolute naive-UTC time, a span back from now, or nothing.
+Since: TypeAlias = "dt.datetime | dt.timedelta | None"
 
 
 # --------------------------------------------------------------------------
@@ -70,8 +74,7 @@ def batched(items: list[_T], size: int) -> Iterator[list[_T]]:
 # --------------------------------------------------------------------------
 # --since and --filter
 
-def resolve_since(conn_or_now: Connection | dt.datetime,
-                  since: dt.datetime | dt.timedelta | None) -> dt.datetime | None:
+def resolve_since(conn_or_now: Connection | dt.datetime, since: Since) -> dt.datetime | None:
     """``since`` as an absolute naive-UTC time (a timedelta counts back from the DB clock)."""
     if since is None or isinstance(since, dt.datetime):
         return since

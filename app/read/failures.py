@@ -22,25 +22,34 @@ is matched literally (a bound, escaped LIKE; for documents an escaped regex).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
-from sqlalchemy import and_, func, or_, select, tuple_
+from sqlalchemy import Select, and_, func, or_, select, tuple_
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
 from ..sqlutil import db_now
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
-from .common import resolve_since, text_filter
+from .common import Since, resolve_since, text_filter
 from .models import FAILED_KINDS, FailedItem
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+_Ts = TypeVarTuple("_Ts")
 
 DEFAULT_LIMIT = 200
 # Orders examined per keyset page when looking for missed emails.
 ORDER_PAGE = 1000
 # Without --since, the missed list looks back this far (by first-image time).
 MISSED_LOOKBACK = dt.timedelta(days=7)
-STAGES = (("pickup", "pickup_images_added"), ("delivery", "delivery_images_added"))
+STAGES: tuple[tuple[str, str], ...] = (("pickup", "pickup_images_added"), ("delivery", "delivery_images_added"))
 
 
-def _check_kinds(kinds) -> set[str]:
+def _check_kinds(kinds: Iterable[str] | None) -> set[str]:
     if kinds is None:
         return set(FAILED_KINDS)
     kinds = set(kinds)
@@ -62,8 +71,9 @@ def _age(now: dt.datetime, at: dt.datetime | None) -> float:
     return max(0.0, (now - at).total_seconds()) if at is not None else 0.0
 
 
-def failed_items(workspace, source: str, *, kinds=None, filter_text: str | None = None, since=None,
-                 limit: int | None = None, before: tuple | None = None) -> list[FailedItem]:
+def failed_items(workspace: Workspace, source: str, *, kinds: Iterable[str] | None = None,
+                 filter_text: str | None = None, since: Since = None, limit: int | None = None,
+                 before: tuple[dt.datetime, int] | None = None) -> list[FailedItem]:
     """Items of ``source`` needing an admin, newest first, at most ``limit``.
 
     ``since`` (datetime or timedelta) keeps items created at or after it;
@@ -82,7 +92,8 @@ def failed_items(workspace, source: str, *, kinds=None, filter_text: str | None 
     raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
 
 
-def _page(stmt, time_col, id_col, before, limit):
+def _page(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElement[Any],
+          before: tuple[dt.datetime, int] | None, limit: int) -> Select[*_Ts]:
     if before is not None:
         at, last_id = before
         stmt = stmt.where(or_(time_col < at, and_(time_col == at, id_col < last_id)))
@@ -97,7 +108,8 @@ def _merge(items: list[FailedItem], limit: int) -> list[FailedItem]:
 # --------------------------------------------------------------------------
 # dispatch
 
-def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> list[FailedItem]:
+def _dispatch_failed(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since, limit: int,
+                     before: tuple[dt.datetime, int] | None) -> list[FailedItem]:
     t = dispatch_log.c
     a = nc_dispatch_attempt.c
     th = workspace.config.thresholds
@@ -107,7 +119,7 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
         since_at = resolve_since(now, since)
         cols = (t.id, t.dispatch_id, t.dispatch_type, t.issue_id, t.comment_id, t.actor_user_id,
                 t.recipients_count, t.status, t.created_at, t.completed_at, t.error_message)
-        wanted = []
+        wanted: list[tuple[str, ColumnElement[bool]]] = []
         if "failed" in kinds:
             wanted.append(("failed", t.status == "failed"))
         if "stuck" in kinds:
@@ -123,10 +135,11 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
                 stmt = stmt.with_hint(dispatch_log, "FORCE INDEX (idx_status_created)", dialect)
             if since_at is not None:
                 stmt = stmt.where(t.created_at >= since_at)
-            if filter_text:
-                stmt = stmt.where(text_filter((t.error_message, t.dispatch_id), (t.id, t.issue_id), filter_text))
+            flt = text_filter((t.error_message, t.dispatch_id), (t.id, t.issue_id), filter_text)
+            if flt is not None:  # None exactly when there is no filter text
+                stmt = stmt.where(flt)
             page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
-            attempts = {}
+            attempts: dict[Any, Any] = {}
             if page:
                 ids = [r["id"] for r in page]
                 attempts = dict(conn.execute(select(a.log_id, a.attempts).where(a.log_id.in_(ids))).all())
@@ -145,7 +158,8 @@ def _dispatch_failed(workspace, kinds, filter_text, since, limit, before) -> lis
 # --------------------------------------------------------------------------
 # cart
 
-def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[FailedItem]:
+def _cart_failed(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since, limit: int,
+                 before: tuple[dt.datetime, int] | None) -> list[FailedItem]:
     """Unsent rows past the in-progress window: failed (with an error), stuck (without),
     or superseded (another row of the cart already emailed this abandonment).
 
@@ -175,8 +189,9 @@ def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[Fa
                 stmt = stmt.where(t.error_message.is_(None))
         if since_at is not None:
             stmt = stmt.where(t.created_at >= since_at)
-        if filter_text:
-            stmt = stmt.where(text_filter((t.error_message, t.cart_hash), (t.id, t.user_id), filter_text))
+        flt = text_filter((t.error_message, t.cart_hash), (t.id, t.user_id), filter_text)
+        if flt is not None:  # None exactly when there is no filter text
+            stmt = stmt.where(flt)
         while len(items) < limit:
             page = [dict(r._mapping) for r in conn.execute(_page(stmt, t.created_at, t.id, before, limit))]
             if not page:
@@ -188,10 +203,11 @@ def _cart_failed(workspace, kinds, filter_text, since, limit, before) -> list[Fa
     return items[:limit]
 
 
-def _cart_items(conn, page: list[dict], now: dt.datetime, window: dt.timedelta) -> list[FailedItem]:
+def _cart_items(conn: Connection, page: list[dict[str, Any]], now: dt.datetime,
+                window: dt.timedelta) -> list[FailedItem]:
     t = cart_log.c
-    attempts: dict = {}
-    ever_sent: set = set()
+    attempts: dict[tuple[Any, Any], int] = {}
+    ever_sent: set[tuple[Any, Any]] = set()
     keys = sorted({(r["user_id"], r["cart_hash"]) for r in page})
     for i in range(0, len(keys), 400):
         batch = keys[i:i + 400]
@@ -202,13 +218,13 @@ def _cart_items(conn, page: list[dict], now: dt.datetime, window: dt.timedelta) 
             if any_sent:
                 ever_sent.add((uid, h))
     sent = sent_rows_of(conn, keys, min(r["created_at"] for r in page), now, window)
-    items = []
+    items: list[FailedItem] = []
     for r in page:
         key = (r["user_id"], r["cart_hash"])
         by = superseding(sent.get(key, ()), r["created_at"], now, window)
         kind = "superseded" if by else "failed" if r["error_message"] else "stuck"
-        detail = {"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
-                  "cart_already_emailed": key in ever_sent, "error_class": error_class(r["error_message"])}
+        detail: dict[str, Any] = {"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
+                                  "cart_already_emailed": key in ever_sent, "error_class": error_class(r["error_message"])}
         if by:
             detail.update(superseded_by=by.id, emailed_at=by.emailed_at, reason=superseded_reason(by))
         items.append(FailedItem(
@@ -221,7 +237,7 @@ def _cart_items(conn, page: list[dict], now: dt.datetime, window: dt.timedelta) 
 # --------------------------------------------------------------------------
 # orders
 
-def stage_images(order: dict, stage: str) -> list[dict]:
+def stage_images(order: dict[str, Any], stage: str) -> list[dict[str, Any]]:
     """The images of one stage as a list, whatever the document's shape.
 
     Current documents hold a list; legacy ones a single image object or null.
@@ -239,19 +255,21 @@ def stage_images(order: dict, stage: str) -> list[dict]:
     return []
 
 
-def first_image_at(order: dict, images: list[dict]) -> dt.datetime | None:
-    times = [i.get("uploaded_at") for i in images if isinstance(i, dict)
-             and isinstance(i.get("uploaded_at"), dt.datetime)]
+def first_image_at(order: dict[str, Any], images: list[dict[str, Any]]) -> dt.datetime | None:
+    times: list[dt.datetime] = [i["uploaded_at"] for i in images if isinstance(i, dict)
+                                and isinstance(i.get("uploaded_at"), dt.datetime)]
     if times:
         return min(times)
     # A legacy image without a time: the order's own last change is the best evidence.
     for f in ("updated_at", "created_at"):
-        if isinstance(order.get(f), dt.datetime):
-            return order[f]
+        at = order.get(f)
+        if isinstance(at, dt.datetime):
+            return at
     return None
 
 
-def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedItem]:
+def _orders_missed(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since,
+                   limit: int) -> list[FailedItem]:
     """Missed stage emails, newest first by the stage's first-image time.
 
     Bounded lookback: only stages whose first image arrived at or after
@@ -283,17 +301,18 @@ def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedIt
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
     needle = filter_text.lower() if filter_text else None
     # Orders with any image in either stage (a list with items, or a legacy object).
-    has_images = {"$or": [{f"images.{s}": {"$type": "object"}} for s, _ in STAGES]
-                  + [{f"images.{s}.0": {"$exists": True}} for s, _ in STAGES]}
-    projection = {"id": 1, "status": 1, "images": 1, "created_at": 1, "updated_at": 1, "customer_email": 1}
-    found: dict[tuple, FailedItem] = {}
+    has_images: dict[str, Any] = {"$or": [{f"images.{s}": {"$type": "object"}} for s, _ in STAGES]
+                                  + [{f"images.{s}.0": {"$exists": True}} for s, _ in STAGES]}
+    projection: dict[str, int] = {"id": 1, "status": 1, "images": 1, "created_at": 1, "updated_at": 1,
+                                  "customer_email": 1}
+    found: dict[tuple[Any, str], FailedItem] = {}
 
-    def read(extra: dict, page_size: int) -> list[dict]:
+    def read(extra: dict[str, Any], page_size: int) -> list[dict[str, Any]]:
         return list(db["orders"].find({"$and": [{"updated_at": {"$gte": start_at}}, has_images, extra]},
                                       projection=projection, sort=[("updated_at", -1), ("_id", -1)],
                                       limit=page_size))
 
-    def examine(page: list[dict]) -> None:
+    def examine(page: list[dict[str, Any]]) -> None:
         ids = [o.get("id") for o in page]
         sent = {(d["order_id"], d["event"]) for d in db["email_log"].find(
             {"order_id": {"$in": ids}}, projection={"order_id": 1, "event": 1})}
@@ -308,12 +327,13 @@ def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedIt
     def oldest_kept() -> dt.datetime | None:
         if len(found) < limit:
             return None
-        return sorted((i.created_at for i in found.values()), reverse=True)[limit - 1]
+        # Every missed item's created_at is its stage's first-image time, never None.
+        return sorted((cast(dt.datetime, i.created_at) for i in found.values()), reverse=True)[limit - 1]
 
-    walk_top: dict | None = None
-    after: dict | None = None
+    walk_top: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
     while True:
-        extra = {} if after is None else {"$or": [
+        extra: dict[str, Any] = {} if after is None else {"$or": [
             {"updated_at": {"$lt": after["updated_at"]}},
             {"updated_at": after["updated_at"], "_id": {"$lt": after["_id"]}}]}
         page = read(extra, ORDER_PAGE)
@@ -338,7 +358,9 @@ def _orders_missed(workspace, kinds, filter_text, since, limit) -> list[FailedIt
     return _merge(list(found.values()), limit)
 
 
-def _missed_item(order, stage, event, now, start_at, grace, sent, claims, needle) -> FailedItem | None:
+def _missed_item(order: dict[str, Any], stage: str, event: str, now: dt.datetime, start_at: dt.datetime,
+                 grace: dt.timedelta, sent: set[tuple[Any, Any]], claims: dict[tuple[Any, Any], dict[str, Any]],
+                 needle: str | None) -> FailedItem | None:
     images = stage_images(order, stage)
     if not images or (order.get("id"), event) in sent:
         return None
@@ -346,7 +368,7 @@ def _missed_item(order, stage, event, now, start_at, grace, sent, claims, needle
     if first is None or first < start_at or now - first < grace:
         return None
     claim = claims.get((order.get("id"), event))
-    error = None
+    error: str | None = None
     if claim:
         error = claim.get("error") or claim.get("last_error")
     error = error or f"no {event} email in email_log"

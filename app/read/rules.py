@@ -163,7 +163,8 @@ class StatusChanges:
         return total > bisect.bisect_left(same, before) - bisect.bisect_right(same, after)
 
 
-def group_dispatch_rows(rows: Iterable[dict[str, Any]], status_timeline: StatusTimeline | None = None) -> list[DuplicateGroup]:
+def group_dispatch_rows(rows: Iterable[dict[str, Any]],
+                        status_timeline: StatusTimeline | None = None) -> list[DuplicateGroup]:
     """Dispatch duplicates: notifications of the same semantic event for the same user.
 
     ``status_timeline`` (issue_id -> [(created_at, actor_user_id, message)],
