@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 BIN_RATIO = 1.1
 NBINS = 300
@@ -29,7 +31,7 @@ def latency_ms(later: dt.datetime, earlier: dt.datetime) -> float:
     return (later - earlier) / dt.timedelta(milliseconds=1)
 
 
-def bin_index(latency_ms) -> np.ndarray:
+def bin_index(latency_ms: npt.ArrayLike) -> npt.NDArray[np.int64]:
     ms = np.asarray(latency_ms, dtype=float)
     safe = np.where(ms < 1.0, 1.0, ms)
     idx = np.floor(np.log(safe) / _LOG_RATIO).astype(np.int64) + 1
@@ -37,13 +39,13 @@ def bin_index(latency_ms) -> np.ndarray:
     return np.clip(idx, 0, NBINS - 1)
 
 
-def bin_value(idx) -> np.ndarray:
+def bin_value(idx: npt.ArrayLike) -> npt.NDArray[np.float64]:
     """The value a bin reports: its geometric middle (0.5 ms for bin 0)."""
     idx = np.asarray(idx, dtype=float)
     return np.where(idx == 0, 0.5, np.power(BIN_RATIO, idx - 0.5))
 
 
-def encode_hist(counts: np.ndarray) -> bytes:
+def encode_hist(counts: npt.NDArray[np.integer]) -> bytes:
     nz = np.nonzero(counts)[0]
     arr = np.empty(len(nz), dtype=_SPARSE)
     arr["bin"] = nz
@@ -51,7 +53,7 @@ def encode_hist(counts: np.ndarray) -> bytes:
     return arr.tobytes()
 
 
-def decode_hist(blob: bytes, out: np.ndarray | None = None) -> np.ndarray:
+def decode_hist(blob: bytes, out: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
     counts = out if out is not None else np.zeros(NBINS, dtype=np.int64)
     if blob:
         arr = np.frombuffer(bytes(blob), dtype=_SPARSE)
@@ -59,7 +61,8 @@ def decode_hist(blob: bytes, out: np.ndarray | None = None) -> np.ndarray:
     return counts
 
 
-def hist_percentiles(hists: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
+def hist_percentiles(hists: npt.NDArray[np.integer],
+                     quantiles: Sequence[float] = QUANTILES) -> npt.NDArray[np.float64]:
     """Inverted-CDF percentiles of each row of ``hists`` (rows × NBINS) → rows × len(q); NaN if empty."""
     hists = np.atleast_2d(hists)
     cum = np.cumsum(hists, axis=1)
@@ -73,7 +76,7 @@ def hist_percentiles(hists: np.ndarray, quantiles=QUANTILES) -> np.ndarray:
     return out
 
 
-def exact_percentiles(values, quantiles=QUANTILES) -> list[float | None]:
+def exact_percentiles(values: npt.ArrayLike, quantiles: Sequence[float] = QUANTILES) -> list[float | None]:
     values = np.asarray(values, dtype=float)
     if values.size == 0:
         return [None] * len(quantiles)

@@ -24,9 +24,13 @@ cursor).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..sqlutil import fetch_fast
 
@@ -37,21 +41,21 @@ GAP_BATCH = 200  # ranges per query
 class IdWindow:
     last: int
     floor: int
-    gaps: list = field(default_factory=list)   # [[lo, hi], ...] ascending, disjoint, in (floor, last]
-    pid: int | None = None                      # the highest id read at ``pat``
-    pat: float | None = None                    # seconds, on the clock the caller passes to ``settle``
+    gaps: list[list[int]] = field(default_factory=list)  # [[lo, hi], ...] ascending, disjoint, in (floor, last]
+    pid: int | None = None                                # the highest id read at ``pat``
+    pat: float | None = None                              # seconds, on the clock the caller passes to ``settle``
 
     @classmethod
     def at(cls, last_id: int) -> "IdWindow":
         """A window that has read everything up to ``last_id`` and nothing above."""
         return cls(last=int(last_id), floor=int(last_id))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"last": self.last, "floor": self.floor, "gaps": [list(g) for g in self.gaps],
                 "pid": self.pid, "pat": self.pat}
 
     @classmethod
-    def from_json(cls, d: dict) -> "IdWindow":
+    def from_json(cls, d: dict[str, Any]) -> "IdWindow":
         return cls(last=int(d["last"]), floor=int(d["floor"]), gaps=[[int(a), int(b)] for a, b in d.get("gaps", ())],
                    pid=None if d.get("pid") is None else int(d["pid"]),
                    pat=None if d.get("pat") is None else float(d["pat"]))
@@ -60,17 +64,18 @@ class IdWindow:
         return IdWindow(self.last, self.floor, [list(g) for g in self.gaps], self.pid, self.pat)
 
 
-def gap_clause(id_col, gaps):
+def gap_clause(id_col: ColumnElement[Any], gaps: Iterable[Sequence[int]]) -> ColumnElement[bool]:
     return or_(*[(id_col == lo) if lo == hi else id_col.between(lo, hi) for lo, hi in gaps])
 
 
-def read(conn, cols, id_col, w: IdWindow, limit: int, where=None) -> tuple[list, bool]:
+def read(conn: Connection, cols: Sequence[ColumnElement[Any]], id_col: ColumnElement[Any], w: IdWindow, limit: int,
+         where: ColumnElement[bool] | None = None) -> tuple[list[tuple[Any, ...]], bool]:
     """Rows (tuples of ``cols``) not read yet: in the gaps, then above ``last``; ascending id.
 
     At most ``limit`` rows; the flag tells whether more are waiting. Does not
     change ``w``: call ``note`` with the ids of the rows taken.
     """
-    got: list = []
+    got: list[tuple[Any, ...]] = []
     for i in range(0, len(w.gaps), GAP_BATCH):
         stmt = select(*cols).where(gap_clause(id_col, w.gaps[i:i + GAP_BATCH]))
         if where is not None:
@@ -85,7 +90,7 @@ def read(conn, cols, id_col, w: IdWindow, limit: int, where=None) -> tuple[list,
     return got[:limit], len(got) > limit
 
 
-def note(w: IdWindow, ids) -> None:
+def note(w: IdWindow, ids: Iterable[int]) -> None:
     """Record that the rows with these ids were read (ids from ``read``)."""
     ids = sorted(int(i) for i in ids)
     if not ids:

@@ -25,9 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
-from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
+import numpy.typing as npt
+from sqlalchemy import Column, Table, and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled
@@ -37,6 +42,9 @@ from .common import LATE_COMMIT_MARGIN, epoch_seconds
 from .histogram import NBINS, bin_index, decode_hist, encode_hist, latency_ms
 from .idwindow import IdWindow
 
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
 # The rollup keeps this much history (the longest chart is 7 days).
 HORIZON = dt.timedelta(days=8)
 ROLLUP_BATCH = 20000
@@ -45,24 +53,50 @@ RECHECK_SECONDS = 30.0
 LAG = LATE_COMMIT_MARGIN
 
 
+class SourceSpec(TypedDict):
+    """The log a rollup reads (``source_spec``)."""
+
+    table: Table
+    id: Column[Any]
+    created: Column[Any]
+    cols: tuple[Column[Any], ...]
+
+
+class RollupProgress(TypedDict):
+    """What one ``advance_rollup`` did."""
+
+    source: str
+    read: int
+    last_id: int
+    caught_up: bool
+    settled_late: int
+    gaps: int
+
+
+# (series, creation minute) -> [settled count, summed latency ms, [latencies ms]]: what an
+# advance adds to ``nc_latency_minute``. The entry is a mutable list whose items differ in
+# type (tests read it by position), hence Any.
+_Acc = dict[tuple[str, dt.datetime], list[Any]]
+
+
 def _minute(t: dt.datetime) -> dt.datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def source_spec(source: str) -> dict:
+def source_spec(source: str) -> SourceSpec:
     """The log the rollup of ``source`` reads: table, id and creation columns, columns read."""
     if source == "dispatch":
         t = dispatch_log.c
-        return dict(table=dispatch_log, id=t.id, created=t.created_at,
-                    cols=(t.id, t.created_at, t.dispatch_type, t.status, t.completed_at))
+        return SourceSpec(table=dispatch_log, id=t.id, created=t.created_at,
+                          cols=(t.id, t.created_at, t.dispatch_type, t.status, t.completed_at))
     if source == "cart":
         t = cart_log.c
-        return dict(table=cart_log, id=t.id, created=t.created_at,
-                    cols=(t.id, t.created_at, t.email_sent, t.sent_at))
+        return SourceSpec(table=cart_log, id=t.id, created=t.created_at,
+                          cols=(t.id, t.created_at, t.email_sent, t.sent_at))
     raise UsageError(f"Statistics exist for cart and dispatch, not '{source}'.")
 
 
-def _settled(source: str, row) -> tuple[str, float] | None:
+def _settled(source: str, row: Sequence[Any]) -> tuple[str, float] | None:
     """(series, latency ms) of a settled row, or None while it is unsettled."""
     if source == "dispatch":
         _id, created, dtype, status, completed = row
@@ -75,9 +109,9 @@ def _settled(source: str, row) -> tuple[str, float] | None:
     return None
 
 
-def _add_rows(acc: dict, source: str, rows) -> list:
+def _add_rows(acc: _Acc, source: str, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
     """Add settled rows into ``acc`` {(series, minute): [n, sum, [bins]]}; return the unsettled ones."""
-    unsettled = []
+    unsettled: list[Sequence[Any]] = []
     for row in rows:
         s = _settled(source, row)
         if s is None:
@@ -91,19 +125,20 @@ def _add_rows(acc: dict, source: str, rows) -> list:
     return unsettled
 
 
-def _write_acc(conn, acc: dict) -> None:
+def _write_acc(conn: Connection, acc: _Acc) -> None:
     if not acc:
         return
     m = nc_latency_minute.c
     keys = list(acc)
-    existing = {}
+    existing: dict[tuple[Any, Any], tuple[Any, Any, Any]] = {}
     for i in range(0, len(keys), 400):
         batch = keys[i:i + 400]
         for series, minute, settled, lsum, hist in conn.execute(
                 select(m.series, m.minute, m.settled, m.latency_sum_ms, m.hist)
                 .where(tuple_(m.series, m.minute).in_(batch))):
             existing[(series, minute)] = (settled, lsum, hist)
-    inserts, updates = [], []
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
     for key, (n, lsum, values) in acc.items():
         counts = np.bincount(bin_index(values), minlength=NBINS).astype(np.int64)
         old = existing.get(key)
@@ -127,7 +162,8 @@ def _cursor_name(source: str) -> str:
     return f"read.rollup.{source}"
 
 
-def advance_rollup(workspace, source: str, *, max_rows: int = 500_000, force_recheck: bool = False) -> dict:
+def advance_rollup(workspace: Workspace, source: str, *, max_rows: int = 500_000,
+                   force_recheck: bool = False) -> RollupProgress:
     """Bring ``nc_latency_minute`` of ``source`` up to date; return what it did.
 
     One console at a time advances a source (the cursor row is locked for the
@@ -143,12 +179,12 @@ def _settle_clock(t: dt.datetime) -> float:
     return (t - dt.datetime(1970, 1, 1)).total_seconds()
 
 
-def _gap_rows(name: str):
+def _gap_rows(name: str) -> ColumnElement[bool]:
     """The ``nc_cursor`` rows holding a window's gaps (``<name>:gaps:NNNN``; a position is 255 characters)."""
     return and_(nc_cursor.c.name > f"{name}:gaps:", nc_cursor.c.name < f"{name}:gaps;")
 
 
-def _stored_window(conn, name: str, pos: dict) -> IdWindow | None:
+def _stored_window(conn: Connection, name: str, pos: dict[str, Any]) -> IdWindow | None:
     """The id window of a stored cursor (a cursor of the high-water-mark format reads on from its mark)."""
     if pos.get("w") is not None:
         w = IdWindow.from_json(pos["w"])
@@ -162,7 +198,7 @@ def _stored_window(conn, name: str, pos: dict) -> IdWindow | None:
     return None
 
 
-def _save_window(conn, name: str, pos: dict, w: IdWindow, now: dt.datetime) -> None:
+def _save_window(conn: Connection, name: str, pos: dict[str, Any], w: IdWindow, now: dt.datetime) -> None:
     """Store ``w`` in ``pos`` (the cursor row, written by the caller) and its gaps in their own rows."""
     old = (pos.get("w") or {}).get("ng", 0)
     chunks: list[str] = []
@@ -187,7 +223,7 @@ def _save_window(conn, name: str, pos: dict, w: IdWindow, now: dt.datetime) -> N
     pos["last_id"] = w.last
 
 
-def _first_window(conn, spec, floor: dt.datetime) -> IdWindow | None:
+def _first_window(conn: Connection, spec: SourceSpec, floor: dt.datetime) -> IdWindow | None:
     """The window of a first read: from the first row created at or after ``floor``. None on an empty log.
 
     The ids between the visible row before that one and it are gaps (a
@@ -205,7 +241,7 @@ def _first_window(conn, spec, floor: dt.datetime) -> IdWindow | None:
     return w
 
 
-def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
+def _advance(engine: Engine, source: str, max_rows: int, force_recheck: bool) -> RollupProgress:
     spec = source_spec(source)
     name = _cursor_name(source)
     with engine.begin() as conn:
@@ -223,7 +259,7 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
             raw = conn.execute(lock).scalar_one()
         pos = json.loads(raw or "{}")
         w = _stored_window(conn, name, pos) or _first_window(conn, spec, horizon) or IdWindow.at(0)
-        acc: dict = {}
+        acc: _Acc = {}
         read = 0
         caught_up = False
         while read < max_rows:
@@ -257,7 +293,7 @@ def _advance(engine, source: str, max_rows: int, force_recheck: bool) -> dict:
             "settled_late": settled_late, "gaps": len(w.gaps)}
 
 
-def _recheck(conn, source: str, spec, acc: dict, horizon: dt.datetime) -> int:
+def _recheck(conn: Connection, source: str, spec: SourceSpec, acc: _Acc, horizon: dt.datetime) -> int:
     u = nc_rollup_unsettled.c
     conn.execute(delete(nc_rollup_unsettled).where(u.source == source, u.created_at < horizon))
     t = spec["table"]
@@ -272,7 +308,7 @@ def _recheck(conn, source: str, spec, acc: dict, horizon: dt.datetime) -> int:
     return len(ids)
 
 
-def catch_up(workspace, source: str, *, max_seconds: float = 600.0) -> int:
+def catch_up(workspace: Workspace, source: str, *, max_seconds: float = 600.0) -> int:
     """Advance until caught up (first run on a big log); return rows read."""
     total, deadline = 0, time.monotonic() + max_seconds
     while True:
@@ -285,8 +321,8 @@ def catch_up(workspace, source: str, *, max_seconds: float = 600.0) -> int:
 # --------------------------------------------------------------------------
 # Reading it back
 
-def read_hists(conn, source: str, start: dt.datetime, end: dt.datetime, bucket_seconds: int, start_b: int,
-               n: int, *, tail: bool = False) -> dict:
+def read_hists(conn: Connection, source: str, start: dt.datetime, end: dt.datetime, bucket_seconds: int,
+               start_b: int, n: int, *, tail: bool = False) -> dict[str, npt.NDArray[np.int64]]:
     """The rollup's histograms of ``source`` between ``start`` and ``end``: {series: n × NBINS counts}.
 
     Row b of a series counts the minutes whose epoch second // ``bucket_seconds``
@@ -299,7 +335,7 @@ def read_hists(conn, source: str, start: dt.datetime, end: dt.datetime, bucket_s
     pattern = "dispatch:%" if source == "dispatch" else "cart"
     rows = conn.execute(select(m.series, m.minute, m.hist)
                         .where(m.minute >= start, m.minute < end, m.series.like(pattern))).all()
-    out: dict = {}
+    out: dict[str, npt.NDArray[np.int64]] = {}
     for series, minute, blob in rows:
         row = _hist_row(out, source, series, minute, bucket_seconds, start_b, n)
         if row is not None:
@@ -309,7 +345,7 @@ def read_hists(conn, source: str, start: dt.datetime, end: dt.datetime, bucket_s
     return out
 
 
-def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
+def _unpersisted(conn: Connection, source: str, floor: dt.datetime) -> _Acc:
     """What an advance would add to the rollup, computed in memory and written nowhere.
 
     For a database user that may not write the rollup (a viewer): the rows
@@ -325,7 +361,7 @@ def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
     name = _cursor_name(source)
     raw = conn.execute(select(nc_cursor.c.position).where(nc_cursor.c.name == name)).scalar()
     w = _stored_window(conn, name, json.loads(raw or "{}"))
-    acc: dict = {}
+    acc: _Acc = {}
     if w is None:
         # Never advanced: every row of the window is the tail.
         w = _first_window(conn, spec, floor)
@@ -346,7 +382,8 @@ def _unpersisted(conn, source: str, floor: dt.datetime) -> dict:
     return acc
 
 
-def _add_acc(hists: dict, source: str, acc: dict, bucket_seconds: int, start_b: int, n: int) -> None:
+def _add_acc(hists: dict[str, npt.NDArray[np.int64]], source: str, acc: _Acc, bucket_seconds: int, start_b: int,
+             n: int) -> None:
     """Add an in-memory rollup tail (``_unpersisted``) into ``read_hists``' arrays."""
     for (series, minute), (_count, _lsum, values) in acc.items():
         row = _hist_row(hists, source, series, minute, bucket_seconds, start_b, n)
@@ -354,7 +391,8 @@ def _add_acc(hists: dict, source: str, acc: dict, bucket_seconds: int, start_b: 
             row += np.bincount(bin_index(values), minlength=NBINS)
 
 
-def _hist_row(hists: dict, source: str, series: str, minute, bucket_seconds: int, start_b: int, n: int):
+def _hist_row(hists: dict[str, npt.NDArray[np.int64]], source: str, series: str, minute: dt.datetime,
+              bucket_seconds: int, start_b: int, n: int) -> npt.NDArray[np.int64] | None:
     """The histogram row of ``series`` at ``minute``'s bucket (allocated on first use), None outside the window."""
     b = (epoch_seconds(minute) // bucket_seconds) - start_b
     if not 0 <= b < n:
@@ -363,4 +401,5 @@ def _hist_row(hists: dict, source: str, series: str, minute, bucket_seconds: int
     h = hists.get(key)
     if h is None:
         h = hists[key] = np.zeros((n, NBINS), dtype=np.int64)
-    return h[b]
+    # A row of the n × NBINS array (numpy types an integer index as Any: it may be a scalar).
+    return cast(npt.NDArray[np.int64], h[b])

@@ -18,10 +18,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import Integer, cast, func, literal, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log
@@ -33,19 +37,26 @@ from .common import epoch_seconds
 from .duplicates import scan_duplicates
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, exact_percentiles, hist_percentiles, latency_ms
 from .models import LatencyBucket, StatsSeries
-from .rollup import advance_rollup, read_hists, source_spec
+from .rollup import SourceSpec, advance_rollup, read_hists, source_spec
 from .rollup import catch_up as catch_up  # re-exported, see below
 
 # Re-exported (``X as X``) for callers outside app/read that reach them through this module:
 # bench/read_side.py (stats.catch_up) and tests/integration/test_read_side.py (stats.nc_latency_minute,
 # stats.nc_rollup_unsettled, stats.nc_cursor).
 
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+# {series: {bucket: [latency ms]}} (exact mode) and {series: {bucket: count}} (failed, pending).
+_Values = dict[str, dict[int, list[float]]]
+_Counts = dict[str, dict[int, int]]
+
 EXACT_MAX_ROWS = 2_000_000
-PERIODS = {"1h": (dt.timedelta(hours=1), 60), "24h": (dt.timedelta(hours=24), 300),
-           "7d": (dt.timedelta(days=7), 3600)}
+PERIODS: dict[str, tuple[dt.timedelta, int]] = {
+    "1h": (dt.timedelta(hours=1), 60), "24h": (dt.timedelta(hours=24), 300), "7d": (dt.timedelta(days=7), 3600)}
 
 
-def bucket_expr(col, seconds: int, dialect: str):
+def bucket_expr(col: ColumnElement[Any], seconds: int, dialect: str) -> ColumnElement[Any]:
     """Integer bucket number of a timestamp column: floor(epoch seconds / bucket)."""
     if dialect in ("mysql", "mariadb"):
         return func.floor(func.unix_timestamp(col) / seconds)
@@ -54,7 +65,7 @@ def bucket_expr(col, seconds: int, dialect: str):
     return cast(func.strftime("%s", col), Integer) / seconds
 
 
-def _window(now: dt.datetime, window: dt.timedelta, bucket_seconds: int):
+def _window(now: dt.datetime, window: dt.timedelta, bucket_seconds: int) -> tuple[int, int, dt.datetime, dt.datetime]:
     end_b = epoch_seconds(now) // bucket_seconds + 1
     n = max(1, int(math.ceil(window.total_seconds() / bucket_seconds)))
     start_b = end_b - n
@@ -63,7 +74,7 @@ def _window(now: dt.datetime, window: dt.timedelta, bucket_seconds: int):
     return start_b, n, start, end
 
 
-def resolve_period(period) -> tuple[dt.timedelta, int]:
+def resolve_period(period: str | dt.timedelta) -> tuple[dt.timedelta, int]:
     if isinstance(period, str):
         if period not in PERIODS:
             raise UsageError(f"Unknown period '{period}': choose 1h, 24h or 7d.")
@@ -71,7 +82,7 @@ def resolve_period(period) -> tuple[dt.timedelta, int]:
     return period, 60
 
 
-def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
+def latency_stats(workspace: Workspace, source: str, *, window: dt.timedelta | str = "24h",
                   bucket_seconds: int | None = None, by_type: bool = False, exact: bool = False,
                   advance: bool = True, now: dt.datetime | None = None) -> StatsSeries:
     """Latency p50/p95/p99, settled count (throughput), failed and pending per bucket.
@@ -97,8 +108,10 @@ def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
     with engine.connect() as conn:
         now = now or db_now(conn)
         start_b, n, start, end = _window(now, window, bucket_seconds)
+        hists: dict[str, npt.NDArray[np.int64]]
+        values: _Values
         if exact:
-            hists, values = None, _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n)
+            hists, values = {}, _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n)
         else:
             hists = read_hists(conn, source, start, end, bucket_seconds, start_b, n, tail=not persisted)
         failed, pending = _unsettled_counts(conn, workspace, source, start, end, bucket_seconds, start_b, n, now)
@@ -106,21 +119,21 @@ def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
     series_names = sorted(set(data) | set(failed) | set(pending))
     if not by_type:
         series_names = ["*"]
-    buckets = []
+    buckets: list[LatencyBucket] = []
     for series in series_names:
         if exact:
             per = _merge_values(values) if series == "*" else values.get(series, {})
-            counts = {b: len(v) for b, v in per.items()}
-            pcts = {b: exact_percentiles(v) for b, v in per.items()}
+            counts: dict[int, int] = {b: len(v) for b, v in per.items()}
+            pcts: dict[int, list[float | None]] = {b: exact_percentiles(v) for b, v in per.items()}
         else:
             h = _merge_hists(hists) if series == "*" else hists.get(series)
             counts, pcts = {}, {}
             if h is not None:
                 totals = h.sum(axis=1)
                 p = hist_percentiles(h)
-                for b in np.nonzero(totals)[0]:
-                    counts[int(b)] = int(totals[b])
-                    pcts[int(b)] = [float(x) for x in p[b]]
+                for nz in np.nonzero(totals)[0]:
+                    counts[int(nz)] = int(totals[nz])
+                    pcts[int(nz)] = [float(x) for x in p[nz]]
         f = _sum_series(failed) if series == "*" else failed.get(series, {})
         pe = _sum_series(pending) if series == "*" else pending.get(series, {})
         for b in range(n):
@@ -135,7 +148,7 @@ def latency_stats(workspace, source: str, *, window: dt.timedelta | str = "24h",
                        buckets=buckets, exact=exact, error_note=note)
 
 
-def _merge_hists(hists: dict):
+def _merge_hists(hists: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.int64] | None:
     if not hists:
         return None
     it = iter(hists.values())
@@ -145,7 +158,8 @@ def _merge_hists(hists: dict):
     return total
 
 
-def _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n) -> dict:
+def _exact_values(conn: Connection, source: str, spec: SourceSpec, start: dt.datetime, end: dt.datetime,
+                  bucket_seconds: int, start_b: int, n: int) -> _Values:
     """{series: {bucket: [latency ms]}} from the rows (bounded)."""
     if source == "dispatch":
         t = dispatch_log.c
@@ -158,7 +172,7 @@ def _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n) ->
     rows = conn.execute(stmt.limit(EXACT_MAX_ROWS + 1)).all()
     if len(rows) > EXACT_MAX_ROWS:
         raise UsageError(f"The window holds more than {EXACT_MAX_ROWS} rows: use the rollup (exact=False).")
-    out: dict = defaultdict(lambda: defaultdict(list))
+    out: _Values = defaultdict(lambda: defaultdict(list))
     for series, created, done in rows:
         b = epoch_seconds(created) // bucket_seconds - start_b
         if 0 <= b < n:
@@ -166,27 +180,28 @@ def _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n) ->
     return out
 
 
-def _merge_values(values: dict) -> dict:
-    merged: dict = defaultdict(list)
+def _merge_values(values: _Values) -> dict[int, list[float]]:
+    merged: dict[int, list[float]] = defaultdict(list)
     for per in values.values():
         for b, v in per.items():
             merged[b].extend(v)
     return merged
 
 
-def _sum_series(per_series: dict) -> dict:
-    total: dict = defaultdict(int)
+def _sum_series(per_series: _Counts) -> dict[int, int]:
+    total: dict[int, int] = defaultdict(int)
     for per in per_series.values():
         for b, c in per.items():
             total[b] += c
     return total
 
 
-def _unsettled_counts(conn, workspace, source, start, end, bucket_seconds, start_b, n, now):
+def _unsettled_counts(conn: Connection, workspace: Workspace, source: str, start: dt.datetime, end: dt.datetime,
+                      bucket_seconds: int, start_b: int, n: int, now: dt.datetime) -> tuple[_Counts, _Counts]:
     """Failed and pending counts per series and bucket, counted in the database."""
     dialect = backend(conn)
-    failed: dict = defaultdict(dict)
-    pending: dict = defaultdict(dict)
+    failed: _Counts = defaultdict(dict)
+    pending: _Counts = defaultdict(dict)
     if source == "dispatch":
         t = dispatch_log.c
         bexpr = bucket_expr(t.created_at, bucket_seconds, dialect).label("b")
@@ -214,7 +229,8 @@ def throughput(series: StatsSeries) -> list[tuple[dt.datetime, float]]:
     return [(b.start, b.count / per_min) for b in series.buckets if b.series == "*"]
 
 
-def duplicates_per_hour(workspace, source: str, *, window: dt.timedelta | str = "24h") -> list[tuple[dt.datetime, int]]:
+def duplicates_per_hour(workspace: Workspace, source: str, *,
+                        window: dt.timedelta | str = "24h") -> list[tuple[dt.datetime, int]]:
     """Duplicate members (all but the kept one) per hour of their time, over ``window``."""
     if isinstance(window, str):
         window = resolve_period(window)[0]
