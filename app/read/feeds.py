@@ -39,27 +39,39 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVarTuple, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Column, Select, and_, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
 from ..sqlutil import db_now, fetch_fast
 from . import idwindow
-from .common import LATE_COMMIT_MARGIN, mongo_text_filter, resolve_since, text_filter
+from .common import LATE_COMMIT_MARGIN, Since, mongo_text_filter, resolve_since, text_filter
 from .failures import STAGES, stage_images
 from .idwindow import IdWindow
 from .models import FeedItem, FeedPage
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+_Ts = TypeVarTuple("_Ts")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 FEED_SOURCES = ("orders", "cart", "dispatch")
 # A transaction commits within this long after taking its id or time.
 LAG = LATE_COMMIT_MARGIN
+# (time, id) of an entry of the unified feed: the id as the source holds it (a row's
+# primary key, an email_log document's ObjectId).
+FeedPosition: TypeAlias = "tuple[dt.datetime | None, Any]"
 
 
-def _limit(limit) -> int:
+def _limit(limit: int | None) -> int:
     limit = DEFAULT_LIMIT if limit is None else int(limit)
     if limit <= 0:
         raise UsageError("--limit must be a positive number.")
@@ -69,7 +81,7 @@ def _limit(limit) -> int:
 # --------------------------------------------------------------------------
 # Per-table live feeds (append order: oldest of the new rows first)
 
-def _dispatch_item(r: dict) -> FeedItem:
+def _dispatch_item(r: dict[str, Any]) -> FeedItem:
     return FeedItem(source="dispatch", kind="dispatch", id=r["id"], at=r["created_at"], recipient=None,
                     subject=f"{r['dispatch_type']} issue {r['issue_id']}", status=r["status"],
                     link={"source": "dispatch", "table": "notification_dispatch_log", "id": r["id"],
@@ -95,19 +107,20 @@ class IdCursor(int):
 
     window: IdWindow
 
-    def __new__(cls, window: IdWindow):
+    def __new__(cls, window: IdWindow) -> IdCursor:
         obj = super().__new__(cls, window.last)
         obj.window = window.copy()
         return obj
 
 
-def _window_of(after) -> IdWindow:
+def _window_of(after: int) -> IdWindow:
     if isinstance(after, IdCursor):
         return after.window.copy()
     return IdWindow.at(int(after))
 
 
-def _id_poll(conn, cols, id_col, after, limit, now: float | None = None):
+def _id_poll(conn: Connection, cols: Sequence[Column[Any]], id_col: ColumnElement[Any], after: int | None, limit: int,
+             now: float | None = None) -> tuple[list[dict[str, Any]], bool, IdCursor | None]:
     """Rows (dicts) not delivered yet, oldest first; whether more wait; the next cursor.
 
     First poll (``after`` None): the newest ``limit`` rows. Otherwise the
@@ -134,7 +147,8 @@ def _id_poll(conn, cols, id_col, after, limit, now: float | None = None):
     return [dict(zip(names, r)) for r in rows], more, IdCursor(w)
 
 
-def _poll(workspace, source, cols, item, after_id, limit) -> FeedPage:
+def _poll(workspace: Workspace, source: str, cols: Sequence[Column[Any]], item: Callable[[dict[str, Any]], FeedItem],
+          after_id: int | None, limit: int | None) -> FeedPage:
     limit = _limit(limit)
     with workspace.engine(source).connect() as conn:
         rows, more, cursor = _id_poll(conn, cols, cols[0], after_id, limit)
@@ -142,7 +156,8 @@ def _poll(workspace, source, cols, item, after_id, limit) -> FeedPage:
     return FeedPage(items=items, cursor=after_id if cursor is None else cursor, has_more=more)
 
 
-def _refresh(workspace, source, cols, item, ids) -> list[FeedItem]:
+def _refresh(workspace: Workspace, source: str, cols: Sequence[Column[Any]],
+             item: Callable[[dict[str, Any]], FeedItem], ids: Iterable[int]) -> list[FeedItem]:
     """Re-read rows by id (a pending row the caller shows may have settled)."""
     ids = list(ids)[:MAX_LIMIT]
     if not ids:
@@ -152,7 +167,7 @@ def _refresh(workspace, source, cols, item, ids) -> list[FeedItem]:
     return [item(dict(r._mapping)) for r in rows]
 
 
-def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
+def poll_dispatch_log(workspace: Workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
     """Dispatch log rows not delivered before ``after_id`` (a page's cursor), oldest first.
 
     The newest ``limit`` on the first poll; then every row once, late commits included.
@@ -160,7 +175,7 @@ def poll_dispatch_log(workspace, after_id: int | None = None, limit: int | None 
     return _poll(workspace, "dispatch", _DISPATCH_COLS, _dispatch_item, after_id, limit)
 
 
-def refresh_dispatch_rows(workspace, ids) -> list[FeedItem]:
+def refresh_dispatch_rows(workspace: Workspace, ids: Iterable[int]) -> list[FeedItem]:
     return _refresh(workspace, "dispatch", _DISPATCH_COLS, _dispatch_item, ids)
 
 
@@ -168,7 +183,7 @@ _CART_COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.
               cart_log.c.email_sent, cart_log.c.created_at, cart_log.c.sent_at, cart_log.c.error_message)
 
 
-def _cart_row_item(r: dict) -> FeedItem:
+def _cart_row_item(r: dict[str, Any]) -> FeedItem:
     return FeedItem(source="cart", kind="cart_row", id=r["id"], at=r["created_at"], recipient=None,
                     subject=f"cart {r['cart_hash'][:12]} of user {r['user_id']}",
                     status="sent" if r["email_sent"] else ("failed" if r["error_message"] else "unsent"),
@@ -177,7 +192,7 @@ def _cart_row_item(r: dict) -> FeedItem:
                             "sent_at": r["sent_at"], "error": r["error_message"]})
 
 
-def poll_cart_log(workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
+def poll_cart_log(workspace: Workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
     """Cart log rows not delivered before ``after_id`` (a page's cursor), oldest first.
 
     The newest ``limit`` on the first poll; then every row once, late commits included.
@@ -185,11 +200,12 @@ def poll_cart_log(workspace, after_id: int | None = None, limit: int | None = 50
     return _poll(workspace, "cart", _CART_COLS, _cart_row_item, after_id, limit)
 
 
-def refresh_cart_rows(workspace, ids) -> list[FeedItem]:
+def refresh_cart_rows(workspace: Workspace, ids: Iterable[int]) -> list[FeedItem]:
     return _refresh(workspace, "cart", _CART_COLS, _cart_row_item, ids)
 
 
-def poll_orders(workspace, after: tuple | None = None, limit: int | None = 500) -> FeedPage:
+def poll_orders(workspace: Workspace, after: tuple[dt.datetime, Any] | None = None,
+                limit: int | None = 500) -> FeedPage:
     """Orders changed after ``after`` = (updated_at, _id), oldest change first."""
     limit = _limit(limit)
     db = workspace.orders().db
@@ -216,7 +232,9 @@ def poll_orders(workspace, after: tuple | None = None, limit: int | None = 500) 
 # --------------------------------------------------------------------------
 # The unified notification feed
 
-def _dispatch_notifications(conn, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
+def _dispatch_notifications(conn: Connection, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
+                            since: dt.datetime | None, filter_text: str | None, limit: int,
+                            poll: bool = False) -> list[FeedItem]:
     n = notifications.c
     u = dispatch_users.c
     i = issues.c
@@ -224,10 +242,10 @@ def _dispatch_notifications(conn, *, before, after, since, filter_text, limit, p
                   n.created_at, n.dispatch_id, u.email, i.issue_key).select_from(
         notifications.outerjoin(dispatch_users, u.id == n.user_id).outerjoin(issues, i.id == n.issue_id))
     stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit, poll)
-    if filter_text:
-        stmt = stmt.where(text_filter((n.message, n.type, n.dispatch_id, u.email),
-                                      (n.id, n.issue_id, n.user_id), filter_text))
-    out = []
+    flt = text_filter((n.message, n.type, n.dispatch_id, u.email), (n.id, n.issue_id, n.user_id), filter_text)
+    if flt is not None:  # None exactly when there is no filter text
+        stmt = stmt.where(flt)
+    out: list[FeedItem] = []
     for r in conn.execute(stmt):
         out.append(FeedItem(
             source="dispatch", kind="notification", id=r.id, at=r.created_at, recipient=r.email or f"user {r.user_id}",
@@ -239,14 +257,17 @@ def _dispatch_notifications(conn, *, before, after, since, filter_text, limit, p
     return out
 
 
-def _cart_emails(conn, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
+def _cart_emails(conn: Connection, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
+                 since: dt.datetime | None, filter_text: str | None, limit: int,
+                 poll: bool = False) -> list[FeedItem]:
     c = cart_log.c
     u = cart_users.c
     stmt = select(c.id, c.user_id, c.cart_hash, c.cart_value, c.created_at, c.sent_at, u.email).select_from(
         cart_log.outerjoin(cart_users, u.id == c.user_id)).where(c.email_sent == 1, c.sent_at.is_not(None))
     stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll)
-    if filter_text:
-        stmt = stmt.where(text_filter((c.cart_hash, u.email), (c.id, c.user_id), filter_text))
+    flt = text_filter((c.cart_hash, u.email), (c.id, c.user_id), filter_text)
+    if flt is not None:  # None exactly when there is no filter text
+        stmt = stmt.where(flt)
     return [FeedItem(source="cart", kind="cart_email", id=r.id, at=r.sent_at,
                      recipient=r.email or f"user {r.user_id}", subject=f"Cart abandonment ({r.cart_value})",
                      status="sent", link={"source": "cart", "table": "cart_abandonment_log", "id": r.id},
@@ -268,21 +289,23 @@ class FeedMark:
 
     at: dt.datetime | None = None
     low: dt.datetime | None = None
-    floor: tuple | None = None
-    seen: tuple = field(default=())
+    floor: FeedPosition | None = None
+    seen: tuple[FeedPosition, ...] = field(default=())
 
 
-def _as_mark(pos) -> FeedMark | None:
+def _as_mark(pos: FeedMark | FeedPosition | None) -> FeedMark | None:
     if pos is None or isinstance(pos, FeedMark):
         return pos
     at, last = pos  # a plain (time, id) position: everything up to it was delivered
     return FeedMark(at=at, low=at, floor=(at, last))
 
 
-def _keyset(stmt, time_col, id_col, before, after, since, limit, poll=False):
+def _keyset(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElement[Any],
+            before: FeedPosition | None, after: FeedMark | FeedPosition | None, since: dt.datetime | None,
+            limit: int, poll: bool = False) -> Select[*_Ts]:
     if poll:
         # Oldest first from the mark's margin; the caller skips what it delivered.
-        mark = after
+        mark = cast("FeedMark | None", after)  # a poll passes the source's mark (_as_mark), never a bare position
         if mark is not None and mark.low is not None:
             stmt = stmt.where(time_col >= mark.low)
         if mark is not None and mark.floor is not None:
@@ -295,26 +318,30 @@ def _keyset(stmt, time_col, id_col, before, after, since, limit, poll=False):
         at, last = before
         stmt = stmt.where(or_(time_col < at, and_(time_col == at, id_col < last)))
     if after is not None:
-        at, last = after
+        at, last = cast(FeedPosition, after)  # a page (not a poll) is read after a (time, id) position
         stmt = stmt.where(or_(time_col > at, and_(time_col == at, id_col > last)))
     if since is not None:
         stmt = stmt.where(time_col >= since)
     return stmt.order_by(time_col.desc(), id_col.desc()).limit(limit)
 
 
-def _order_emails(db, *, before, after, since, filter_text, limit, poll=False) -> list[FeedItem]:
-    conds: list[dict] = []
+def _order_emails(db: Any, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
+                  since: dt.datetime | None, filter_text: str | None, limit: int,
+                  poll: bool = False) -> list[FeedItem]:
+    # ``db``: a pymongo or mongomock database (OrderStore.db; neither is typed).
+    conds: list[dict[str, Any]] = []
     if before is not None:
         at, oid = before
         conds.append({"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lt": oid}}]})
     if poll:
-        if after is not None and after.low is not None:
-            conds.append({"sent_at": {"$gte": after.low}})
-        if after is not None and after.floor is not None:
-            at, oid = after.floor
+        mark = cast("FeedMark | None", after)  # a poll passes the source's mark (_as_mark), never a bare position
+        if mark is not None and mark.low is not None:
+            conds.append({"sent_at": {"$gte": mark.low}})
+        if mark is not None and mark.floor is not None:
+            at, oid = mark.floor
             conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
     elif after is not None:
-        at, oid = after
+        at, oid = cast(FeedPosition, after)  # a page (not a poll) is read after a (time, id) position
         conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
     if since is not None:
         conds.append({"sent_at": {"$gte": since}})
@@ -332,16 +359,17 @@ def _order_emails(db, *, before, after, since, filter_text, limit, poll=False) -
             for d in docs]
 
 
-def _item_sort_key(item: FeedItem):
+def _item_sort_key(item: FeedItem) -> tuple[dt.datetime, str, str]:
     return (item.at or dt.datetime.min, item.source, str(item.id).zfill(24))
 
 
-def _position(item: FeedItem):
+def _position(item: FeedItem) -> FeedPosition:
     raw_id = item.detail.get("_oid", item.id) if item.source == "orders" else item.id
     return (item.at, raw_id)
 
 
-def notification_feed(workspace, *, sources=None, before: dict | None = None, since=None,
+def notification_feed(workspace: Workspace, *, sources: Iterable[str] | None = None,
+                      before: dict[str, FeedPosition] | None = None, since: Since = None,
                       filter_text: str | None = None, limit: int | None = None) -> FeedPage:
     """Newest notifications first across sources; ``cursor`` pages to older ones (pass as ``before``).
 
@@ -364,7 +392,8 @@ def notification_feed(workspace, *, sources=None, before: dict | None = None, si
     return FeedPage(items=page, cursor=cursor, has_more=more)
 
 
-def _next_mark(mark: FeedMark | None, delivered: list, now: dt.datetime, floor=None) -> FeedMark | None:
+def _next_mark(mark: FeedMark | None, delivered: list[FeedItem], now: dt.datetime,
+               floor: FeedPosition | None = None) -> FeedMark | None:
     """The mark after delivering ``delivered`` (entries of one source), read at ``now``."""
     positions = [_position(i) for i in delivered]
     if mark is None and not positions and floor is None:
@@ -387,12 +416,13 @@ def _next_mark(mark: FeedMark | None, delivered: list, now: dt.datetime, floor=N
     return FeedMark(at=at, low=low, floor=floor, seen=seen)
 
 
-def _raw_id(item: FeedItem):
+def _raw_id(item: FeedItem) -> object:
     return _position(item)[1]
 
 
-def poll_notification_feed(workspace, after: dict | None = None, *, sources=None,
-                           filter_text: str | None = None, limit: int | None = 500) -> FeedPage:
+def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | FeedPosition | None] | None = None,
+                           *, sources: Iterable[str] | None = None, filter_text: str | None = None,
+                           limit: int | None = 500) -> FeedPage:
     """Entries not delivered before ``after`` (a poll's cursor: source → ``FeedMark``), newest first.
 
     With no cursor, the newest ``limit`` entries (the feed's first page).
@@ -404,8 +434,8 @@ def poll_notification_feed(workspace, after: dict | None = None, *, sources=None
     sources = [s for s in (sources or FEED_SOURCES) if workspace.has(s)]
     if after is None:
         # The first page: the newest ``limit`` across sources.
-        fetched: dict = {}
-        nows: dict = {}
+        fetched: dict[str, list[FeedItem]] = {}
+        nows: dict[str, dt.datetime] = {}
         merged: list[FeedItem] = []
         for source in sources:
             got, nows[source] = _read_source(workspace, source, before=None, after=None, since=None,
@@ -415,7 +445,7 @@ def poll_notification_feed(workspace, after: dict | None = None, *, sources=None
         merged.sort(key=_item_sort_key, reverse=True)
         page = merged[:limit]
         shown = {(i.source, str(i.id)) for i in page}
-        cursor = {}
+        cursor: dict[str, FeedMark | FeedPosition | None] = {}
         for source in sources:
             delivered = [i for i in fetched[source] if (source, str(i.id)) in shown]
             left = [i for i in fetched[source] if (source, str(i.id)) not in shown]
@@ -424,6 +454,7 @@ def poll_notification_feed(workspace, after: dict | None = None, *, sources=None
             cursor[source] = _next_mark(None, delivered, nows[source], floor=floor)
         return FeedPage(items=page, cursor=cursor, has_more=False)
     fresh: list[FeedItem] = []
+    marks: dict[str, FeedMark | None]
     marks, nows = {}, {}
     for source in sources:
         mark = marks[source] = _as_mark(after.get(source))
@@ -441,12 +472,14 @@ def poll_notification_feed(workspace, after: dict | None = None, *, sources=None
     return FeedPage(items=delivered, cursor=cursor, has_more=len(fresh) > limit)
 
 
-def _position_key(pos):
+def _position_key(pos: FeedPosition) -> tuple[dt.datetime, str]:
     at, raw = pos
     return (at or dt.datetime.min, str(raw).zfill(24))
 
 
-def _read_source(workspace, source, *, before, after, since, filter_text, limit, poll=False):
+def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | None,
+                 after: FeedMark | FeedPosition | None, since: Since, filter_text: str | None, limit: int,
+                 poll: bool = False) -> tuple[list[FeedItem], dt.datetime]:
     """(entries of one source, the source's clock)."""
     if source == "orders":
         store = workspace.orders()
