@@ -164,7 +164,9 @@ def fetch_fast(conn: Connection, stmt) -> list[tuple]:
     params = compiled.params
     if compiled.positional:
         params = tuple(params[name] for name in compiled.positiontup)
-    cursor = conn.connection.dbapi_connection.cursor()
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # a checked-out connection always holds its driver connection
+    cursor = dbapi.cursor()
     try:
         cursor.execute(compiled.string, params)
         rows = cursor.fetchall()
