@@ -58,6 +58,7 @@ def _regroup(workspace: Workspace, source: str, rows: list[dict[str, Any]],
     if source == "cart":
         return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
     if source == "dispatch":
+        assert conn is not None  # SQL rows are regrouped in the cleanup's transaction (_apply_sql)
         return dup.group_dispatch_rows_in(conn, rows, lock=True)
     return group_order_logs(rows)
 

@@ -40,8 +40,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, cast
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, insert, or_, select, update
+from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import registry
@@ -52,6 +54,9 @@ from ..sources import describe_db_error
 from .guard import guarded, quietly
 from .tokens import lease_token
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
 
 SOURCE = "dispatch"
 KEY_MAX = 255
@@ -127,7 +132,7 @@ BIGINT_MAX = 2 ** 64 - 1    # BIGINT UNSIGNED: issue and comment ids
 INT_MAX = 2 ** 32 - 1       # INT UNSIGNED: user ids
 
 
-def _positive_id(name: str, value, maximum: int = BIGINT_MAX) -> int:
+def _positive_id(name: str, value: object, maximum: int = BIGINT_MAX) -> int:
     # Range-checked here: INSERT IGNORE would clamp an out-of-range id with only a warning.
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= maximum:
         raise UsageError(f"The {name} must be a positive integer up to {maximum}, not {value!r}.")
@@ -156,12 +161,12 @@ def status_changed_event(issue_id: int, actor_user_id: int, new_status: str,
 # --------------------------------------------------------------------------
 # The production path
 
-def dispatch_comment_added(workspace, issue_id: int, comment_id: int, actor_user_id: int) -> DispatchResult:
+def dispatch_comment_added(workspace: Workspace, issue_id: int, comment_id: int, actor_user_id: int) -> DispatchResult:
     """Notify the issue's people of a new comment, once per comment whatever the concurrency."""
     return dispatch(workspace, comment_added_event(issue_id, comment_id, actor_user_id))
 
 
-def dispatch_status_changed(workspace, issue_id: int, actor_user_id: int, new_status: str,
+def dispatch_status_changed(workspace: Workspace, issue_id: int, actor_user_id: int, new_status: str,
                             event_ref: str | None = None) -> DispatchResult:
     """Notify the issue's people of a status change.
 
@@ -172,7 +177,7 @@ def dispatch_status_changed(workspace, issue_id: int, actor_user_id: int, new_st
     return dispatch(workspace, status_changed_event(issue_id, actor_user_id, new_status, event_ref))
 
 
-def dispatch(workspace, event: DispatchEvent) -> DispatchResult:
+def dispatch(workspace: Workspace, event: DispatchEvent) -> DispatchResult:
     key = event.dispatch_key
     engine = workspace.engine(SOURCE)
     with engine.connect() as conn:
@@ -190,9 +195,9 @@ def dispatch(workspace, event: DispatchEvent) -> DispatchResult:
     return DispatchResult(key, DISPATCHED, log_id, tuple(recipients))
 
 
-def _claim(conn, event: DispatchEvent, key: str) -> int | None:
+def _claim(conn: Connection, event: DispatchEvent, key: str) -> int | None:
     """Insert the pending log row; the id when this caller won, None when the key exists."""
-    row = {"dispatch_id": key, "dispatch_type": event.type, "issue_id": event.issue_id,
+    row: dict[str, Any] = {"dispatch_id": key, "dispatch_type": event.type, "issue_id": event.issue_id,
            "comment_id": event.comment_id, "actor_user_id": event.actor_user_id,
            "recipients_count": 0, "status": "pending"}
     b = backend(conn)
@@ -205,7 +210,7 @@ def _claim(conn, event: DispatchEvent, key: str) -> int | None:
         row["created_at"] = db_now(conn)
         if b == "postgresql":
             from sqlalchemy.dialects.postgresql import insert as pg_insert
-            got = conn.execute(pg_insert(dispatch_log).on_conflict_do_nothing()
+            got: int | None = conn.execute(pg_insert(dispatch_log).on_conflict_do_nothing()
                                .returning(dispatch_log.c.id), row).scalar()
             return got
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -213,7 +218,7 @@ def _claim(conn, event: DispatchEvent, key: str) -> int | None:
         return result.lastrowid if result.rowcount == 1 else None
 
 
-def _db_clock(b: str):
+def _db_clock(b: str) -> ColumnElement[dt.datetime]:
     from sqlalchemy import func
     return func.utc_timestamp(3) if b in ("mysql", "mariadb") else func.current_timestamp()
 
@@ -225,11 +230,12 @@ class _Audience:
     people: frozenset[int]        # reporter, assignee and watchers
 
 
-def _audiences(conn, issue_ids, actor_ids) -> tuple[dict[int, _Audience], dict[int, str | None]]:
+def _audiences(conn: Connection, issue_ids: Iterable[int],
+               actor_ids: Iterable[int]) -> tuple[dict[int, _Audience], dict[int, str | None]]:
     """The people of many issues (one query, watchers joined) and the actors' names (one query)."""
     w = issue_watchers.c
-    found: dict[int, tuple] = {}
-    people: dict[int, set] = {}
+    found: dict[int, tuple[str, str]] = {}
+    people: dict[int, set[int | None]] = {}   # the assignee and the watcher may be NULL
     for r in conn.execute(select(issues.c.id, issues.c.issue_key, issues.c.title, issues.c.reporter_id,
                                  issues.c.assignee_id, w.user_id)
                           .select_from(issues.outerjoin(issue_watchers, w.issue_id == issues.c.id))
@@ -238,11 +244,13 @@ def _audiences(conn, issue_ids, actor_ids) -> tuple[dict[int, _Audience], dict[i
         people.setdefault(r.id, set()).update((r.reporter_id, r.assignee_id, r.user_id))
     names = dict(conn.execute(select(dispatch_users.c.id, dispatch_users.c.display_name)
                               .where(dispatch_users.c.id.in_(sorted(set(actor_ids))))).all())
-    return ({i: _Audience(key, title, frozenset(people[i] - {None})) for i, (key, title) in found.items()},
-            names)
+    # Without None (mypy does not narrow a set difference), each issue's people are user ids.
+    return ({i: _Audience(key, title, frozenset(cast("set[int]", people[i] - {None})))
+             for i, (key, title) in found.items()}, names)
 
 
-def _recipients(event: DispatchEvent, audiences: dict[int, _Audience], names: dict) -> tuple[list[int], str]:
+def _recipients(event: DispatchEvent, audiences: dict[int, _Audience],
+                names: dict[int, str | None]) -> tuple[list[int], str]:
     audience = audiences.get(event.issue_id)
     if audience is None:
         raise _DeliveryError(f"Issue {event.issue_id} does not exist.")
@@ -250,18 +258,19 @@ def _recipients(event: DispatchEvent, audiences: dict[int, _Audience], names: di
             event.message(audience.issue_key, audience.title, names.get(event.actor_user_id)))
 
 
-def recipients_of(conn, event: DispatchEvent) -> tuple[list[int], str]:
+def recipients_of(conn: Connection, event: DispatchEvent) -> tuple[list[int], str]:
     """Reporter, assignee and watchers minus the actor, each once; and the message."""
     return _recipients(event, *_audiences(conn, [event.issue_id], [event.actor_user_id]))
 
 
-def _notification_rows(event: DispatchEvent, key: str, users, message: str, now) -> list[dict]:
+def _notification_rows(event: DispatchEvent, key: str, users: Iterable[int], message: str,
+                       now: dt.datetime) -> list[dict[str, Any]]:
     return [{"user_id": u, "type": event.type, "issue_id": event.issue_id, "comment_id": event.comment_id,
              "actor_user_id": event.actor_user_id, "message": message, "is_read": 0,
              "created_at": now, "dispatch_id": key} for u in users]
 
 
-def _deliver_once(conn, event: DispatchEvent, key: str) -> list[int]:
+def _deliver_once(conn: Connection, event: DispatchEvent, key: str) -> list[int]:
     with conn.begin():
         recipients, message = recipients_of(conn, event)
         now = db_now(conn)
@@ -288,9 +297,9 @@ def _error_text(exc: BaseException) -> str:
     return text[:ERROR_MAX]
 
 
-def _mark_failed(conn, key: str, message: str) -> None:
+def _mark_failed(conn: Connection, key: str, message: str) -> None:
     """Mark a pending row failed, in its own short transaction (the delivery rolled back)."""
-    def run():
+    def run() -> None:
         if conn.in_transaction():
             conn.rollback()
         with conn.begin():
@@ -304,7 +313,7 @@ def _mark_failed(conn, key: str, message: str) -> None:
 # --------------------------------------------------------------------------
 # Retry (per-source contract of app.services.retry)
 
-def _verdict(row, now: dt.datetime, stuck_after: dt.timedelta) -> str | None:
+def _verdict(row: RowMapping, now: dt.datetime, stuck_after: dt.timedelta) -> str | None:
     """Why a log row must not be retried now, or None when it may be."""
     if row["status"] == "completed":
         return SKIP_COMPLETED
@@ -313,7 +322,7 @@ def _verdict(row, now: dt.datetime, stuck_after: dt.timedelta) -> str | None:
     return None
 
 
-def _event_of(row) -> DispatchEvent:
+def _event_of(row: RowMapping) -> DispatchEvent:
     """The event a log row stands for (the status of a status change is not in the log)."""
     return DispatchEvent(row["dispatch_type"], int(row["issue_id"]), int(row["actor_user_id"]),
                          comment_id=int(row["comment_id"]) if row["comment_id"] is not None else None,
@@ -332,7 +341,7 @@ def _same_text(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and a.rstrip().casefold() == b.rstrip().casefold()
 
 
-def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict],
+def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict[str, Any]],
           event_at: dt.datetime | None = None, changes: StatusChanges | None = None) -> set[int]:
     """Recipients that already hold a notification of this event, among ``known`` (the
     notifications of the event's issue for its recipients).
@@ -347,7 +356,7 @@ def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict
     three events. When the log row does not tell the new status (the seed's
     keys), the coarser semantic match is all there is.
     """
-    held = set()
+    held: set[int] = set()
     for n in known:
         if n["dispatch_id"] is not None and n["dispatch_id"] == dispatch_id:
             held.add(n["user_id"])
@@ -360,7 +369,7 @@ def _held(event: DispatchEvent, dispatch_id: str, message: str, known: list[dict
     return held
 
 
-def _changed_between(changes: StatusChanges | None, event: DispatchEvent, held: dict,
+def _changed_between(changes: StatusChanges | None, event: DispatchEvent, held: dict[str, Any],
                      event_at: dt.datetime | None) -> bool:
     if changes is None or event_at is None or held.get("event_at") is None:
         return False
@@ -372,15 +381,16 @@ def _changed_between(changes: StatusChanges | None, event: DispatchEvent, held: 
 RETRY_BATCH = 50
 
 
-def retry_item(workspace, item_id: str, *, operator: str, action_id: str) -> tuple[str, str | None]:
+def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: str) -> tuple[str, str | None]:
     """Re-run one failed or stuck dispatch; exactly one of many concurrent retriers wins."""
     [(outcome, detail)] = retry_items(workspace, [item_id], operator=operator, action_id=action_id)
     if outcome == "failed":
+        assert detail is not None  # a failure always carries its sentence
         raise OperationFailed(detail)
     return outcome, detail
 
 
-def retry_items(workspace, item_ids: list[str], *, operator: str,
+def retry_items(workspace: Workspace, item_ids: list[str], *, operator: str,
                 action_id: str) -> list[tuple[str, str | None]]:
     """Re-run failed or stuck dispatches, each with its own lease and its own outcome.
 
@@ -411,14 +421,15 @@ def retry_items(workspace, item_ids: list[str], *, operator: str,
     return [outcomes[i] for i in ids]
 
 
-def _look_and_lease(conn, ids: list[int], token: str, stuck_after: dt.timedelta):
+def _look_and_lease(conn: Connection, ids: list[int], token: str,
+                    stuck_after: dt.timedelta) -> tuple[dict[int, tuple[str, str | None]], list[int]]:
     """Read the rows; lease those that may be retried now. Returns (outcomes so far, leased ids)."""
     a = nc_dispatch_attempt.c
     outcomes: dict[int, tuple[str, str | None]] = {}
     with conn.begin():
         now = shared_now(conn)
         rows = {r["id"]: r for r in conn.execute(select(dispatch_log).where(dispatch_log.c.id.in_(ids))).mappings()}
-        wanted = []
+        wanted: list[int] = []
         for i in ids:
             row = rows.get(i)
             if row is None:
@@ -447,7 +458,7 @@ def _look_and_lease(conn, ids: list[int], token: str, stuck_after: dt.timedelta)
     return outcomes, [i for i in wanted if i in mine]
 
 
-def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[int, tuple[str, str | None]]:
+def _work(conn: Connection, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[int, tuple[str, str | None]]:
     """One transaction: lock the leased rows, re-check each, deliver what is missing, complete."""
     a = nc_dispatch_attempt.c
     n = notifications.c
@@ -458,7 +469,8 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
                                                  .order_by(dispatch_log.c.id).with_for_update()).mappings()}
         held = set(conn.execute(select(a.log_id).where(a.log_id.in_(ids), a.owner == token)
                                 .with_for_update()).scalars())
-        go, stop = [], []
+        go: list[int] = []
+        stop: list[int] = []
         for i in ids:
             why = SKIP_LEASED if i not in held else _verdict(rows[i], now, stuck_after)
             if why:
@@ -482,7 +494,7 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
                 _fail_in(conn, i, token, str(exc), now)
                 continue
             plans[i] = (events[i], recipients, message)
-        known: dict[int, list[dict]] = {}
+        known: dict[int, list[dict[str, Any]]] = {}
         users = sorted({u for _e, r, _m in plans.values() for u in r})
         issue_ids = sorted({e.issue_id for e, _r, _m in plans.values()})
         if users:
@@ -492,7 +504,7 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
                 known.setdefault(r["issue_id"], []).append(dict(r))
         changes = _status_changes(conn, [e.issue_id for e, _r, _m in plans.values()
                                          if e.type == "status_changed" and e.new_status is not None])
-        new_rows: list[dict] = []
+        new_rows: list[dict[str, Any]] = []
         by_count: dict[int, list[int]] = {}
         for i, (event, recipients, message) in plans.items():
             dispatch_id = rows[i]["dispatch_id"]
@@ -526,12 +538,12 @@ def _work(conn, ids: list[int], token: str, stuck_after: dt.timedelta) -> dict[i
     return outcomes
 
 
-def _status_changes(conn, issue_ids: list[int]) -> StatusChanges | None:
+def _status_changes(conn: Connection, issue_ids: list[int]) -> StatusChanges | None:
     """Every status change of these issues (any recipient), for ``_held``; None without any."""
     if not issue_ids:
         return None
     n = notifications.c
-    timeline: dict[int, list[tuple]] = {}
+    timeline: dict[int, list[tuple[dt.datetime, int, str]]] = {}
     for r in conn.execute(select(n.issue_id, n.created_at, n.actor_user_id, n.message)
                           .where(n.type == "status_changed", n.issue_id.in_(sorted(set(issue_ids))))):
         timeline.setdefault(r.issue_id, []).append((r.created_at, r.actor_user_id, r.message))
@@ -546,7 +558,7 @@ def _failed_again(log_id: int, message: str) -> str:
     return f"Dispatch {log_id} failed again: {message.rstrip('.')}."
 
 
-def _fail_in(conn, log_id: int, token: str, message: str, now: dt.datetime) -> None:
+def _fail_in(conn: Connection, log_id: int, token: str, message: str, now: dt.datetime) -> None:
     """Record a failed retry of one row inside the caller's transaction, and give its lease back."""
     a = nc_dispatch_attempt.c
     conn.execute(update(dispatch_log).where(and_(
@@ -557,7 +569,7 @@ def _fail_in(conn, log_id: int, token: str, message: str, now: dt.datetime) -> N
                          owner=None, updated_at=now))
 
 
-def _after_failure(workspace, conn, ids: list[int], token: str, exc: BaseException,
+def _after_failure(workspace: Workspace, conn: Connection, ids: list[int], token: str, exc: BaseException,
                    operator: str, action_id: str) -> dict[int, tuple[str, str | None]]:
     """The shared transaction failed: one item alone records its error; several run again alone."""
     if conn.in_transaction():
@@ -570,18 +582,18 @@ def _after_failure(workspace, conn, ids: list[int], token: str, exc: BaseExcepti
     return {i: retry_items(workspace, [str(i)], operator=operator, action_id=action_id)[0] for i in ids}
 
 
-def _release(conn, ids: list[int], token: str) -> None:
+def _release(conn: Connection, ids: list[int], token: str) -> None:
     a = nc_dispatch_attempt.c
 
-    def run():
+    def run() -> None:
         with conn.begin():
             conn.execute(update(nc_dispatch_attempt).where(a.log_id.in_(ids), a.owner == token)
                          .values(lease_until=None, owner=None))
     quietly(lambda: with_retry(run))  # else the leases expire by themselves
 
 
-def _record_retry_failure(conn, log_id: int, token: str, message: str) -> None:
-    def run():
+def _record_retry_failure(conn: Connection, log_id: int, token: str, message: str) -> None:
+    def run() -> None:
         if conn.in_transaction():
             conn.rollback()
         with conn.begin():
