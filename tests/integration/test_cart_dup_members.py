@@ -15,7 +15,6 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import delete, func, insert, select, update
 
-from app.bootstrap import Workspace
 from app.config import Thresholds
 from app.read import cart_members
 from app.read.duplicates import (_cart_spec, _finish, _scan_sql, rebuild_cart_members, scan_duplicates,
@@ -81,8 +80,7 @@ def test_edges_from_the_index_match_the_log(workspace_factory, sql_url):
     full = scan_duplicates_incremental(ws, "cart")
     assert full.full and full.groups == groups
     # The window is applied when the index is read: another window, no rebuild.
-    narrow = Workspace(config=dataclasses.replace(ws.config, thresholds=Thresholds(duplicate_window_hours=1.5)))
-    narrow._engines = ws._engines
+    narrow = dataclasses.replace(ws, config=dataclasses.replace(ws.config, thresholds=Thresholds(duplicate_window_hours=1.5)))
     assert scan_duplicates(narrow, "cart") == log_scan(narrow)
     assert [g.member_ids for g in scan_duplicates(narrow, "cart")] == [[11, 12], [9, 10]]
 

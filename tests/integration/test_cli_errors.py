@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from app.errors import SchemaMissing
 from app.schema_setup import require_schema
@@ -72,7 +73,8 @@ def test_wrong_password_on_mariadb(tmp_path, mariadb_admin, mariadb_database):
         conn.execute(text(f"GRANT ALL ON `{dbname}`.* TO '{user}'@'%'"))
         conn.execute(text(f"GRANT ALL ON `{dbname}`.* TO '{user}'@'localhost'"))
     try:
-        path = config(tmp_path, f'[sources.cart]\nurl = "mysql+pymysql://{user}@127.0.0.1:3306/{dbname}"\n')
+        server = make_url(url)  # the server the suite runs on (shared, or its private one)
+        path = config(tmp_path, f'[sources.cart]\nurl = "mysql+pymysql://{user}@{server.host}:{server.port or 3306}/{dbname}"\n')
         wrong = run_main(["--config", str(path), "db", "upgrade"], tmp_path, env={"NC_CART_PASSWORD": "wrong"})
         assert wrong.returncode == 2 and "Traceback" not in wrong.stderr + wrong.stdout
         assert "refused the login" in wrong.stdout and "NC_CART_PASSWORD" in wrong.stdout
