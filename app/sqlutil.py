@@ -6,7 +6,8 @@ import random
 import threading
 import time
 import weakref
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from sqlalchemy import CHAR, DateTime, Table, cast, insert, text
 from sqlalchemy.engine import Connection

@@ -10,7 +10,8 @@ import base64
 import datetime as dt
 import decimal
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.engine import Connection

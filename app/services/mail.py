@@ -78,6 +78,7 @@ from ..errors import OperationFailed
 
 if TYPE_CHECKING:
     from _socket import _Address as _SourceAddress  # what smtplib's stubs name it
+
     from _typeshed import ReadableBuffer
 
     from ..bootstrap import Workspace
