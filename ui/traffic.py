@@ -323,7 +323,8 @@ def traffic_actions(parent: QWidget, controller: TrafficController, panel: Traff
         mode_actions[mode] = a
         a.triggered.connect(lambda _checked=False, m=mode: panel.set_mode(m))
     for b in panel.mode_buttons.buttons():
-        b.toggled.connect(lambda on, m=b.property("mode"): on and mode_actions[m].setChecked(True))
+        mode_of_button = b.property("mode")
+        b.toggled.connect(lambda on, m=mode_of_button: on and mode_actions[m].setChecked(True))
 
     def triggered(_checked: bool) -> None:
         controller.toggle(panel.selected_mode())

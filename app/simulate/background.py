@@ -184,7 +184,6 @@ class TrafficRunner:
         """Produce rounds until stopped; returns (and reports) the final report. Never raises."""
         self._running = True
         started = time.monotonic()
-        message: str | None = None
         try:
             self.check()
             drivers = {s: load_driver(s) for s in self.sources}
@@ -257,8 +256,8 @@ class TrafficRunner:
                 break
             driver = drivers[source]
             sql = registry.source(source).is_sql
-            plan = self._sql(sql, lambda: driver.prepare(self.workspace, self.events_per_round,
-                                                         self._rng.randrange(2 ** 31)))
+            plan = self._sql(sql, lambda driver=driver: driver.prepare(self.workspace, self.events_per_round,
+                                                                       self._rng.randrange(2 ** 31)))
             tasks = [(e, a) for e in range(self.events_per_round) for a in range(driver.ATTEMPTS_PER_EVENT)]
             futures = [pool.submit(self._attempt, driver, plan, e, a, sql) for e, a in tasks]
             attempts = errors = 0
@@ -268,7 +267,7 @@ class TrafficRunner:
                 if error is not None:
                     errors += 1
                     last_error = f"{source}: {error}"
-            produced, duplicates = self._sql(sql, lambda: driver.count(self.workspace, plan))
+            produced, duplicates = self._sql(sql, lambda driver=driver, plan=plan: driver.count(self.workspace, plan))
             t = self._totals[source]
             self._totals[source] = SourceTraffic(
                 source, events=t.events + self.events_per_round, attempts=t.attempts + attempts,

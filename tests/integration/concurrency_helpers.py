@@ -10,7 +10,7 @@ def attempts_together(fn, events: int, attempts: int) -> None:
         barrier = threading.Barrier(attempts)
         errors = []
 
-        def run(attempt, event=event):
+        def run(attempt, event=event, barrier=barrier, errors=errors):
             try:
                 fn(event, attempt, barrier)
             except Exception as exc:  # reported below

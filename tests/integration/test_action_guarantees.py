@@ -93,7 +93,7 @@ def test_undo_never_overwrites_a_row_that_took_an_archived_id(workspace_factory,
                 "created_at": dt.datetime(2026, 11, 25), "sent_at": None, "error_message": None}
     with engine.begin() as conn:
         conn.execute(insert(cart_log).values(**squatter))
-    with pytest.raises(OperationFailed, match=r"Restored 2 rows; 1 archived rows \(%d\)" % taken):
+    with pytest.raises(OperationFailed, match=rf"Restored 2 rows; 1 archived rows \({taken}\)"):
         undo(ws, "c1")
     with engine.connect() as conn:
         assert conn.execute(select(cart_log.c.user_id).where(cart_log.c.id == taken)).scalar_one() == 99

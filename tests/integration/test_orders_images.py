@@ -78,7 +78,7 @@ def outbox_files(tmp_path):
 def test_five_concurrent_pickup_uploads_send_one_email(ws, tmp_path):
     for oid in (1042, 1043, 1044):
         add_order(ws, oid)
-        outcomes = concurrently(5, lambda i: orders_service.add_order_image(ws, oid, "pickup", image(i)))
+        outcomes = concurrently(5, lambda i, oid=oid: orders_service.add_order_image(ws, oid, "pickup", image(i)))
         assert sorted(o.images for o in outcomes) == [1, 2, 3, 4, 5]
         assert [o.emailed for o in outcomes].count(True) == 1
         doc = order(ws, oid)
