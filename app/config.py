@@ -171,7 +171,7 @@ class Config:
             raise ConfigError(f"Source '{name}' is not configured{where}: add a [sources.{name}] table with a url.")
         return self.sources[name]
 
-    def with_role(self, role: str) -> "Config":
+    def with_role(self, role: str) -> Config:
         if role not in ROLES:
             raise ConfigError(f"Unknown role '{role}': choose viewer, operator or admin.")
         return replace(self, role=role)

@@ -20,9 +20,6 @@ documents, duplicate and missed admin emails.
 """
 from __future__ import annotations
 
-from operator import itemgetter
-from typing import Any
-
 import datetime as dt
 import hashlib
 import json
@@ -32,16 +29,17 @@ import shutil
 import time
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import itemgetter
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import insert
 
-from .registry import SQL_NAMES
 from .config import Config, MailConfig, SourceConfig, Thresholds, data_dir
 from .errors import OperationFailed
-from .schema import (cart_log, cart_users, dispatch_log, dispatch_users, issue_watchers, issues,
-                     notifications)
+from .registry import SQL_NAMES
+from .schema import cart_log, cart_users, dispatch_log, dispatch_users, issue_watchers, issues, notifications
 from .schema_setup import create_production_schema, upgrade_order_store, upgrade_sql_source
 from .sources import open_order_store, sql_engine
 from .sqlutil import utcnow

@@ -13,9 +13,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import (BigInteger, Column, DateTime, Enum, Index, Integer, LargeBinary,
-                        MetaData, Numeric, PrimaryKeyConstraint, SmallInteger,
-                        String, Table, Text, UniqueConstraint)
+from sqlalchemy import (
+                        BigInteger,
+                        Column,
+                        DateTime,
+                        Enum,
+                        Index,
+                        Integer,
+                        LargeBinary,
+                        MetaData,
+                        Numeric,
+                        PrimaryKeyConstraint,
+                        SmallInteger,
+                        String,
+                        Table,
+                        Text,
+                        UniqueConstraint,
+)
 from sqlalchemy.dialects import mysql
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "data" / "schemas"

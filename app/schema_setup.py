@@ -4,12 +4,10 @@ from __future__ import annotations
 import re
 
 import pymongo
-from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from . import registry
-from . import migrate
+from . import migrate, registry
 from .errors import ConsoleError, SchemaMissing, SourceUnavailable
 from .schema import PRODUCTION_TABLES, SCHEMA_DIR
 from .sources import OrderStore, check_order_store, describe_db_error

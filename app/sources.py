@@ -17,8 +17,8 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import create_engine, event, text
@@ -146,7 +146,7 @@ class _LockedCollection:
                "delete_one", "delete_many", "find_one_and_update", "find_one_and_replace",
                "find_one_and_delete", "bulk_write", "create_index", "drop", "drop_index"}
 
-    def __init__(self, coll, store: "OrderStore"):
+    def __init__(self, coll, store: OrderStore):
         self._coll = coll
         self._store = store
 
@@ -177,7 +177,7 @@ class _LockedCollection:
 
 
 class _LockedDatabase:
-    def __init__(self, db, store: "OrderStore"):
+    def __init__(self, db, store: OrderStore):
         self._db = db
         self._store = store
         self.name = db.name
@@ -201,7 +201,7 @@ class _LockedDatabase:
 
 
 _MEMORY_CLIENTS: dict[str, tuple[Any, threading.RLock]] = {}
-_FILE_STORES: dict[Path, "OrderStore"] = {}
+_FILE_STORES: dict[Path, OrderStore] = {}
 _CHECKPOINT_LOCK = threading.Lock()
 # Reentrant: retiring a store (``store.file = None``) drops it from the cache under this lock.
 _MEMORY_LOCK = threading.RLock()
@@ -330,7 +330,7 @@ class OrderStore:
             reply = self.db.command("isMaster")
         value = reply["localTime"]
         if value.tzinfo is not None:
-            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
         return value
 
     # -- the file-backed demo store --------------------------------------

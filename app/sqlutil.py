@@ -28,7 +28,7 @@ def backend(conn_or_engine) -> str:
 
 def utcnow() -> dt.datetime:
     """Naive UTC now, the form every console timestamp takes."""
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 def db_now(conn: Connection) -> dt.datetime:

@@ -205,7 +205,7 @@ def seed_cart_failed(conn, n: int) -> None:
 
 def seed_cart_duplicates(conn, n: int) -> None:
     """N duplicate groups: per (user, cart) two sent rows an hour apart, three days ago (ids 2i-1, 2i)."""
-    base = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0) - dt.timedelta(days=3)
+    base = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0) - dt.timedelta(days=3)
     rows = []
     for i in range(1, n + 1):
         first = base + dt.timedelta(seconds=i)

@@ -34,12 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.bootstrap import Workspace  # noqa: E402
 from app.config import Config, SourceConfig, Thresholds  # noqa: E402
+from app.read import rollup, stats  # noqa: E402
+from app.read.duplicates import rebuild_cart_members, scan_duplicates, scan_duplicates_incremental  # noqa: E402
+from app.read.failures import failed_items  # noqa: E402
 from app.schema import cart_log, dispatch_log  # noqa: E402
 from app.schema_setup import create_production_schema, upgrade_sql_source  # noqa: E402
-from app.read import rollup, stats  # noqa: E402
-from app.read.duplicates import (rebuild_cart_members, scan_duplicates,  # noqa: E402
-                                 scan_duplicates_incremental)
-from app.read.failures import failed_items  # noqa: E402
 
 ROOT = os.environ.get("NC_BENCH_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306")
 DISPATCH_DB, CART_DB = "nc_bench_dispatch", "nc_bench_cart"
@@ -85,7 +84,7 @@ def _load_csv(engine, table, columns, rows_iter):
 
 
 def _end_time() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
 
 
 def load_dispatch(end: dt.datetime):
@@ -184,7 +183,7 @@ def ensure_loaded(reload: bool) -> Workspace:
             print(f"loading {rows:,} rows into {name} ...", flush=True)
             t0 = time.perf_counter()
             eng = loader(end)
-            print(f"  db upgrade (read-side indexes) ...", flush=True)
+            print("  db upgrade (read-side indexes) ...", flush=True)
             upgrade_sql_source(eng, source)
             _mark(name, rows)
             print(f"  loaded in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -251,9 +250,9 @@ def main(argv=None) -> int:
 
     # 2. failed + stuck first page
     t, items = _median_ms(lambda: failed_items(ws, "dispatch", kinds=("failed", "stuck"), limit=50), args.repeat)
-    results.append((f"failed + stuck first page (50 of dispatch)", t, 50))
+    results.append(("failed + stuck first page (50 of dispatch)", t, 50))
     t, items = _median_ms(lambda: failed_items(ws, "cart", limit=50), args.repeat)
-    results.append((f"failed + stuck first page (50 of cart)", t, 50))
+    results.append(("failed + stuck first page (50 of cart)", t, 50))
 
     # 3. full duplicate scan of the cart log (from the console's member index)
     print("rebuilding the cart duplicate member index from scratch ...", flush=True)

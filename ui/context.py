@@ -1,7 +1,7 @@
 """What every page shares: the workspace, the task manager and the banner channel."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 

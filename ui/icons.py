@@ -1,7 +1,7 @@
 """Icons drawn in code, so the console ships no image files and scales crisply."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QPainter, QPainterPath, QPen, QPixmap
@@ -88,7 +88,7 @@ def _draw(name: str, p: QPainter, color: QColor) -> None:
         p.drawLine(QPointF(28, 48), QPointF(36, 48))
 
 
-@lru_cache(maxsize=None)
+@cache
 def pixmap(name: str, color: str = "#cbd5e1", size: int = SIZE) -> QPixmap:
     pm = QPixmap(SIZE, SIZE)
     pm.fill(Qt.transparent)

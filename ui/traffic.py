@@ -11,15 +11,25 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup
-from PySide6.QtWidgets import (QButtonGroup, QFrame, QGridLayout, QHBoxLayout, QLabel, QMenu, QPushButton,
-                               QRadioButton, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QMenu,
+    QPushButton,
+    QRadioButton,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from app.registry import NAMES
 from app.errors import ConsoleError
+from app.registry import NAMES
 from app.simulate import SOURCES as SIM_SOURCES
 from app.simulate import WRITER_ROLES
-from app.simulate.background import (DEFAULT_EVENTS_PER_ROUND, DEFAULT_INTERVAL_S, TrafficReport,
-                                     TrafficRunner)
+from app.simulate.background import DEFAULT_EVENTS_PER_ROUND, DEFAULT_INTERVAL_S, TrafficReport, TrafficRunner
 
 from .context import AppContext
 from .tasks import TaskError

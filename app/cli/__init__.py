@@ -7,12 +7,12 @@ and sets ``handler(ctx, args) -> int`` on them. Errors meant for the operator
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, TextIO
 import importlib
 import json
 import os
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 

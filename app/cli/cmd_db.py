@@ -1,8 +1,8 @@
 """``db upgrade``: create or update the console's own tables, collections and indexes."""
 from __future__ import annotations
 
+from ..errors import EXIT_USAGE
 from ..registry import SQL_NAMES
-from ..errors import EXIT_USAGE, ConsoleError
 
 
 def register(sub) -> None:

@@ -57,9 +57,10 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Iterator, Sequence, SupportsInt, TypedDict
+from typing import Any, SupportsInt, TypedDict
 
 import numpy as np
 from sqlalchemy import Row, delete, func, insert, select, update

@@ -21,8 +21,8 @@ that finds a row's superseding sent row; the retry, the production path
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from sqlalchemy import and_, func, or_, select, tuple_
 from sqlalchemy.engine import Connection

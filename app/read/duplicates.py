@@ -26,10 +26,11 @@ import datetime as dt
 import gc
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnClause, ColumnElement, DateTime, TableClause, and_, case, column, func, or_, select, table
 from sqlalchemy.engine import Connection
@@ -40,11 +41,31 @@ from ..errors import UsageError
 from ..schema import cart_log, nc_action, nc_archive, notifications
 from ..sqlutil import db_now, is_permission_denied
 from . import cart_members
-from .common import (KEY_BATCH, LATE_COMMIT_MARGIN, as_time, batched, id_key, keys_clause, mongo_text_filter,
-                     resolve_since, text_filter, time_key)
+from .common import (
+    KEY_BATCH,
+    LATE_COMMIT_MARGIN,
+    as_time,
+    batched,
+    id_key,
+    keys_clause,
+    mongo_text_filter,
+    resolve_since,
+    text_filter,
+    time_key,
+)
 from .models import DuplicateGroup
-from .rules import (CART_RULE, DISPATCH_KEY, DISPATCH_RULE, ORDER_KEY, ORDER_RULE, STATUS_CHANGED, group_cart_rows,
-                    group_dispatch_rows, group_order_logs, group_rule_rows)
+from .rules import (
+    CART_RULE,
+    DISPATCH_KEY,
+    DISPATCH_RULE,
+    ORDER_KEY,
+    ORDER_RULE,
+    STATUS_CHANGED,
+    group_cart_rows,
+    group_dispatch_rows,
+    group_order_logs,
+    group_rule_rows,
+)
 from .rules import StatusChanges as StatusChanges  # re-exported for app.services.dispatch (outside app/read)
 
 if TYPE_CHECKING:

@@ -46,7 +46,7 @@ class IdWindow:
     pat: float | None = None                              # seconds, on the clock the caller passes to ``settle``
 
     @classmethod
-    def at(cls, last_id: int) -> "IdWindow":
+    def at(cls, last_id: int) -> IdWindow:
         """A window that has read everything up to ``last_id`` and nothing above."""
         return cls(last=int(last_id), floor=int(last_id))
 
@@ -55,12 +55,12 @@ class IdWindow:
                 "pid": self.pid, "pat": self.pat}
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "IdWindow":
+    def from_json(cls, d: dict[str, Any]) -> IdWindow:
         return cls(last=int(d["last"]), floor=int(d["floor"]), gaps=[[int(a), int(b)] for a, b in d.get("gaps", ())],
                    pid=None if d.get("pid") is None else int(d["pid"]),
                    pat=None if d.get("pat") is None else float(d["pat"]))
 
-    def copy(self) -> "IdWindow":
+    def copy(self) -> IdWindow:
         return IdWindow(self.last, self.floor, [list(g) for g in self.gaps], self.pid, self.pat)
 
 

@@ -35,7 +35,8 @@ import bisect
 import dataclasses
 import datetime as dt
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ..config import DuplicateRule
 from .common import as_time, id_key, time_key

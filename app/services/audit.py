@@ -66,13 +66,12 @@ def local_entries(limit: int) -> list[AuditEntry]:
 def find_action(workspace: Workspace, action_id: str) -> AuditEntry | None:
     """Look an action up in every configured source's ledger."""
     for source in configured_sources(workspace):
-        if True:
-            try:
-                entry = ledger_for(workspace, source).get(action_id)
-            except (DBAPIError, SQLAlchemyError):
-                continue
-            if entry is not None:
-                return entry
+        try:
+            entry = ledger_for(workspace, source).get(action_id)
+        except (DBAPIError, SQLAlchemyError):
+            continue
+        if entry is not None:
+            return entry
     return None
 
 

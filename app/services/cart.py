@@ -25,9 +25,9 @@ import datetime as dt
 import html as html_lib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, tuple_, update
@@ -40,8 +40,8 @@ from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sqlutil import insert_ignore, shared_now
 from .audit import operator_identity
 from .guard import guarded, send_budget
-from .tokens import lease_token
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
+from .tokens import lease_token
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace

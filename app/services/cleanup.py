@@ -30,11 +30,11 @@ from ..schema import cart_log, notifications
 from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
 from .actions import ActionContext, run_action
+from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
 from .audit import find_action
+from .guard import order_db
 from .ledger import STALE_AFTER, configured_sources
 from .roles import require_role
-from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
-from .guard import order_db
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace

@@ -39,8 +39,8 @@ dispatch id. Attempts are counted in ``nc_dispatch_attempt``.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import ColumnElement, and_, insert, or_, select, update
@@ -52,9 +52,9 @@ from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.duplicates import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
+from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
 from .guard import guarded, quietly
 from .tokens import lease_token
-from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace

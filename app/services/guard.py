@@ -15,9 +15,10 @@
 """
 from __future__ import annotations
 
-import time
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, cast
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from ..sources import OrderStore
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 def db_failure(source: str, exc: BaseException) -> ConsoleError:
@@ -56,11 +58,11 @@ def quietly(fn: Callable[[], object]) -> None:
         pass
 
 
-def mongo_step(what: str, fn: Callable[[], T]) -> T:
-    """One order-store step; a driver error becomes one sentence naming ``what``."""
+def mongo_step(what: str, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """One order-store step, ``fn(*args, **kwargs)``; a driver error becomes one sentence naming ``what``."""
     from pymongo.errors import PyMongoError
     try:
-        return fn()
+        return fn(*args, **kwargs)
     except PyMongoError as exc:
         first = str(exc).split("\n")[0]
         raise OperationFailed(f"The orders database failed while {what}: {first}.") from None

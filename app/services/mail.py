@@ -57,6 +57,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.header import Header
@@ -65,7 +66,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 # A platform check rather than ``try: import fcntl``: mypy checks each branch on its platform.
 if sys.platform == "win32":  # pragma: no cover - Windows: a byte lock on .outbox.lock
@@ -147,7 +148,7 @@ class MailTransport:
         raise NotImplementedError
 
     @contextmanager
-    def session(self) -> Iterator["MailTransport"]:
+    def session(self) -> Iterator[MailTransport]:
         """A sender for a batch of emails, with ``send``'s contract; for one thread at a time.
 
         Transports without a connection to keep are their own session.
@@ -290,7 +291,7 @@ class SmtpTransport(MailTransport):
         return msg
 
     @contextmanager
-    def session(self) -> Iterator["SmtpSession"]:
+    def session(self) -> Iterator[SmtpSession]:
         """One SMTP connection kept across the batch's sends, QUIT at the end."""
         session = SmtpSession(self)
         try:
@@ -306,7 +307,7 @@ class SmtpTransport(MailTransport):
             # QUIT within this email's budget: the send is over when it is.
             session.close(within_budget=True)
 
-    def _connect(self, remaining: Callable[[], float] | None) -> "_BoundedSMTP":
+    def _connect(self, remaining: Callable[[], float] | None) -> _BoundedSMTP:
         """A connection ready for MAIL FROM: connected, EHLO, STARTTLS and login as configured."""
         smtp = _BoundedSMTP(self.timeout, remaining)
         try:
@@ -458,7 +459,7 @@ class _BoundedSMTP(smtplib.SMTP):
             return self._configured
         left = self._remaining()
         if left <= 0:
-            raise socket.timeout("the time budget for this email is spent")
+            raise TimeoutError("the time budget for this email is spent")
         return min(self._configured, left)
 
     def _bound(self) -> None:
@@ -542,7 +543,7 @@ class OutboxTransport(MailTransport):
 
     def send(self, email: Email, *, budget_seconds: float | None = None) -> str:
         message_id = _message_id("outbox.localhost")
-        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         # Time first so a listing sorts by time; the uuid makes the name unique
         # across threads, processes and hosts sharing the folder.
         name = f"{now:%Y%m%dT%H%M%S.%f}-{uuid.uuid4().hex[:16]}-{_slug(email.subject)}.html"

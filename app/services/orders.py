@@ -38,8 +38,8 @@ from ..read.failures import first_image_at, stage_images
 from ..schema_setup import require_order_schema
 from .audit import operator_identity
 from .guard import mongo_step, order_db, send_budget
-from .tokens import lease_token
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
+from .tokens import lease_token
 
 if TYPE_CHECKING:
     from pymongo.database import Database
@@ -54,7 +54,7 @@ STAGES: dict[str, tuple[str, str, str]] = {
 }
 _CONVERT_ROUNDS = 8
 _AFTER_FIELDS = {"id": 1, "status": 1, "driver_id": 1, "images": 1}
-_READY: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_READY: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
 
 
 def _require_schema_once(store: OrderStore) -> None:
@@ -286,7 +286,7 @@ def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: 
         images = stage_images(order, stage)
         if not images:
             continue
-        if mongo_step("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event})):
+        if mongo_step("reading email_log", db["email_log"].find_one, {"order_id": oid, "event": event}):
             notes.append(f"the {event} email of order {oid} was already sent")
             continue
         first = first_image_at(order, images)
@@ -305,22 +305,21 @@ def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: 
     for stage, event, count in missed:
         token = lease_token(operator, action_id)
         claimed = time.monotonic()
-        if not mongo_step(f"claiming the {event} email", lambda: _claim_for_retry(store, oid, event, token, grace)):
-            notes.append(mongo_step("reading the claim", lambda: _claim_reason(db, oid, event)))
+        if not mongo_step(f"claiming the {event} email", _claim_for_retry, store, oid, event, token, grace):
+            notes.append(mongo_step("reading the claim", _claim_reason, db, oid, event))
             continue
         # Holding the claim: a sender that logged the email and died before
         # marking its claim must not cause a second email.
-        logged = mongo_step("reading email_log", lambda: db["email_log"].find_one({"order_id": oid, "event": event}))
+        logged = mongo_step("reading email_log", db["email_log"].find_one, {"order_id": oid, "event": event})
         if logged is not None:
             db["nc_email_claims"].update_one({"order_id": oid, "event": event, "owner": token},
                                              {"$set": {"state": "sent", "sent_at": logged.get("sent_at"),
                                                        "email_log_id": logged["_id"], "error": None}})
             notes.append(f"the {event} email of order {oid} was already sent")
             continue
-        mongo_step(f"moving order {oid}'s status", lambda: _move_status(store, oid, stage))
-        _message_id, error = mongo_step(f"sending the {event} email of order {oid}",
-                                    lambda: _send_claimed(workspace, store, transport, order, oid, stage, token,
-                                                          count, send_budget(grace, claimed)))
+        mongo_step(f"moving order {oid}'s status", _move_status, store, oid, stage)
+        _message_id, error = mongo_step(f"sending the {event} email of order {oid}", _send_claimed, workspace, store,
+                                        transport, order, oid, stage, token, count, send_budget(grace, claimed))
         if error is None:
             sent.append(event)
         else:

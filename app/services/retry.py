@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import Future
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, Iterator, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import registry
 from ..errors import ConsoleError, UsageError
@@ -26,8 +26,8 @@ from ..schema_setup import require_schema
 from ..sources import describe_db_error
 from . import cart, dispatch, orders
 from .actions import ActionContext, run_action
-from .roles import require_role
 from .mail import transport_from_config
+from .roles import require_role
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace

@@ -18,20 +18,19 @@ production paths of ``app.services``.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import random
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from .. import registry
 from ..bootstrap import Workspace
 from ..config import Config
-from ..services.actions import run_action
-from ..services.roles import allowed, refuse
-from .. import registry
 from ..errors import OperationFailed, UsageError
 from ..schema_setup import require_schema
+from ..services.actions import run_action
+from ..services.roles import allowed, refuse
 from ..sources import sql_engine
 from . import cart as cart_driver
 from . import dispatch as dispatch_driver

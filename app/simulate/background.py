@@ -21,16 +21,16 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
+from .. import registry
 from ..errors import ConsoleError, PermissionDenied, UsageError
 from ..schema_setup import require_schema
-from ..sqlutil import with_retry
 from ..services.actions import run_action
 from ..services.roles import allowed
-from .. import registry
+from ..sqlutil import with_retry
 from . import MODES, SOURCES, load_driver, simulate_kind, simulate_refusal
 
 DEFAULT_INTERVAL_S = 1.5

@@ -24,8 +24,19 @@ from sqlalchemy import func, insert, select, text
 
 from app.bootstrap import Workspace
 from app.config import ActionsConfig, MailConfig
-from app.schema import (cart_log, cart_users, dispatch_log, dispatch_users, issue_watchers, issues,
-                        nc_action, nc_action_item, nc_cart_claim, nc_dispatch_attempt, notifications)
+from app.schema import (
+    cart_log,
+    cart_users,
+    dispatch_log,
+    dispatch_users,
+    issue_watchers,
+    issues,
+    nc_action,
+    nc_action_item,
+    nc_cart_claim,
+    nc_dispatch_attempt,
+    notifications,
+)
 from app.services import dispatch as dispatch_svc
 from app.sqlutil import db_now
 
@@ -145,7 +156,7 @@ class RecordingHandler:
         if not gate.is_set():
             try:
                 await asyncio.wait_for(gate.wait(), self.gate_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 if not gate.is_set():
                     self.gate_opened_by = f"timeout after {self.gate_seconds} s with {self.sessions} sessions"
                     gate.set()

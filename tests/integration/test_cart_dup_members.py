@@ -12,15 +12,22 @@ import itertools
 import threading
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select, update
 
 from app.config import Thresholds
 from app.read import cart_members
-from app.read.duplicates import (_cart_spec, _finish, _scan_sql, rebuild_cart_members, scan_duplicates,
-                                 scan_duplicates_incremental)
+from app.read.duplicates import (
+    _cart_spec,
+    _finish,
+    _scan_sql,
+    rebuild_cart_members,
+    scan_duplicates,
+    scan_duplicates_incremental,
+)
 from app.schema import cart_log, nc_action, nc_action_item, nc_archive, nc_cart_dup_bucket
-from app.schema_setup import create_production_schema, upgrade_sql_source
+from app.schema_setup import upgrade_sql_source
 from app.services.cleanup import cleanup, undo
 from app.sqlutil import db_now
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 
 import pytest
 from sqlalchemy import func, insert, select, update
 
 from app.errors import UsageError
-from app.schema import cart_log, cart_users, nc_cart_claim
+from app.schema import cart_log, nc_cart_claim
 from app.services import cart as cart_service
 from app.services.mail import MemoryTransport, OutboxTransport, PermanentMailError
 from app.services.retry import retry

@@ -1,14 +1,12 @@
 """The cart simulator: seed 001's race produces duplicates; the guarded path none (MariaDB)."""
 from __future__ import annotations
 
-
+from concurrency_helpers import attempts_together as shared_attempts_together
 from sqlalchemy import func, select
 
 from app.schema import cart_log
 from app.simulate import cart as driver
 from app.simulate import run_simulation
-
-from concurrency_helpers import attempts_together as shared_attempts_together
 
 
 def attempts_together(fn, events: int):

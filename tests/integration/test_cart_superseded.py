@@ -97,7 +97,7 @@ def test_two_failed_rows_of_one_cart_send_exactly_one_email(cart_ws, tmp_path, a
     # Sequentially the second row finds the first sent; on the pool the two may
     # run at once and the second then finds the first's claim in progress.
     assert skip["reason"] == reason_naming(won, engine) or \
-        skip["reason"].startswith(f"cart email already in progress on ") and f"(row {won}," in skip["reason"]
+        skip["reason"].startswith("cart email already in progress on ") and f"(row {won}," in skip["reason"]
     assert sent_count(tmp_path) == 1
     # the other row now shows as superseded by the one that was sent
     [item] = failed_items(cart_ws, "cart")

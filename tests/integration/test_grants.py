@@ -21,17 +21,28 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, inspect, insert, select, text, update
+from sqlalchemy import delete, func, insert, inspect, select, text, update
 
 from app.bootstrap import Workspace
 from app.config import Config, MailConfig, SourceConfig, Thresholds
-from app.grants import (ARCHIVE_TABLES, CACHE_TABLES, GUARD_TABLES, LEDGER_TABLES, REFUSAL_COLUMNS,
-                        grant_statements)
+from app.grants import ARCHIVE_TABLES, CACHE_TABLES, GUARD_TABLES, LEDGER_TABLES, REFUSAL_COLUMNS, grant_statements
 from app.read import cart_members, stats
 from app.read.duplicates import scan_duplicates
-from app.schema import (cart_log, cart_users, console_metadata, dispatch_log, dispatch_users, issue_watchers,
-                        issues, nc_action, nc_cart_dup_bucket, nc_cursor, nc_latency_minute,
-                        nc_rollup_unsettled, notifications)
+from app.schema import (
+    cart_log,
+    cart_users,
+    console_metadata,
+    dispatch_log,
+    dispatch_users,
+    issue_watchers,
+    issues,
+    nc_action,
+    nc_cart_dup_bucket,
+    nc_cursor,
+    nc_latency_minute,
+    nc_rollup_unsettled,
+    notifications,
+)
 from app.services.cleanup import cleanup
 from app.sqlutil import db_now
 

@@ -13,7 +13,8 @@ import threading
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select
 
 from app.read import rollup as stats  # the rollup (advance_rollup, LAG, the viewer tail), once part of app.read.stats

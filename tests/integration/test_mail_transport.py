@@ -19,8 +19,17 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from app.config import MailConfig
-from app.services.mail import (Backoff, Email, MemoryTransport, OutboxTransport, PermanentMailError,
-                               SmtpTransport, TransientMailError, send_within, transport_from_config)
+from app.services.mail import (
+    Backoff,
+    Email,
+    MemoryTransport,
+    OutboxTransport,
+    PermanentMailError,
+    SmtpTransport,
+    TransientMailError,
+    send_within,
+    transport_from_config,
+)
 
 
 def free_port() -> int:
@@ -322,14 +331,15 @@ def test_smtp_username_without_password_is_a_clear_error(monkeypatch):
 
 
 def _self_signed(tmp_path):
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=1))
@@ -869,6 +879,7 @@ def test_transport_from_config_outbox_default(tmp_path):
 
 def test_non_ascii_names_subjects_and_bodies_survive_the_message():
     from email import message_from_bytes, policy
+
     from app.services.mail import Email, SmtpTransport
     t = SmtpTransport(host="127.0.0.1", port=25, sender="Konsole Ümlaut <console@example.com>")
     msg = t.build(Email(to="Zoë Ågren <zoe@example.com>", subject="Grüße: dein Warenkorb",

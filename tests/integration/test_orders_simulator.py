@@ -1,11 +1,10 @@
 """The orders simulator: seed 000's check-count-before-push race against the guarded path."""
 from __future__ import annotations
 
+from concurrency_helpers import attempts_together as shared_attempts_together
 
 from app.simulate import orders as driver
 from app.simulate import run_simulation
-
-from concurrency_helpers import attempts_together as shared_attempts_together
 
 
 def attempts_together(fn, events: int):

@@ -14,7 +14,8 @@ from sqlalchemy import insert
 from app import cli
 from app.config import BUILTIN_RULE_NAMES, load_config
 from app.read import duplicates as dup
-from app.read.duplicates import apply_scan as merge, scan_duplicates, scan_duplicates_incremental
+from app.read.duplicates import apply_scan as merge
+from app.read.duplicates import scan_duplicates, scan_duplicates_incremental
 from app.schema import cart_log, notifications
 from app.services.cleanup import cleanup, undo
 
@@ -162,7 +163,7 @@ def test_filter_is_literal_and_case_insensitive_on_every_backend(workspace_facto
         assert members(scan_duplicates(ws, "dispatch", filter_text=text)) == want, text
         inc = scan_duplicates_incremental(ws, "dispatch", first.cursor, filter_text=text)
         assert members(inc.groups) == want, text
-    from app.read.failures import failed_items    # like_any reaches the failed list too
+    from app.read.failures import failed_items  # like_any reaches the failed list too
     from app.schema import dispatch_log
     insert_rows(ws, "dispatch", dispatch_log, [{
         "dispatch_id": "f1", "dispatch_type": "comment_added", "issue_id": 5, "comment_id": 1,

@@ -7,17 +7,28 @@ import json
 import numpy as np
 import pytest
 from bson import ObjectId
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, insert, text
 
 from app import cli
 from app.config import DuplicateRule, Thresholds
 from app.read import stats
-from app.read.duplicates import apply_scan as _merge, scan_duplicates, scan_duplicates_incremental
+from app.read.duplicates import apply_scan as _merge
+from app.read.duplicates import scan_duplicates, scan_duplicates_incremental
 from app.read.failures import failed_items
 from app.read.feeds import notification_feed, poll_dispatch_log, poll_notification_feed
-from app.schema import (cart_log, cart_users, dispatch_log, dispatch_users, nc_cursor, nc_dispatch_attempt, nc_latency_minute,
-                        nc_rollup_unsettled, notifications)
+from app.schema import (
+    cart_log,
+    cart_users,
+    dispatch_log,
+    dispatch_users,
+    nc_cursor,
+    nc_dispatch_attempt,
+    nc_latency_minute,
+    nc_rollup_unsettled,
+    notifications,
+)
 from app.sqlutil import db_now
 
 T0 = dt.datetime(2024, 3, 1, 8, 0, 0)

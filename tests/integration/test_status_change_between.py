@@ -12,7 +12,8 @@ import time
 
 import pytest
 from bson import ObjectId
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, inspect, select, text
 
 from app.read.duplicates import apply_scan, scan_duplicates, scan_duplicates_incremental

@@ -1,7 +1,8 @@
 """The duplicate rules as pure functions over row dicts: exact groups on hand-made rows."""
 import datetime as dt
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.read.rules import group_cart_rows, group_dispatch_rows, group_order_logs
 

@@ -1,7 +1,8 @@
 """The lagged id window: every committed row read exactly once, whatever the commit order."""
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Column, Integer, MetaData, Table, create_engine, insert
 
 from app.read import idwindow

@@ -6,7 +6,8 @@ of that issue (any recipient, any actor) lies strictly between them.
 """
 import datetime as dt
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.read.rules import group_dispatch_rows
 

@@ -4,7 +4,6 @@ Revision ID: 0001
 Revises:
 """
 from alembic import op
-import sqlalchemy as sa
 
 from app.schema import console_metadata
 

@@ -39,11 +39,10 @@ The indexes go onto live production tables without blocking their writers:
   anyway; saying so makes the server refuse rather than lock the table.
 * SQLite: a plain CREATE INDEX (a local file, no concurrent writers to speak of).
 """
+import sqlalchemy as sa
 from alembic import op
 
 from app.migrations.online_indexes import create_online, drop
-import sqlalchemy as sa
-
 from app.schema import console_metadata
 
 revision = "0002"

@@ -10,8 +10,8 @@ from scratch (one GROUP BY pass, then the members of the keys found: tens of
 seconds at 2 M rows); elsewhere the table stays empty. No production table
 or column is touched.
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from app.schema import console_metadata
 
