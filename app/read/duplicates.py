@@ -36,8 +36,8 @@ from sqlalchemy import ColumnClause, ColumnElement, DateTime, TableClause, and_,
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from .. import registry
 from ..config import DuplicateRule
-from ..errors import UsageError
 from ..schema import cart_log, nc_action, nc_archive, notifications
 from ..sqlutil import db_now, is_permission_denied
 from . import cart_members
@@ -434,8 +434,8 @@ def _order_specs(workspace: Workspace, rules: str | None = None) -> list[MongoRu
 
 def _sql_specs(workspace: Workspace, source: str, rules: str | None = None) -> list[SqlRuleSpec]:
     """The specs of SQL ``source`` (cart or dispatch): its built-in rule and the config-defined ones."""
-    if source not in ("cart", "dispatch"):
-        raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+    if not registry.source(source).is_sql:
+        raise registry.unknown_source(source)
     specs = [_cart_spec(workspace) if source == "cart" else _dispatch_spec(workspace)]
     specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
     if rules is not None:

@@ -29,6 +29,7 @@ from sqlalchemy import Select, and_, func, or_, select, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import registry
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log, nc_dispatch_attempt
 from ..sqlutil import db_now
@@ -89,7 +90,7 @@ def failed_items(workspace: Workspace, source: str, *, kinds: Iterable[str] | No
         return _cart_failed(workspace, kinds, filter_text, since, limit, before)
     if source == "orders":
         return _orders_missed(workspace, kinds, filter_text, since, limit)
-    raise UsageError(f"Unknown source '{source}': choose orders, cart or dispatch.")
+    raise registry.unknown_source(source)
 
 
 def _page(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElement[Any],

@@ -47,6 +47,7 @@ from sqlalchemy import Column, Select, and_, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import registry
 from ..errors import UsageError
 from ..schema import cart_log, cart_users, dispatch_log, dispatch_users, issues, notifications
 from ..sqlutil import db_now, fetch_fast
@@ -63,7 +64,7 @@ _Ts = TypeVarTuple("_Ts")
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
-FEED_SOURCES = ("orders", "cart", "dispatch")
+FEED_SOURCES = registry.NAMES
 # A transaction commits within this long after taking its id or time.
 LAG = LATE_COMMIT_MARGIN
 # (time, id) of an entry of the unified feed: the id as the source holds it (a row's
