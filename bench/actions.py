@@ -372,20 +372,13 @@ def timed(fn):
 # --------------------------------------------------------------------------
 # 1. dispatch retry
 
-def bench_dispatch_retry(server: Server, args) -> Result:
+def console_retry_all(ws: Workspace, source: str, res: Result) -> None:
+    """retry --all on the console's database, timed into ``res``; every item must be retried."""
     from app.services.retry import retry
-    n = args.items
-    res = Result("dispatch-retry", n)
-    console_db, floor_db = server.create("dispatch", "dr_console"), server.create("dispatch", "dr_floor")
-    for name in (console_db, floor_db):
-        conn = server.raw(name)
-        seed_dispatch(conn, n)
-        conn.close()
-
-    ws = workspace(console_db, "dispatch", args)
+    n = res.items
     try:
-        out, res.console_s = timed(lambda: retry(ws, "dispatch", all_matching=True,
-                                                 action_id=f"bench-dr-{uuid.uuid4().hex[:8]}",
+        out, res.console_s = timed(lambda: retry(ws, source, all_matching=True,
+                                                 action_id=f"bench-{source}-{uuid.uuid4().hex[:8]}",
                                                  progress=Progress(res.name)))
     finally:
         ws.close()
@@ -395,6 +388,18 @@ def bench_dispatch_retry(server: Server, args) -> Result:
     check(res, out["retried"] == n and not out["skipped"] and not out["failed"],
           f"retried {out['retried']}, skipped {len(out['skipped'])}, failed {len(out['failed'])} "
           f"(first: {(out['failed'] or out['skipped'] or [None])[0]})")
+
+
+def bench_dispatch_retry(server: Server, args) -> Result:
+    n = args.items
+    res = Result("dispatch-retry", n)
+    console_db, floor_db = server.create("dispatch", "dr_console"), server.create("dispatch", "dr_floor")
+    for name in (console_db, floor_db):
+        conn = server.raw(name)
+        seed_dispatch(conn, n)
+        conn.close()
+
+    console_retry_all(workspace(console_db, "dispatch", args), "dispatch", res)
     verify_dispatch(server, console_db, n, res, "console")
 
     conn = server.raw(floor_db)
@@ -463,7 +468,6 @@ def _cart_html(name: str, value) -> str:
 
 
 def bench_cart_retry(server: Server, args, transport: str, smtp: SmtpServer | None) -> Result:
-    from app.services.retry import retry
     n = args.items
     res = Result(f"cart-retry-{transport}", n)
     console_db, floor_db = server.create("cart", "cr_console"), server.create("cart", "cr_floor")
@@ -479,19 +483,7 @@ def bench_cart_retry(server: Server, args, transport: str, smtp: SmtpServer | No
             smtp.handler.take()
         else:
             mail = MailConfig(transport="outbox", outbox_dir=str(console_out), sender="bench@example.test")
-        ws = workspace(console_db, "cart", args, mail)
-        try:
-            out, res.console_s = timed(lambda: retry(ws, "cart", all_matching=True,
-                                                     action_id=f"bench-cr-{uuid.uuid4().hex[:8]}",
-                                                     progress=Progress(res.name)))
-        finally:
-            ws.close()
-        print(f"  console: {res.console_s:.2f} s; retried {out['retried']}, skipped {len(out['skipped'])}, "
-              f"failed {len(out['failed'])} of {out['snapshot']}", flush=True)
-        check(res, out["snapshot"] == n, f"retry snapshot holds {out['snapshot']} items, not {n}")
-        check(res, out["retried"] == n and not out["skipped"] and not out["failed"],
-              f"retried {out['retried']}, skipped {len(out['skipped'])}, failed {len(out['failed'])} "
-              f"(first: {(out['failed'] or out['skipped'] or [None])[0]})")
+        console_retry_all(workspace(console_db, "cart", args, mail), "cart", res)
         if transport == "smtp":
             count, log_ids, connections = smtp.handler.take()
             print(f"  console: the SMTP server accepted {count} messages over {connections} connections",

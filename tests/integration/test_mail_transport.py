@@ -354,7 +354,9 @@ def _self_signed(tmp_path):
     return cert_path, key_path
 
 
-def test_smtp_starttls_then_login(smtp_server, tmp_path):
+def _starttls_server(smtp_server, tmp_path, handler):
+    """A server that requires STARTTLS and a login; returns it, a transport that logs in, and the logins seen
+    (True for each one over TLS)."""
     cert, key = _self_signed(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
@@ -364,11 +366,16 @@ def test_smtp_starttls_then_login(smtp_server, tmp_path):
         logins.append(session.ssl is not None)
         return AuthResult(success=True)
 
-    handler = Counting()
     ctl = smtp_server(handler, tls_context=server_ctx, require_starttls=True, authenticator=authenticator)
-    client_ctx = ssl.create_default_context(cafile=str(cert))
     transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True,
-                              username="console", password="pw", backoff=RecordedBackoff(), tls_context=client_ctx)
+                              username="console", password="pw", backoff=RecordedBackoff(),
+                              tls_context=ssl.create_default_context(cafile=str(cert)))
+    return ctl, transport, logins
+
+
+def test_smtp_starttls_then_login(smtp_server, tmp_path):
+    handler = Counting()
+    ctl, transport, logins = _starttls_server(smtp_server, tmp_path, handler)
     transport.send(email())
     assert logins == [True]
     assert len(handler.messages) == 1
@@ -615,20 +622,8 @@ def test_send_within_a_session_keeps_the_budget(smtp_server):
 
 
 def test_a_session_logs_in_once_over_starttls(smtp_server, tmp_path):
-    cert, key = _self_signed(tmp_path)
-    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_ctx.load_cert_chain(cert, key)
-    logins = []
-
-    def authenticator(server, session, envelope, mechanism, auth_data):
-        logins.append(session.ssl is not None)
-        return AuthResult(success=True)
-
     handler = PerConnection()
-    ctl = smtp_server(handler, tls_context=server_ctx, require_starttls=True, authenticator=authenticator)
-    transport = SmtpTransport(host="127.0.0.1", port=ctl.port, sender="c@example.com", starttls=True,
-                              username="console", password="pw", backoff=RecordedBackoff(),
-                              tls_context=ssl.create_default_context(cafile=str(cert)))
+    _ctl, transport, logins = _starttls_server(smtp_server, tmp_path, handler)
     with transport.session() as session:
         ids = [session.send(email(n)) for n in range(10)]
     assert logins == [True] and handler.accepted_ids() == ids
