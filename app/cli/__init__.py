@@ -7,7 +7,6 @@ and sets ``handler(ctx, args) -> int`` on them. Errors meant for the operator
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -19,8 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 from ..errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
+from . import cmd_actions, cmd_db, cmd_read, cmd_simulate, cmd_status
 
-COMMAND_MODULES = ("cmd_status", "cmd_db", "cmd_read", "cmd_actions", "cmd_simulate")
+# Each registers its subcommands, in this order in --help.
+COMMAND_MODULES = (cmd_status, cmd_db, cmd_read, cmd_actions, cmd_simulate)
 GUI_PAGES = ("overview", "notifications", "duplicates", "failed", "charts", "audit")
 
 
@@ -78,8 +79,7 @@ def build_parser() -> Parser:
                         help="open the console with the traffic simulator running (guarded, the default, or naive)")
     parser.add_argument("--page", choices=GUI_PAGES, default="overview", help="page to show (with --screenshot)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
