@@ -423,10 +423,18 @@ def _scan_mongo(db: OrderDb, spec: MongoRuleSpec, *, since: dt.datetime | None, 
 # --------------------------------------------------------------------------
 # Public entry points
 
+# The built-in rule of each SQL source, by name (the order store's is _order_spec).
+_BUILTIN_SQL_SPECS: dict[str, Callable[[Workspace], SqlRuleSpec]] = {
+    "cart": lambda workspace: _cart_spec(workspace),
+    "dispatch": lambda workspace: _dispatch_spec(workspace),
+}
+
+
 def _order_specs(workspace: Workspace, rules: str | None = None) -> list[MongoRuleSpec]:
     """The specs of the order store: its built-in rule and the config-defined ones."""
     specs = [_order_spec()]
-    specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules if r.source == "orders"]
+    specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules
+              if not registry.source(r.source).is_sql]
     if rules is not None:
         specs = [s for s in specs if s.rule == rules]
     return specs
@@ -436,7 +444,7 @@ def _sql_specs(workspace: Workspace, source: str, rules: str | None = None) -> l
     """The specs of SQL ``source`` (cart or dispatch): its built-in rule and the config-defined ones."""
     if not registry.source(source).is_sql:
         raise registry.unknown_source(source)
-    specs = [_cart_spec(workspace) if source == "cart" else _dispatch_spec(workspace)]
+    specs = [_BUILTIN_SQL_SPECS[source](workspace)]
     specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
     if rules is not None:
         specs = [s for s in specs if s.rule == rules]
@@ -453,7 +461,7 @@ def scan_duplicates(workspace: Workspace, source: str, *, since: dt.datetime | d
     keeps groups whose key or members match it; ``limit`` bounds the groups.
     """
     groups: list[DuplicateGroup] = []
-    if source == "orders":
+    if not registry.source(source).is_sql:
         db = workspace.orders().db
         since_at = resolve_since(workspace.orders().now(), since)
         for order_spec in _order_specs(workspace, rule):
@@ -737,7 +745,7 @@ def scan_duplicates_incremental(workspace: Workspace, source: str, cursor: ScanC
     unsent, a back-dated time), by anything other than the console are not
     seen here: only a full scan (no cursor) shows their effect.
     """
-    if source == "orders":
+    if not registry.source(source).is_sql:
         return _incremental_orders(workspace, cursor, filter_text)
     specs = _sql_specs(workspace, source)
     if cursor is None:

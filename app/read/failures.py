@@ -84,13 +84,13 @@ def failed_items(workspace: Workspace, source: str, *, kinds: Iterable[str] | No
     limit = DEFAULT_LIMIT if limit is None else int(limit)
     if limit <= 0:
         return []
-    if source == "dispatch":
-        return _dispatch_failed(workspace, kinds, filter_text, since, limit, before)
-    if source == "cart":
-        return _cart_failed(workspace, kinds, filter_text, since, limit, before)
-    if source == "orders":
-        return _orders_missed(workspace, kinds, filter_text, since, limit)
-    raise registry.unknown_source(source)
+    registry.source(source)  # an unknown name is one sentence
+    return _LISTS[source](workspace, kinds, filter_text, since, limit, before)
+
+
+def _orders_list(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since, limit: int,
+                 before: tuple[Any, Any] | None) -> list[FailedItem]:
+    return _orders_missed(workspace, kinds, filter_text, since, limit)  # newest first by first image, no paging
 
 
 def _page(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElement[Any],
@@ -382,3 +382,7 @@ def _missed_item(order: dict[str, Any], stage: str, event: str, now: dt.datetime
         detail={"stage": stage, "event": event, "images": len(images),
                 "order_oid": str(order.get("_id")), "customer_email": order.get("customer_email"),
                 "claim_state": claim.get("state") if claim else None})
+
+
+# Each source's list, by name.
+_LISTS = {"dispatch": _dispatch_failed, "cart": _cart_failed, "orders": _orders_list}

@@ -365,7 +365,7 @@ def _item_sort_key(item: FeedItem) -> tuple[dt.datetime, str, str]:
 
 
 def _position(item: FeedItem) -> FeedPosition:
-    raw_id = item.detail.get("_oid", item.id) if item.source == "orders" else item.id
+    raw_id = item.id if registry.source(item.source).is_sql else item.detail.get("_oid", item.id)
     return (item.at, raw_id)
 
 
@@ -478,11 +478,15 @@ def _position_key(pos: FeedPosition) -> tuple[dt.datetime, str]:
     return (at or dt.datetime.min, str(raw).zfill(24))
 
 
+# What each SQL source's feed reads (the order store's is _order_emails).
+_SQL_READERS = {"cart": _cart_emails, "dispatch": _dispatch_notifications}
+
+
 def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | None,
                  after: FeedMark | FeedPosition | None, since: Since, filter_text: str | None, limit: int,
                  poll: bool = False) -> tuple[list[FeedItem], dt.datetime]:
     """(entries of one source, the source's clock)."""
-    if source == "orders":
+    if not registry.source(source).is_sql:
         store = workspace.orders()
         now = store.now()
         since_at = resolve_since(now, since)
@@ -491,6 +495,6 @@ def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | No
     with workspace.engine(source).connect() as conn:
         now = db_now(conn)
         since_at = resolve_since(now, since)
-        reader = _cart_emails if source == "cart" else _dispatch_notifications
+        reader = _SQL_READERS[source]
         return reader(conn, before=before, after=after, since=since_at, filter_text=filter_text, limit=limit,
                       poll=poll), now

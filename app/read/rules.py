@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from .. import registry
 from ..config import DuplicateRule
 from .common import as_time, id_key, time_key
 from .models import DuplicateGroup
@@ -205,4 +206,4 @@ def group_rule_rows(rows: Iterable[dict[str, Any]], rule: DuplicateRule) -> list
     """Duplicates of a config-defined rule: rows of one key within ``window_hours``."""
     return group_rows(rows, source=rule.source, rule=rule.name, key_fields=tuple(rule.key),
                       time_field=rule.time_column, id_field=rule.id_column,
-                      window=dt.timedelta(hours=rule.window_hours), id_as_str=rule.source == "orders")
+                      window=dt.timedelta(hours=rule.window_hours), id_as_str=not registry.source(rule.source).is_sql)

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import registry
 from ..errors import UsageError
 from ..schema import cart_log, dispatch_log
 from ..schema import nc_cursor as nc_cursor  # re-exported, see below
@@ -235,7 +236,8 @@ def duplicates_per_hour(workspace: Workspace, source: str, *,
     if isinstance(window, str):
         window = resolve_period(window)[0]
     groups = scan_duplicates(workspace, source, since=window)
-    if source == "orders":
+    sql = registry.source(source).is_sql
+    if not sql:
         now = workspace.orders().now()
     else:
         with workspace.engine(source).connect() as conn:
@@ -243,7 +245,7 @@ def duplicates_per_hour(workspace: Workspace, source: str, *,
     start_b, n, start, _end = _window(now, window, 3600)
     counts = [0] * n
     for g in groups:
-        time_field = "sent_at" if source == "orders" else "created_at"
+        time_field = "created_at" if sql else "sent_at"
         for ev in g.evidence[1:]:
             at = ev.get(time_field)
             if not isinstance(at, dt.datetime):  # config rules: their own time column
