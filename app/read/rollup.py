@@ -54,12 +54,15 @@ LAG = LATE_COMMIT_MARGIN
 
 
 class SourceSpec(TypedDict):
-    """The log a rollup reads (``source_spec``)."""
+    """The log a rollup reads (``source_spec``), and what a settled row of it is."""
 
     table: Table
     id: Column[Any]
     created: Column[Any]
     cols: tuple[Column[Any], ...]
+    settled: ColumnElement[bool]        # a settled row, in SQL
+    series_like: str                    # the LIKE pattern of the source's series in nc_latency_minute
+    prefixed: bool                      # series are "<source>:<kind>" (charted by kind), else the source's name
 
 
 class RollupProgress(TypedDict):
@@ -83,30 +86,45 @@ def _minute(t: dt.datetime) -> dt.datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def source_spec(source: str) -> SourceSpec:
-    """The log the rollup of ``source`` reads: table, id and creation columns, columns read."""
-    if source == "dispatch":
-        t = dispatch_log.c
-        return SourceSpec(table=dispatch_log, id=t.id, created=t.created_at,
-                          cols=(t.id, t.created_at, t.dispatch_type, t.status, t.completed_at))
-    if source == "cart":
-        t = cart_log.c
-        return SourceSpec(table=cart_log, id=t.id, created=t.created_at,
-                          cols=(t.id, t.created_at, t.email_sent, t.sent_at))
-    raise UsageError(f"Statistics exist for cart and dispatch, not '{source}'.")
+def _dispatch_settled(row: Sequence[Any]) -> tuple[str, float] | None:
+    _id, created, dtype, status, completed = row
+    if status == "completed" and completed is not None:
+        return f"dispatch:{dtype}", latency_ms(completed, created)
+    return None
 
 
-def _settled(source: str, row: Sequence[Any]) -> tuple[str, float] | None:
-    """(series, latency ms) of a settled row, or None while it is unsettled."""
-    if source == "dispatch":
-        _id, created, dtype, status, completed = row
-        if status == "completed" and completed is not None:
-            return f"dispatch:{dtype}", latency_ms(completed, created)
-        return None
+def _cart_settled(row: Sequence[Any]) -> tuple[str, float] | None:
     _id, created, sent, sent_at = row
     if sent and sent_at is not None:
         return "cart", latency_ms(sent_at, created)
     return None
+
+
+# The sources with latency statistics: what each one's rollup reads.
+_SPECS: dict[str, SourceSpec] = {
+    "dispatch": SourceSpec(table=dispatch_log, id=dispatch_log.c.id, created=dispatch_log.c.created_at,
+                           cols=(dispatch_log.c.id, dispatch_log.c.created_at, dispatch_log.c.dispatch_type,
+                                 dispatch_log.c.status, dispatch_log.c.completed_at),
+                           settled=dispatch_log.c.status == "completed", series_like="dispatch:%", prefixed=True),
+    "cart": SourceSpec(table=cart_log, id=cart_log.c.id, created=cart_log.c.created_at,
+                       cols=(cart_log.c.id, cart_log.c.created_at, cart_log.c.email_sent, cart_log.c.sent_at),
+                       settled=cart_log.c.email_sent == 1, series_like="cart", prefixed=False),
+}
+# (series, latency ms) of a settled row, or None while it is unsettled.
+_SETTLED = {"dispatch": _dispatch_settled, "cart": _cart_settled}
+
+
+def source_spec(source: str) -> SourceSpec:
+    """The log the rollup of ``source`` reads: table, id and creation columns, columns read."""
+    try:
+        return _SPECS[source]
+    except KeyError:
+        raise UsageError(f"Statistics exist for cart and dispatch, not '{source}'.") from None
+
+
+def _settled(source: str, row: Sequence[Any]) -> tuple[str, float] | None:
+    """(series, latency ms) of a settled row, or None while it is unsettled."""
+    return _SETTLED[source](row)
 
 
 def _add_rows(acc: _Acc, source: str, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
@@ -284,8 +302,7 @@ def _advance(engine: Engine, source: str, max_rows: int, force_recheck: bool) ->
         _write_acc(conn, acc)
         # Minutes that left the horizon are dropped (bounded table).
         conn.execute(delete(nc_latency_minute).where(nc_latency_minute.c.minute < horizon - dt.timedelta(days=1),
-                                                     nc_latency_minute.c.series.like(
-                                                         "dispatch:%" if source == "dispatch" else "cart")))
+                                                     nc_latency_minute.c.series.like(spec["series_like"])))
         _save_window(conn, name, pos, w, now)
         conn.execute(update(nc_cursor).where(nc_cursor.c.name == name)
                      .values(position=json.dumps(pos, separators=(",", ":")), updated_at=now))
@@ -297,7 +314,7 @@ def _recheck(conn: Connection, source: str, spec: SourceSpec, acc: _Acc, horizon
     u = nc_rollup_unsettled.c
     conn.execute(delete(nc_rollup_unsettled).where(u.source == source, u.created_at < horizon))
     t = spec["table"]
-    settled_cond = (t.c.status == "completed") if source == "dispatch" else (t.c.email_sent == 1)
+    settled_cond = spec["settled"]
     rows = conn.execute(select(*spec["cols"]).select_from(
         t.join(nc_rollup_unsettled, and_(u.source == source, u.row_id == spec["id"])))
         .where(settled_cond)).all()
@@ -332,7 +349,7 @@ def read_hists(conn: Connection, source: str, start: dt.datetime, end: dt.dateti
     connection so the stored rollup and the tail come from one snapshot.
     """
     m = nc_latency_minute.c
-    pattern = "dispatch:%" if source == "dispatch" else "cart"
+    pattern = source_spec(source)["series_like"]
     rows = conn.execute(select(m.series, m.minute, m.hist)
                         .where(m.minute >= start, m.minute < end, m.series.like(pattern))).all()
     out: dict[str, npt.NDArray[np.int64]] = {}
@@ -375,7 +392,7 @@ def _unpersisted(conn: Connection, source: str, floor: dt.datetime) -> _Acc:
             break
     u = nc_rollup_unsettled.c
     t = spec["table"]
-    settled_cond = (t.c.status == "completed") if source == "dispatch" else (t.c.email_sent == 1)
+    settled_cond = spec["settled"]
     _add_rows(acc, source, conn.execute(select(*spec["cols"]).select_from(
         t.join(nc_rollup_unsettled, and_(u.source == source, u.row_id == spec["id"])))
         .where(settled_cond, u.created_at >= floor)).all())
@@ -397,7 +414,7 @@ def _hist_row(hists: dict[str, npt.NDArray[np.int64]], source: str, series: str,
     b = (epoch_seconds(minute) // bucket_seconds) - start_b
     if not 0 <= b < n:
         return None
-    key = series.split(":", 1)[1] if source == "dispatch" else series
+    key = series.split(":", 1)[1] if source_spec(source)["prefixed"] else series
     h = hists.get(key)
     if h is None:
         h = hists[key] = np.zeros((n, NBINS), dtype=np.int64)
