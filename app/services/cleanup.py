@@ -56,12 +56,38 @@ def _regroup(workspace: Workspace, source: str, rows: list[dict[str, Any]],
     between two rows (committed before, or committing while the cleanup
     runs) keeps them apart.
     """
-    if source == "cart":
-        return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
-    if source == "dispatch":
-        assert conn is not None  # SQL rows are regrouped in the cleanup's transaction (_apply_sql)
-        return dup.group_dispatch_rows_in(conn, rows, lock=True)
+    return _REGROUP[source](workspace, rows, conn)
+
+
+def _regroup_cart(workspace: Workspace, rows: list[dict[str, Any]], conn: Connection | None) -> list[DuplicateGroup]:
+    return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
+
+
+def _regroup_dispatch(workspace: Workspace, rows: list[dict[str, Any]],
+                      conn: Connection | None) -> list[DuplicateGroup]:
+    assert conn is not None  # SQL rows are regrouped in the cleanup's transaction (_apply_sql)
+    return dup.group_dispatch_rows_in(conn, rows, lock=True)
+
+
+def _regroup_orders(workspace: Workspace, rows: list[dict[str, Any]],
+                    conn: Connection | None) -> list[DuplicateGroup]:
     return group_order_logs(rows)
+
+
+# Each source's built-in rule applied to the rows a cleanup holds, by name.
+_REGROUP = {"cart": _regroup_cart, "dispatch": _regroup_dispatch, "orders": _regroup_orders}
+
+
+def _archived(conn: Connection, source: str, rows: list[dict[str, Any]]) -> None:
+    """Keep the console's cart member index in step with rows a cleanup archived."""
+    if source == "cart":
+        dup.refresh_cart_keys(conn, {(r["user_id"], r["cart_hash"]) for r in rows})
+
+
+def _restored(conn: Connection, source: str, ids: list[Any]) -> None:
+    """Keep the console's cart member index in step with rows an undo restored."""
+    if source == "cart":
+        dup.refresh_cart_ids(conn, ids)
 
 
 def _group_plan(groups: Iterable[DuplicateGroup]) -> list[dict[str, Any]]:
@@ -113,8 +139,7 @@ def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
             remove = {int(i) for g in groups for i in g.remove_ids}
             doomed = [r for r in rows if r["id"] in remove]
             archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
-            if source == "cart":
-                dup.refresh_cart_keys(conn, {(r["user_id"], r["cart_hash"]) for r in doomed})
+            _archived(conn, source, doomed)
             fault_point("cleanup.after_archive")
             outcome = _outcome(source, False, groups, archived)
             ctx.record([{"id": i, "outcome": "archived", "detail": None} for i in archived], conn=conn)
@@ -193,8 +218,7 @@ def undo(workspace: Workspace, target: str) -> dict[str, Any]:
             with workspace.engine(source).begin() as conn:
                 restored, conflicts = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target,
                                               db_now(conn))
-                if source == "cart":
-                    dup.refresh_cart_ids(conn, restored)
+                _restored(conn, source, restored)
                 outcome = {"source": source, "undone_action_id": target, "restored": len(restored),
                            "restored_ids": [int(i) for i in restored],
                            "conflicts": [int(i) for i in conflicts]}
