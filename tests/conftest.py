@@ -37,6 +37,11 @@ from app.schema_setup import create_production_schema, upgrade_order_store, upgr
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("NC_NO_KEYRING", "1")
+# The console's own files (the local audit log of refused attempts, the demo) go to a
+# directory of this run, never the user's: a refusal recorded there would show in the tests' audit lists.
+if "NC_DATA_DIR" not in os.environ:
+    os.environ["NC_DATA_DIR"] = tempfile.mkdtemp(prefix="nc-test-data-")
+    atexit.register(shutil.rmtree, os.environ["NC_DATA_DIR"], True)
 
 PRIVATE_SERVERS = os.environ.get("NC_TEST_PRIVATE_SERVERS") == "1"
 INSTALL_HINT = "install the Debian packages mariadb-server and postgresql (apt-get install mariadb-server postgresql)"
