@@ -47,7 +47,11 @@ DEFAULT_LIMIT = 200
 ORDER_PAGE = 1000
 # Without --since, the missed list looks back this far (by first-image time).
 MISSED_LOOKBACK = dt.timedelta(days=7)
-STAGES: tuple[tuple[str, str], ...] = (("pickup", "pickup_images_added"), ("delivery", "delivery_images_added"))
+# An order's image stages: stage -> (admin email event, order status before, status after).
+STAGES: dict[str, tuple[str, str, str]] = {
+    "pickup": ("pickup_images_added", "DRIVER_ARRIVED", "PICKUP_IMAGES_ADDED"),
+    "delivery": ("delivery_images_added", "DELIVERY_ARRIVED", "DELIVERY_IMAGES_ADDED"),
+}
 
 
 def _check_kinds(kinds: Iterable[str] | None) -> set[str]:
@@ -302,8 +306,8 @@ def _orders_missed(workspace: Workspace, kinds: set[str], filter_text: str | Non
     grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
     needle = filter_text.lower() if filter_text else None
     # Orders with any image in either stage (a list with items, or a legacy object).
-    has_images: dict[str, Any] = {"$or": [{f"images.{s}": {"$type": "object"}} for s, _ in STAGES]
-                                  + [{f"images.{s}.0": {"$exists": True}} for s, _ in STAGES]}
+    has_images: dict[str, Any] = {"$or": [{f"images.{s}": {"$type": "object"}} for s in STAGES]
+                                  + [{f"images.{s}.0": {"$exists": True}} for s in STAGES]}
     projection: dict[str, int] = {"id": 1, "status": 1, "images": 1, "created_at": 1, "updated_at": 1,
                                   "customer_email": 1}
     found: dict[tuple[Any, str], FailedItem] = {}
@@ -319,7 +323,7 @@ def _orders_missed(workspace: Workspace, kinds: set[str], filter_text: str | Non
             {"order_id": {"$in": ids}}, projection={"order_id": 1, "event": 1})}
         claims = {(c["order_id"], c["event"]): c for c in db["nc_email_claims"].find({"order_id": {"$in": ids}})}
         for order in page:
-            for stage, event in STAGES:
+            for stage, (event, _before, _after) in STAGES.items():
                 found.pop((order.get("id"), stage), None)  # a re-read order speaks for itself
                 item = _missed_item(order, stage, event, now, start_at, grace, sent, claims, needle)
                 if item is not None:

@@ -225,7 +225,7 @@ def poll_orders(workspace: Workspace, after: tuple[dt.datetime, Any] | None = No
     items = [FeedItem(source="orders", kind="order", id=d.get("id"), at=d.get("updated_at"),
                       recipient=d.get("customer_email"), subject=f"order {d.get('id')}", status=d.get("status"),
                       link={"source": "orders", "table": "orders", "id": d.get("id"), "_id": str(d["_id"])},
-                      detail={s: len(stage_images(d, s)) for s, _ in STAGES}) for d in docs]
+                      detail={s: len(stage_images(d, s)) for s in STAGES}) for d in docs]
     cursor = (docs[-1].get("updated_at"), docs[-1]["_id"]) if docs else after
     return FeedPage(items=items, cursor=cursor, has_more=more)
 

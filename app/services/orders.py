@@ -34,7 +34,7 @@ from pymongo.errors import DuplicateKeyError
 
 from .. import registry
 from ..errors import OperationFailed, UsageError
-from ..read.failures import first_image_at, stage_images
+from ..read.failures import STAGES, first_image_at, stage_images
 from ..schema_setup import require_order_schema
 from .audit import operator_identity
 from .guard import mongo_step, order_db, send_budget
@@ -47,11 +47,6 @@ if TYPE_CHECKING:
     from ..bootstrap import Workspace
     from ..sources import OrderStore
 
-# stage -> (admin email event, status before, status after)
-STAGES: dict[str, tuple[str, str, str]] = {
-    "pickup": ("pickup_images_added", "DRIVER_ARRIVED", "PICKUP_IMAGES_ADDED"),
-    "delivery": ("delivery_images_added", "DELIVERY_ARRIVED", "DELIVERY_IMAGES_ADDED"),
-}
 _CONVERT_ROUNDS = 8
 _AFTER_FIELDS = {"id": 1, "status": 1, "driver_id": 1, "images": 1}
 _READY: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
