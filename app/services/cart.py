@@ -34,7 +34,7 @@ from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, t
 from sqlalchemy.engine import Connection, Engine
 
 from .. import registry
-from ..errors import OperationFailed, UsageError
+from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sqlutil import insert_ignore, shared_now
@@ -408,20 +408,31 @@ def retry_items(workspace: Workspace, item_ids: list[str], *, operator: str, act
             transport = transport or transport_from_config(workspace)
             for log_id, row in ready.items():
                 uid, chash = row["user_id"], row["cart_hash"]
-                if time.monotonic() - claimed > in_progress.total_seconds() / 4:
-                    # Slow sends before this one: renew the claim so this send gets its whole budget.
-                    if not _renew(conn, uid, chash, token):
-                        outcomes[log_id] = ("skipped", "cart email is being handled by another console")
-                        continue
-                    claimed = time.monotonic()
+                # One item's database error never stops the chunk: each email keeps its own outcome.
+                try:
+                    if time.monotonic() - claimed > in_progress.total_seconds() / 4:
+                        # Slow sends before this one: renew the claim so this send gets its whole budget.
+                        if not _renew(conn, uid, chash, token):
+                            outcomes[log_id] = ("skipped", "cart email is being handled by another console")
+                            continue
+                        claimed = time.monotonic()
+                except ConsoleError as exc:
+                    outcomes[log_id] = ("failed", exc.message)
+                    continue
                 _message_id, error = _send(transport, cart_email(users[uid], uid, chash, row["cart_value"], log_id),
                                            send_budget(in_progress, claimed))
-                if error is not None:
-                    _mark_failed(engine, uid, chash, log_id, token, error)
-                    outcomes[log_id] = ("failed", f"The email of cart row {log_id} could not be sent: {error}")
-                else:
-                    _mark_sent(engine, uid, chash, log_id, token)
-                    outcomes[log_id] = ("retried", None)
+                try:
+                    if error is not None:
+                        _mark_failed(engine, uid, chash, log_id, token, error)
+                        outcomes[log_id] = ("failed", f"The email of cart row {log_id} could not be sent: {error}")
+                    else:
+                        _mark_sent(engine, uid, chash, log_id, token)
+                        outcomes[log_id] = ("retried", None)
+                except ConsoleError as exc:
+                    # The claim stays "sending": nobody sends again before the in-progress window ends.
+                    done = "was sent" if error is None else "could not be sent"
+                    outcomes[log_id] = ("failed", f"The email of cart row {log_id} {done}, but recording it failed: "
+                                                  f"{exc.message}")
 
     for log_id in later:  # a second row of a cart this chunk emailed: judged now, alone
         outcomes[log_id] = _alone(workspace, log_id, operator=operator, action_id=action_id, transport=transport)

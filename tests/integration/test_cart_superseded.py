@@ -157,3 +157,29 @@ def test_a_chunk_renews_its_claims_when_earlier_sends_were_slow(cart_ws, monkeyp
     assert outcomes == [("retried", None)] * 3
     assert len(renewals) == 2                 # before the second and the third send
     assert budgets == [60.0, 60.0, 60.0]      # every send had half the window
+
+
+def test_a_mark_that_fails_in_a_chunk_fails_its_item_only(cart_ws, monkeypatch):
+    from app.errors import OperationFailed
+    from app.services import cart as svc
+    engine = cart_ws.engine("cart")
+    uid = add_user(engine)
+    ids = [add_row(engine, uid, cart_hash(f"c{n}"), age=DAYS_AGO, error="451") for n in range(3)]
+    real_mark = svc._mark_sent
+
+    def flaky(engine_, user_id, chash, log_id, token):
+        if log_id == ids[1]:
+            raise OperationFailed("The cart database failed: connection lost.")
+        return real_mark(engine_, user_id, chash, log_id, token)
+    monkeypatch.setattr(svc, "_mark_sent", flaky)
+    mem = MemoryTransport()
+    outcomes = svc.retry_items(cart_ws, [str(i) for i in ids], operator="op", action_id="flaky", transport=mem)
+    assert outcomes[0] == outcomes[2] == ("retried", None)
+    assert outcomes[1] == ("failed", f"The email of cart row {ids[1]} was sent, but recording it failed: "
+                                     "The cart database failed: connection lost.")
+    assert len(mem.sent) == 3
+    # Its claim stays "sending": an immediate retry does not send it again.
+    monkeypatch.setattr(svc, "_mark_sent", real_mark)
+    again = svc.retry_items(cart_ws, [str(ids[1])], operator="op", action_id="again", transport=mem)
+    assert again[0][0] == "skipped" and "in progress" in again[0][1]
+    assert len(mem.sent) == 3
