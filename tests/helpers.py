@@ -81,3 +81,10 @@ def seed_cart_duplicates(engine, now=None):
 def table_rows(engine, table):
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(select(table).order_by(table.c.id))]
+
+
+def emailed_reason(engine, row_id: int) -> str:
+    """The skip reason that names a sent row: ``cart already emailed at T (row N)``."""
+    with engine.connect() as conn:
+        r = conn.execute(select(cart_log.c.sent_at, cart_log.c.created_at).where(cart_log.c.id == row_id)).one()
+    return f"cart already emailed at {(r.sent_at or r.created_at):%Y-%m-%d %H:%M:%S} UTC (row {row_id})"

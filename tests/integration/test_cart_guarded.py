@@ -12,7 +12,7 @@ from app.services import cart as cart_service
 from app.services.mail import MemoryTransport, OutboxTransport, PermanentMailError
 from app.services.retry import retry
 from app.sqlutil import db_now
-from tests.helpers import add_row, add_user, cart_hash, rows
+from tests.helpers import add_row, add_user, cart_hash, emailed_reason, rows
 
 
 class Failing:
@@ -47,13 +47,6 @@ def age_rows(engine, by: dt.timedelta):
         for r in conn.execute(select(cart_log)).mappings().all():
             conn.execute(update(cart_log).where(cart_log.c.id == r["id"]).values(
                 created_at=r["created_at"] - by, sent_at=r["sent_at"] - by if r["sent_at"] else None))
-
-
-def emailed_reason(engine, row_id: int) -> str:
-    """The skip reason that names a sent row: ``cart already emailed at T (row N)``."""
-    with engine.connect() as conn:
-        r = conn.execute(select(cart_log.c.sent_at, cart_log.c.created_at).where(cart_log.c.id == row_id)).one()
-    return f"cart already emailed at {(r.sent_at or r.created_at):%Y-%m-%d %H:%M:%S} UTC (row {row_id})"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from app.read.failures import failed_items
 from app.services import cart as cart_service
 from app.services.mail import MemoryTransport, OutboxTransport
 from app.services.retry import retry
-from tests.helpers import add_row, add_user, cart_hash, rows
+from tests.helpers import add_row, add_user, cart_hash, emailed_reason, rows
 
 DAYS_AGO = dt.timedelta(days=3)
 
@@ -27,11 +27,6 @@ def cart_ws(workspace_factory, sql_url):
 
 def sent_count(tmp_path) -> int:
     return len(OutboxTransport(tmp_path / "outbox").files())
-
-
-def reason_naming(row_id: int, engine) -> str:
-    [row] = [r for r in rows(engine) if r["id"] == row_id]
-    return f"cart already emailed at {row['sent_at']:%Y-%m-%d %H:%M:%S} UTC (row {row_id})"
 
 
 @pytest.mark.parametrize("sent_offset", [dt.timedelta(minutes=-5), dt.timedelta(hours=23, minutes=59)],
@@ -46,11 +41,11 @@ def test_a_failed_row_with_a_sent_row_within_the_window_is_superseded(cart_ws, t
     [item] = failed_items(cart_ws, "cart")
     assert (item.id, item.kind) == (failed, "superseded")
     assert item.detail["superseded_by"] == sent
-    assert item.detail["reason"] == reason_naming(sent, engine)
+    assert item.detail["reason"] == emailed_reason(engine, sent)
 
     out = retry(cart_ws, "cart", ids=[str(failed)], action_id="retry-ids")
     assert out["retried"] == 0 and out["failed"] == []
-    assert out["skipped"] == [{"id": failed, "reason": reason_naming(sent, engine)}]
+    assert out["skipped"] == [{"id": failed, "reason": emailed_reason(engine, sent)}]
     # --all never picks it up
     out = retry(cart_ws, "cart", all_matching=True, action_id="retry-all")
     assert out["snapshot"] == 0 and out["retried"] == 0
@@ -96,7 +91,7 @@ def test_two_failed_rows_of_one_cart_send_exactly_one_email(cart_ws, tmp_path, a
     assert {won, skip["id"]} == {older, newer}
     # Sequentially the second row finds the first sent; on the pool the two may
     # run at once and the second then finds the first's claim in progress.
-    assert skip["reason"] == reason_naming(won, engine) or \
+    assert skip["reason"] == emailed_reason(engine, won) or \
         skip["reason"].startswith("cart email already in progress on ") and f"(row {won}," in skip["reason"]
     assert sent_count(tmp_path) == 1
     # the other row now shows as superseded by the one that was sent
@@ -129,7 +124,7 @@ def test_the_production_path_skips_a_cart_emailed_within_the_window(cart_ws):
     mem = MemoryTransport()
     out = cart_service.process_abandoned_cart(cart_ws, uid, h, 10, transport=mem)
     assert (out.status, out.log_id) == ("skipped", sent)
-    assert out.reason == reason_naming(sent, engine)
+    assert out.reason == emailed_reason(engine, sent)
     assert mem.sent == []
 
 
