@@ -13,7 +13,7 @@ from .schema import PRODUCTION_TABLES, SCHEMA_DIR
 from .sources import OrderStore, check_order_store, describe_db_error
 
 # Console collections in the order store, and the version their indexes are at.
-ORDER_SCHEMA_VERSION = 1
+ORDER_SCHEMA_VERSION = 2  # 2: nc_item_lookup on nc_action_items
 ORDER_CONSOLE_COLLECTIONS = ("nc_email_claims", "nc_actions", "nc_action_items", "nc_archive", "nc_meta")
 
 
@@ -67,6 +67,9 @@ def upgrade_order_store(store: OrderStore) -> int:
     db["nc_email_claims"].create_index([("order_id", pymongo.ASCENDING), ("event", pymongo.ASCENDING)],
                                        unique=True, name="nc_claim_order_event")
     db["nc_action_items"].create_index([("action_id", pymongo.ASCENDING)], name="nc_item_action")
+    # Who retried an item last (the Failed & Stuck list, retry reasons).
+    db["nc_action_items"].create_index([("item_id", pymongo.ASCENDING), ("outcome", pymongo.ASCENDING)],
+                                       name="nc_item_lookup")
     db["nc_archive"].create_index([("action_id", pymongo.ASCENDING)], name="nc_archive_action")
     db["nc_actions"].create_index([("started_at", pymongo.DESCENDING)], name="nc_action_started")
     db["nc_meta"].update_one({"_id": "schema"}, {"$set": {"version": ORDER_SCHEMA_VERSION}}, upsert=True)

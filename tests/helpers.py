@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from decimal import Decimal
 
 from sqlalchemy import func, insert, select
@@ -88,3 +89,12 @@ def emailed_reason(engine, row_id: int) -> str:
     with engine.connect() as conn:
         r = conn.execute(select(cart_log.c.sent_at, cart_log.c.created_at).where(cart_log.c.id == row_id)).one()
     return f"cart already emailed at {(r.sent_at or r.created_at):%Y-%m-%d %H:%M:%S} UTC (row {row_id})"
+
+
+_EARLIER_RETRY = re.compile(r"^already retried by \S+ at [0-9: -]+ UTC \((?P<reason>.*)\)$")
+
+
+def guard_reason(skip: dict) -> str:
+    """A skip's reason as the guard said it, without the "already retried by X at T (...)" naming."""
+    m = _EARLIER_RETRY.match(skip["reason"])
+    return m.group("reason") if m else skip["reason"]

@@ -44,6 +44,8 @@ def handle_retry(ctx, args) -> int:
                 filter_text=args.filter, action_id=args.action_id)
     lines = [f"{out['action_id']}: retried {out['retried']}, skipped {len(out['skipped'])}, "
              f"failed {len(out['failed'])} of {out['snapshot']}" + (" (stored outcome)" if out.get("replayed") else "")]
+    if out.get("left_alone"):
+        lines[0] += f"; {out['left_alone']} matching items arrived after the snapshot and were left alone"
     lines += [f"  skipped {s['id']}: {s['reason']}" for s in out["skipped"]]
     lines += [f"  failed  {f['id']}: {f['error']}" for f in out["failed"]]
     ctx.emit(out, "\n".join(lines))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, insert, or_, select, update
+from sqlalchemy import ColumnElement, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from ..config import SOURCE_NAMES
@@ -63,6 +63,22 @@ class AuditEntry:
                 "items": self.items}
 
 
+@dataclass(frozen=True)
+class LastRetry:
+    """The latest console retry that sent an item: who, when, under which action."""
+
+    operator: str
+    at: dt.datetime | None
+    action_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"operator": self.operator, "at": self.at, "action_id": self.action_id}
+
+
+# Item ids looked up per query (an IN list the databases plan well).
+LOOKUP_CHUNK = 500
+
+
 @dataclass
 class Started:
     fresh: bool                      # True: this console runs the action now
@@ -100,6 +116,8 @@ class Ledger(Protocol):
     def get(self, action_id: str) -> AuditEntry | None: ...
 
     def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]: ...
+
+    def last_retries(self, item_ids: list[str], exclude_action: str | None = None) -> dict[str, LastRetry]: ...
 
 
 class SqlLedger:
@@ -223,6 +241,26 @@ class SqlLedger:
             return [self._entry(conn, r, with_items=False) for r in conn.execute(q).mappings()]
 
 
+    def last_retries(self, item_ids: list[str], exclude_action: str | None = None) -> dict[str, LastRetry]:
+        """Per item id, the latest action that retried it (outcome ``retried``)."""
+        out: dict[str, LastRetry] = {}
+        at = func.coalesce(nc_action.c.finished_at, nc_action.c.heartbeat_at, nc_action.c.started_at)
+        with self.engine.connect() as conn:
+            for i in range(0, len(item_ids), LOOKUP_CHUNK):
+                q = (select(nc_action_item.c.item_id, nc_action.c.operator, nc_action.c.action_id, at.label("at"))
+                     .join(nc_action, nc_action.c.action_id == nc_action_item.c.action_id)
+                     .where(nc_action_item.c.item_id.in_(item_ids[i:i + LOOKUP_CHUNK]),
+                            nc_action_item.c.outcome == "retried", nc_action.c.kind == "retry",
+                            nc_action.c.source == self.source))
+                if exclude_action is not None:
+                    q = q.where(nc_action.c.action_id != exclude_action)
+                for r in conn.execute(q).mappings():
+                    seen = out.get(r["item_id"])
+                    if seen is None or (r["at"] is not None and (seen.at is None or r["at"] > seen.at)):
+                        out[r["item_id"]] = LastRetry(r["operator"], r["at"], r["action_id"])
+        return out
+
+
 def _begin_run(engine: Engine, fn: Callable[[Connection], T]) -> T:
     with engine.begin() as c:
         return fn(c)
@@ -322,6 +360,25 @@ class MongoLedger:
         flt = {"started_at": {"$gte": since}} if since else {}
         docs = self.db["nc_actions"].find(flt, sort=[("started_at", -1)], limit=limit)
         return [self._entry(d, with_items=False) for d in docs]
+
+
+    def last_retries(self, item_ids: list[str], exclude_action: str | None = None) -> dict[str, LastRetry]:
+        """Per item id, the latest action that retried it (outcome ``retried``)."""
+        actions: dict[str, list[str]] = {}
+        for i in range(0, len(item_ids), LOOKUP_CHUNK):
+            for d in self.db["nc_action_items"].find(
+                    {"item_id": {"$in": item_ids[i:i + LOOKUP_CHUNK]}, "outcome": "retried"},
+                    {"item_id": 1, "action_id": 1}):
+                if d["action_id"] != exclude_action:
+                    actions.setdefault(d["action_id"], []).append(d["item_id"])
+        out: dict[str, LastRetry] = {}
+        for doc in self.db["nc_actions"].find({"_id": {"$in": list(actions)}, "kind": "retry"}):
+            at = doc.get("finished_at") or doc.get("heartbeat_at") or doc.get("started_at")
+            for item in actions[doc["_id"]]:
+                seen = out.get(item)
+                if seen is None or (at is not None and (seen.at is None or at > seen.at)):
+                    out[item] = LastRetry(doc["operator"], at, doc["_id"])
+        return out
 
 
 def ledger_for(workspace: Workspace, source: str) -> Ledger:

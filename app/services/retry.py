@@ -12,6 +12,7 @@ action taken over after a crash, or two consoles at once) is safe.
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -24,8 +25,10 @@ from .. import registry
 from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
+from ..sqlutil import utcnow
 from . import cart, dispatch, orders
 from .actions import ActionContext, run_action
+from .ledger import ledger_for
 from .mail import transport_from_config
 from .roles import require_role
 
@@ -72,8 +75,13 @@ class _Workers:
         return kw
 
     def ordered(self, fn: Callable[[list[int]], list[dict[str, Any]]], items: list[int],
-                chunk: int) -> Iterator[dict[str, Any]]:
-        """``fn(chunk of items)`` on the pool for every chunk; the records yielded in the items' order."""
+                chunk: int, stop: Callable[[], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """``fn(chunk of items)`` on the pool for every chunk; the records yielded in the items' order.
+
+        Once ``stop()`` holds, no chunk starts any more: the chunks already
+        running finish and their records are yielded (each item done gets its
+        outcome recorded), the queued ones are dropped.
+        """
         chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
         with ExitStack() as stack:
             stack.callback(self._sessions.close)
@@ -88,6 +96,12 @@ class _Workers:
                 if len(pending) >= ahead:
                     break
             while pending:
+                if stop is not None and stop():
+                    # Drop what has not started; what runs is waited for, in order.
+                    pending = deque(f for f in pending if not f.cancel())
+                    it = iter(())
+                if not pending:
+                    break
                 records = pending.popleft().result()
                 nxt = next(it, None)
                 if nxt is not None:
@@ -97,7 +111,24 @@ class _Workers:
 
 def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
           filter_text: str | None = None, action_id: str | None = None,
-          progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+          progress: Callable[[int, int], None] | None = None, snapshot_ids: list[int] | None = None,
+          cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+    """Retry ``ids``, or every retryable item matching ``filter_text`` (``all_matching``).
+
+    ``snapshot_ids``: every item matching the filter, as the caller counted
+    them when it asked the operator (the window's confirmation): exactly
+    those are worked on, whatever arrived since. The ledger keeps their
+    count and digest, not the ids (the items' outcomes name each one).
+    ``cancel()``: checked between chunks; once it holds no further item
+    starts, the items in hand finish, and the outcome says how many were
+    not attempted. With a filter (``--all`` or a snapshot) the outcome also
+    counts the matching items the retry left alone (``left_alone``: they
+    arrived after the snapshot).
+    """
+    if snapshot_ids is not None:
+        if ids:
+            raise UsageError("Give either item ids or a snapshot of the matching items, not both.")
+        all_matching = True
     if bool(ids) == bool(all_matching):
         raise UsageError("Give either --id ID (one or more) or --all, not both and not neither.")
     if filter_text and not all_matching:
@@ -109,16 +140,25 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
     require_role(workspace, "retry", source, params, action_id)
     item_ids = [src.parse_item_id(i) for i in (ids or [])]
     params = {"ids": item_ids} if item_ids else params
+    counted: list[int] | None = None
+    if snapshot_ids is not None:
+        counted = list(dict.fromkeys(src.parse_item_id(i) for i in snapshot_ids))
+        params = dict(params, snapshot={"count": len(counted), "sha256": _digest(counted)})
     require_schema(workspace, source)
 
+    def matching_now() -> list[int]:
+        from ..read.failures import failed_items
+        # Never "superseded" (the cart was already emailed) nor anything else not to send again.
+        items = failed_items(workspace, source, kinds=src.retryable_kinds, filter_text=filter_text,
+                             limit=SNAPSHOT_LIMIT)
+        # FailedItem.id is typed object; the retryable items are log rows and orders, with integer ids.
+        return list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
+
     def body(ctx: ActionContext) -> dict[str, Any]:
-        if all_matching:
-            from ..read.failures import failed_items
-            # Never "superseded" (the cart was already emailed) nor anything else not to send again.
-            items = failed_items(workspace, source, kinds=src.retryable_kinds, filter_text=filter_text,
-                                 limit=SNAPSHOT_LIMIT)
-            # FailedItem.id is typed object; the retryable items are log rows and orders, with integer ids.
-            snapshot = list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
+        if counted is not None:
+            snapshot = counted
+        elif all_matching:
+            snapshot = matching_now()
         else:
             snapshot = list(dict.fromkeys(item_ids))
         workers = _Workers(workspace, source, workspace.config.actions.pool_size)
@@ -140,6 +180,8 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
         def chunk_of(items: list[int]) -> list[dict[str, Any]]:
             """A source that retries many items together (each still with its own guard and
             outcome) gets them in chunks; an error of the whole chunk sends each item alone."""
+            if cancel is not None and cancel():
+                return []   # cancelled before this chunk began: its items are not attempted
             outcomes: list[tuple[str, str | None]] | None = None
             if len(items) > 1:
                 try:
@@ -156,23 +198,67 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
         failed: list[dict[str, Any]] = []
         records: list[dict[str, Any]] = []
         done = 0
-        for record in workers.ordered(chunk_of, snapshot, getattr(module, "RETRY_BATCH", 1)):
+
+        def flush() -> None:
+            nonlocal done, records
+            _name_earlier_retries(workspace, source, records, ctx.action_id)
+            for record in records:
+                item_id, outcome, detail = record["id"], record["outcome"], record["detail"]
+                if outcome == "retried":
+                    retried.append(item_id)
+                elif outcome == "skipped":
+                    skipped.append({"id": item_id, "reason": detail})
+                else:
+                    failed.append({"id": item_id, "error": detail})
+            ctx.record(records)
+            ctx.heartbeat()
+            done += len(records)
+            records = []
+            if progress:
+                progress(done, len(snapshot))
+
+        for record in workers.ordered(chunk_of, snapshot, getattr(module, "RETRY_BATCH", 1), stop=cancel):
             records.append(record)
-            item_id, outcome, detail = record["id"], record["outcome"], record["detail"]
-            if outcome == "retried":
-                retried.append(item_id)
-            elif outcome == "skipped":
-                skipped.append({"id": item_id, "reason": detail})
-            else:
-                failed.append({"id": item_id, "error": detail})
             if len(records) == BATCH_SIZE or done + len(records) == len(snapshot):
-                ctx.record(records)
-                ctx.heartbeat()
-                done += len(records)
-                records = []
-                if progress:
-                    progress(done, len(snapshot))
-        return {"source": source, "snapshot": len(snapshot), "retried": len(retried), "retried_ids": retried,
-                "skipped": skipped, "failed": failed}
+                flush()
+        if records:  # cancelled inside a batch: what was done is recorded all the same
+            flush()
+        result: dict[str, Any] = {
+            "source": source, "snapshot": len(snapshot), "retried": len(retried), "retried_ids": retried,
+            "skipped": skipped, "failed": failed, "cancelled": done < len(snapshot),
+            "not_attempted": len(snapshot) - done}
+        if all_matching:
+            taken = set(snapshot)
+            result["left_alone"] = sum(1 for i in matching_now() if i not in taken)
+        return result
 
     return run_action(workspace, kind="retry", source=source, params=params, action_id=action_id, body=body)
+
+
+def _digest(ids: list[int]) -> str:
+    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+
+
+def _name_earlier_retries(workspace: Workspace, source: str, records: list[dict[str, Any]], action_id: str) -> None:
+    """A skipped item that an earlier console retry sent says who did it and when.
+
+    Two consoles retrying the same items: the second one's items are skipped
+    by the guards ("already completed", "already sent"); the ledger names
+    the console that sent them, so the operator (and the audit) reads
+    "already retried by ana@ws2 at 10:42 UTC (already completed)".
+    """
+    skipped = [r for r in records if r["outcome"] == "skipped"]
+    if not skipped:
+        return
+    try:
+        earlier = ledger_for(workspace, source).last_retries([str(r["id"]) for r in skipped], exclude_action=action_id)
+    except Exception:  # noqa: BLE001 - the plain reason stands when the ledger cannot be read
+        return
+    for record in skipped:
+        last = earlier.get(str(record["id"]))
+        if last is not None:
+            when = ""
+            if last.at is not None:
+                same_day = last.at.date() == utcnow().date()
+                when = f" at {last.at:%H:%M} UTC" if same_day else f" at {last.at:%Y-%m-%d %H:%M} UTC"
+            record["detail"] = f"already retried by {last.operator}{when} ({record['detail']})"
