@@ -98,3 +98,16 @@ def guard_reason(skip: dict) -> str:
     """A skip's reason as the guard said it, without the "already retried by X at T (...)" naming."""
     m = _EARLIER_RETRY.match(skip["reason"])
     return m.group("reason") if m else skip["reason"]
+
+
+def add_failed_dispatches(engine, n: int, *, start: int = 0, error: str = "Deadlock found",
+                          issue_id: int = 1, issues: int = 1) -> list[int]:
+    """``n`` failed comment dispatches (comments start … start+n-1) spread over ``issues`` issues
+    from ``issue_id`` on; their log ids."""
+    with engine.begin() as conn:
+        now = db_now(conn)
+        conn.execute(insert(dispatch_log), [
+            {"dispatch_id": f"comment_added:{issue_id + i % issues}:{start + i}:4", "dispatch_type": "comment_added",
+             "issue_id": issue_id + i % issues, "comment_id": start + i, "actor_user_id": 4, "status": "failed",
+             "error_message": error, "created_at": now} for i in range(n)])
+    return [r["id"] for r in log_rows(engine) if r["comment_id"] in range(start, start + n)]

@@ -108,6 +108,11 @@ def take_screenshot(window, path: str, simulate: bool = False) -> int:
     if simulate and settled and not wait_for_traffic(window) and window.traffic.running:
         print("warning: the traffic simulator did not report in time; the screenshot shows it starting.",
               file=sys.stderr)
+    page = window.pages[window.current_page()]
+    if settled and window.ctx.workspace is not None and not wait_for([page.sig_loaded, window.ctx.notice],
+                                                                     page.is_loaded):
+        print(f"warning: the {page.title} page did not load in time; the screenshot shows it loading.",
+              file=sys.stderr)
     for _ in range(3):  # let posted layout requests run before the grab
         QApplication.sendPostedEvents()
         QApplication.processEvents()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -78,6 +79,11 @@ class MainWindow(QMainWindow):
         self.traffic_action = self.traffic_button.defaultAction()
         self.addAction(self.traffic_action)
         self.statusBar().insertPermanentWidget(1, self.traffic_button)  # after the indicators, before the role
+        # Ctrl+1 … Ctrl+6 open the pages in the sidebar's order, from anywhere in the window.
+        for n, cls in enumerate(PAGES, start=1):
+            sc = QShortcut(QKeySequence(f"Ctrl+{n}"), self)
+            sc.setContext(Qt.WindowShortcut)
+            sc.activated.connect(lambda key=cls.key: self.show_page(key))
         self.nav.setCurrentRow(0)
 
     # Layout ----------------------------------------------------------------
@@ -141,7 +147,11 @@ class MainWindow(QMainWindow):
         if row < 0:
             return
         self.stack.setCurrentIndex(row)
-        self.stack.currentWidget().on_activated()
+        page = self.stack.currentWidget()
+        page.on_activated()
+        target = page.focus_target()
+        if target is not None:
+            target.setFocus(Qt.OtherFocusReason)
 
     # Events ------------------------------------------------------------------
     def show_notice(self, level: str, text: str) -> None:

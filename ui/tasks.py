@@ -60,7 +60,10 @@ class Task(QRunnable):
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             self.signals.failed.emit(self.token, TaskError(f"Unexpected error: {text}.", "unexpected", 1))
         else:
-            self.signals.finished.emit(self.token, result)
+            try:
+                self.signals.finished.emit(self.token, result)
+            except RuntimeError:  # the window closed while this ran: nobody is left to tell
+                log.debug("task %s finished after its receiver was deleted", self.key or self.fn)
 
 
 class TaskManager(QObject):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVarTuple, cast
 
 from sqlalchemy import Select, and_, func, or_, select, tuple_
@@ -90,6 +91,62 @@ def failed_items(workspace: Workspace, source: str, *, kinds: Iterable[str] | No
         return []
     registry.source(source)  # an unknown name is one sentence
     return _LISTS[source](workspace, kinds, filter_text, since, limit, before)
+
+
+@dataclass(frozen=True)
+class FailedCursor:
+    """Where a merged Failed & Stuck list stopped: per source, the last item handed out."""
+
+    last: dict[str, tuple[dt.datetime | None, Any]]
+    taken: dict[str, int]               # items handed out per source (orders page by count)
+    done: frozenset[str]                # sources with nothing more to give
+
+
+def _order_key(item: FailedItem) -> tuple[dt.datetime, str, str]:
+    return (item.created_at or dt.datetime.min, item.source, str(item.id).zfill(24))
+
+
+def failed_page(workspace: Workspace, sources: Iterable[str], *, kinds: Iterable[str] | None = None,
+                filter_text: str | None = None, since: Since = None, limit: int = DEFAULT_LIMIT,
+                cursor: FailedCursor | None = None) -> tuple[list[FailedItem], FailedCursor | None]:
+    """One page of the list over several sources, newest first; the cursor for the next (None: the end).
+
+    Each source is read with its own keyset (``before``) and the pages merged;
+    an item not handed out is read again by the next page, so nothing is
+    lost or repeated while rows arrive (new ones are newer than the cursor).
+    The order store's missed list has no keyset: it is read up to the items
+    handed out so far plus a page, and those already handed out are dropped.
+    """
+    names = [registry.source(s).name for s in sources]
+    last = dict(cursor.last) if cursor else {}
+    taken = dict(cursor.taken) if cursor else {}
+    done = set(cursor.done) if cursor else set()
+    pool: list[FailedItem] = []
+    full: set[str] = set()
+    for name in names:
+        if name in done:
+            continue
+        before = last.get(name)
+        if registry.source(name).is_sql:
+            got = failed_items(workspace, name, kinds=kinds, filter_text=filter_text, since=since, limit=limit,
+                               before=cast("tuple[dt.datetime, int] | None", before))
+        else:
+            got = failed_items(workspace, name, kinds=kinds, filter_text=filter_text, since=since,
+                               limit=taken.get(name, 0) + limit)[taken.get(name, 0):]
+        if len(got) >= limit:
+            full.add(name)
+        pool.extend(got)
+    pool.sort(key=_order_key, reverse=True)
+    page = pool[:limit]
+    for item in page:
+        last[item.source] = (item.created_at, item.id)
+        taken[item.source] = taken.get(item.source, 0) + 1
+    left_over = {i.source for i in pool[limit:]}
+    # A source is done when it gave less than a page and all of it was handed out.
+    done |= {n for n in names if n not in full and n not in left_over}
+    if all(n in done for n in names):
+        return page, None
+    return page, FailedCursor(last, taken, frozenset(done))
 
 
 def _orders_list(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since, limit: int,

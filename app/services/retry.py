@@ -262,3 +262,58 @@ def _name_earlier_retries(workspace: Workspace, source: str, records: list[dict[
                 same_day = last.at.date() == utcnow().date()
                 when = f" at {last.at:%H:%M} UTC" if same_day else f" at {last.at:%Y-%m-%d %H:%M} UTC"
             record["detail"] = f"already retried by {last.operator}{when} ({record['detail']})"
+
+
+# Ids per action when retrying a selection (the ledger keeps a selection's ids in its parameters).
+SELECTION_CHUNK = 2000
+
+
+def retry_plan(workspace: Workspace, ids: dict[str, list[int]], *, snapshot: bool, filter_text: str | None = None,
+               progress: Callable[[int, int], None] | None = None,
+               cancel: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Retry several sources' items one source after the other: the window's Retry.
+
+    ``snapshot``: ``ids`` are the items a filter selected when the operator
+    was asked (``retry(snapshot_ids=...)``); otherwise a selection, retried
+    by ids in actions of at most ``SELECTION_CHUNK``. ``progress(done,
+    total)`` counts over all sources; after ``cancel()`` holds, the sources
+    not begun report every item as not attempted.
+    """
+    total = sum(len(v) for v in ids.values())
+    results: list[dict[str, Any]] = []
+    base = 0
+
+    def step_from(offset: int) -> Callable[[int, int], None]:
+        return lambda done, _total: progress(offset + done, total) if progress else None
+
+    for source, items in ids.items():
+        if cancel is not None and cancel():
+            results.append({"source": source, "snapshot": len(items), "retried": 0, "retried_ids": [],
+                            "skipped": [], "failed": [], "cancelled": True, "not_attempted": len(items)})
+        elif snapshot:
+            results.append(retry(workspace, source, snapshot_ids=items, filter_text=filter_text,
+                                 progress=step_from(base), cancel=cancel))
+        else:
+            for i in range(0, len(items), SELECTION_CHUNK):
+                part = items[i:i + SELECTION_CHUNK]
+                results.append(retry(workspace, source, ids=[str(x) for x in part], progress=step_from(base + i),
+                                     cancel=cancel))
+        base += len(items)
+    return results
+
+
+def retryable_snapshot(workspace: Workspace, sources: list[str] | None = None, *, kind: str | None = None,
+                       filter_text: str | None = None) -> dict[str, list[int]]:
+    """Every retryable item the filter selects, per source: the count the window's Retry all promises."""
+    from ..read.failures import failed_items
+    out: dict[str, list[int]] = {}
+    for name in sources if sources is not None else [s for s in registry.NAMES if workspace.has(s)]:
+        src = registry.source(name)
+        kinds = [k for k in src.retryable_kinds if kind is None or k == kind]
+        if not kinds:
+            continue
+        items = failed_items(workspace, name, kinds=kinds, filter_text=filter_text, limit=SNAPSHOT_LIMIT)
+        ids = list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
+        if ids:
+            out[name] = ids
+    return out

@@ -7,24 +7,13 @@ counted; Cancel stops between chunks with every finished item recorded.
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 
 from app.errors import UsageError
-from app.schema import dispatch_log, nc_action, nc_action_item
+from app.schema import nc_action, nc_action_item
 from app.services.ledger import ledger_for
 from app.services.retry import retry
-from app.sqlutil import db_now
-from tests.helpers import log_rows, seed_people
-
-
-def failed_dispatches(engine, n: int, *, start: int = 0, error: str = "Deadlock found") -> list[int]:
-    with engine.begin() as conn:
-        now = db_now(conn)
-        conn.execute(insert(dispatch_log), [
-            {"dispatch_id": f"comment_added:1:{start + i}:4", "dispatch_type": "comment_added", "issue_id": 1,
-             "comment_id": start + i, "actor_user_id": 4, "status": "failed", "error_message": error,
-             "created_at": now} for i in range(n)])
-    return [r["id"] for r in log_rows(engine) if r["comment_id"] in range(start, start + n)]
+from tests.helpers import add_failed_dispatches, log_rows, seed_people
 
 
 @pytest.fixture
@@ -36,8 +25,8 @@ def ws(workspace_factory, sql_url):
 
 def test_a_snapshot_retry_works_on_the_counted_items_only_and_counts_the_later_ones(ws):
     engine = ws.engine("dispatch")
-    counted = failed_dispatches(engine, 7)
-    later = failed_dispatches(engine, 3, start=100)     # failed after the dialog counted
+    counted = add_failed_dispatches(engine, 7)
+    later = add_failed_dispatches(engine, 3, start=100)     # failed after the dialog counted
     out = retry(ws, "dispatch", snapshot_ids=counted, action_id="gui-1")
     assert out["snapshot"] == 7 and sorted(out["retried_ids"]) == sorted(counted)
     assert out["left_alone"] == 3 and out["cancelled"] is False and out["not_attempted"] == 0
@@ -52,7 +41,7 @@ def test_a_snapshot_retry_works_on_the_counted_items_only_and_counts_the_later_o
 
 
 def test_the_same_snapshot_under_its_action_id_replays_and_another_is_refused(ws):
-    counted = failed_dispatches(ws.engine("dispatch"), 4)
+    counted = add_failed_dispatches(ws.engine("dispatch"), 4)
     first = retry(ws, "dispatch", snapshot_ids=counted, action_id="gui-2")
     again = retry(ws, "dispatch", snapshot_ids=counted, action_id="gui-2")
     assert again["replayed"] is True and again["retried"] == first["retried"] == 4
@@ -67,7 +56,7 @@ def test_a_snapshot_with_ids_is_one_sentence(ws):
 
 def test_cancel_stops_between_chunks_and_records_every_finished_item(ws):
     engine = ws.engine("dispatch")
-    counted = failed_dispatches(engine, 1000)   # 20 chunks of 50
+    counted = add_failed_dispatches(engine, 1000)   # 20 chunks of 50
     seen: list[int] = []
 
     def progress(done: int, total: int) -> None:
@@ -85,7 +74,7 @@ def test_cancel_stops_between_chunks_and_records_every_finished_item(ws):
 
 
 def test_a_second_console_is_told_who_retried_the_item_and_when(ws):
-    counted = failed_dispatches(ws.engine("dispatch"), 2)
+    counted = add_failed_dispatches(ws.engine("dispatch"), 2)
     retry(ws, "dispatch", ids=[str(i) for i in counted], action_id="ana-ws2")
     again = retry(ws, "dispatch", ids=[str(i) for i in counted], action_id="bob-ws3")
     assert again["retried"] == 0

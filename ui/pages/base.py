@@ -7,6 +7,7 @@ into ``self.body``; they start their queries from ``on_workspace`` and
 """
 from __future__ import annotations
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QScrollArea, QVBoxLayout, QWidget
 
 from ..context import AppContext
@@ -14,11 +15,16 @@ from ..widgets import PageHeader, PlannedCard
 
 
 class Page(QWidget):
+    # The page's data is on screen (a list's first page, a chart's series).
+    sig_loaded = Signal()
+
     key = ""
     title = ""
     subtitle = ""
     icon_name = ""
     planned: list[str] = []
+    # Cards scroll as one; a page built around a list keeps the list's own scrolling.
+    scrolls = True
 
     def __init__(self, ctx: AppContext, parent: QWidget | None = None):
         super().__init__(parent)
@@ -26,21 +32,25 @@ class Page(QWidget):
         self.setObjectName(f"page_{self.key}")
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        scroll = QScrollArea()
-        scroll.setObjectName("pageScroll")
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.NoFrame)
         inner = QWidget()
         inner.setObjectName("pageInner")
         self.body = QVBoxLayout(inner)
-        self.body.setContentsMargins(32, 28, 32, 28)
-        self.body.setSpacing(18)
+        margins = (32, 28, 32, 28) if self.scrolls else (28, 20, 28, 16)
+        self.body.setContentsMargins(*margins)
+        self.body.setSpacing(18 if self.scrolls else 10)
         self.header_row = QHBoxLayout()
         self.header = PageHeader(self.title, self.subtitle)
         self.header_row.addWidget(self.header, 1)
         self.body.addLayout(self.header_row)
-        scroll.setWidget(inner)
-        outer.addWidget(scroll)
+        if self.scrolls:
+            scroll = QScrollArea()
+            scroll.setObjectName("pageScroll")
+            scroll.setWidgetResizable(True)
+            scroll.setFrameShape(QScrollArea.NoFrame)
+            scroll.setWidget(inner)
+            outer.addWidget(scroll)
+        else:
+            outer.addWidget(inner)
         ctx.workspace_ready.connect(self.on_workspace)
         self.build()
 
@@ -59,3 +69,11 @@ class Page(QWidget):
 
     def on_activated(self) -> None:
         """The page became visible."""
+
+    def is_loaded(self) -> bool:
+        """Its data is shown (screenshots wait for this)."""
+        return True
+
+    def focus_target(self) -> QWidget | None:
+        """Where the keyboard goes when the page opens (Ctrl+1 … Ctrl+6)."""
+        return None

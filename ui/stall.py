@@ -1,0 +1,45 @@
+"""A stall probe: how late the GUI thread's event loop answers a short timer.
+
+A timer asks to fire every ``interval_ms``; when the GUI thread is busy (a
+query in a slot, a model reset over many rows, a long repaint) it fires
+late. The lateness beyond the interval is the stall a person feels as a
+frozen window. Tests and ``bench/ui.py`` start a probe, drive the window,
+and read ``max_stall_ms``.
+"""
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import QObject, Qt, QTimer
+
+
+class StallProbe(QObject):
+    def __init__(self, interval_ms: int = 5, parent: QObject | None = None):
+        super().__init__(parent)
+        self.interval_ms = interval_ms
+        self.timer = QTimer(self)
+        self.timer.setTimerType(Qt.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self._last: float | None = None
+        self.max_stall_ms = 0.0
+        self.ticks = 0
+
+    def start(self) -> StallProbe:
+        self.max_stall_ms = 0.0
+        self.ticks = 0
+        self._last = time.perf_counter()
+        self.timer.start()
+        return self
+
+    def stop(self) -> float:
+        self.timer.stop()
+        return self.max_stall_ms
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            late = (now - self._last) * 1000.0 - self.interval_ms
+            self.max_stall_ms = max(self.max_stall_ms, late)
+        self._last = now
+        self.ticks += 1
