@@ -111,3 +111,16 @@ def add_failed_dispatches(engine, n: int, *, start: int = 0, error: str = "Deadl
              "issue_id": issue_id + i % issues, "comment_id": start + i, "actor_user_id": 4, "status": "failed",
              "error_message": error, "created_at": now} for i in range(n)])
     return [r["id"] for r in log_rows(engine) if r["comment_id"] in range(start, start + n)]
+
+
+def add_notifications(engine, n: int, *, start: int = 0, user_id: int = 3, issue_id: int = 1,
+                      kind: str = "comment_added", ago: dt.timedelta = dt.timedelta(0)) -> list[int]:
+    """``n`` in-app notifications (comments start … start+n-1), created ``ago`` before the database's now."""
+    with engine.begin() as conn:
+        now = db_now(conn) - ago
+        conn.execute(insert(notifications), [
+            {"user_id": user_id, "type": kind, "issue_id": issue_id, "comment_id": start + i, "actor_user_id": 4,
+             "message": f"{kind} #{start + i}", "created_at": now, "dispatch_id": f"{kind}:{issue_id}:{start + i}:4"}
+            for i in range(n)])
+        return list(conn.execute(select(notifications.c.id).where(
+            notifications.c.comment_id.between(start, start + n - 1))).scalars())

@@ -38,8 +38,14 @@ def _count_matching(workspace, filters, *, progress, cancel):
                               filter_text=filters.get("text"))
 
 
+def _undo(workspace, target, *, progress, cancel):
+    from app.services.cleanup import undo
+    return undo(workspace, target)
+
+
 # What a child may run, by name (a spawned child imports it, never a Qt module).
-ACTIONS: dict[str, Callable[..., Any]] = {"retry_plan": _retry_plan, "count_matching": _count_matching}
+ACTIONS: dict[str, Callable[..., Any]] = {"retry_plan": _retry_plan, "count_matching": _count_matching,
+                                        "undo": _undo}
 
 
 def _child(config, name: str, args: tuple, kwargs: dict, out, cancel) -> None:  # runs in the child process

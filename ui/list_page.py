@@ -213,7 +213,7 @@ class ListPage(Page):
             return
         rows, self.cursor = result
         keys = self.selected_keys()
-        self.model.reset(rows, self.cursor is not None)
+        self.model.reset(rows, self.has_more(self.cursor))
         self._restore_selection(keys)
         self.update_count()
         self.after_load()
@@ -222,7 +222,7 @@ class ListPage(Page):
 
     def _fetch_more(self) -> None:
         ws = self.ctx.workspace
-        if ws is None or self.cursor is None:
+        if ws is None or not self.has_more(self.cursor):
             self.model.loading = False
             return
         gen = self.generation
@@ -233,8 +233,8 @@ class ListPage(Page):
     def _next_page(self, gen: int, result: tuple[list[Any], Any]) -> None:
         if gen != self.generation:
             return
-        rows, self.cursor = result
-        self.model.append(rows, self.cursor is not None)
+        rows, self.cursor = self.carry_cursor(result)
+        self.model.append(rows, self.has_more(self.cursor))
         self.update_count()
 
     def _query_failed(self, gen: int, error: TaskError) -> None:
@@ -245,6 +245,14 @@ class ListPage(Page):
         self.ctx.notify(error.message, "error")
         self.loaded_generation = gen
         self.sig_loaded.emit()
+
+    def has_more(self, cursor: Any) -> bool:
+        """Whether the query has rows past ``cursor`` (None: the end)."""
+        return cursor is not None
+
+    def carry_cursor(self, result: tuple[list[Any], Any]) -> tuple[list[Any], Any]:
+        """The next page's (rows, cursor); a page may keep parts of the old cursor (a live feed's)."""
+        return result
 
     def after_load(self) -> None:
         """The first page of a new query is shown."""

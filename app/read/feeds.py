@@ -417,16 +417,46 @@ def _next_mark(mark: FeedMark | None, delivered: list[FeedItem], now: dt.datetim
     return FeedMark(at=at, low=low, floor=floor, seen=seen)
 
 
+def oldest_positions(items: Iterable[FeedItem]) -> dict[str, FeedPosition]:
+    """Per source, the oldest entry's position among ``items``: ``notification_feed``'s ``before`` for the next page."""
+    out: dict[str, FeedPosition] = {}
+    for item in items:
+        pos = _position(item)
+        if item.source not in out or _position_key(pos) < _position_key(out[item.source]):
+            out[item.source] = pos
+    return out
+
+
+def raw_record(workspace: Workspace, link: dict[str, Any]) -> dict[str, Any] | None:
+    """The row or document behind a feed entry, every field, as stored (the detail pane)."""
+    source = registry.source(str(link.get("source")))
+    if not source.is_sql:
+        db = workspace.orders().db
+        if link.get("table") == "email_log":
+            from bson import ObjectId
+            doc = db["email_log"].find_one({"_id": ObjectId(str(link["id"]))})
+        else:
+            doc = db["orders"].find_one({"id": link.get("id")})
+        return {k: (str(v) if k == "_id" else v) for k, v in doc.items()} if doc else None
+    from ..schema import cart_metadata, dispatch_metadata
+    tables = {"cart": cart_metadata, "dispatch": dispatch_metadata}[source.name].tables
+    table = tables[str(link["table"])]
+    with workspace.engine(source.name).connect() as conn:
+        row = conn.execute(select(table).where(table.c.id == link["id"])).mappings().first()
+    return dict(row) if row else None
+
+
 def _raw_id(item: FeedItem) -> object:
     return _position(item)[1]
 
 
 def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | FeedPosition | None] | None = None,
                            *, sources: Iterable[str] | None = None, filter_text: str | None = None,
-                           limit: int | None = 500) -> FeedPage:
+                           limit: int | None = 500, since: Since = None) -> FeedPage:
     """Entries not delivered before ``after`` (a poll's cursor: source → ``FeedMark``), newest first.
 
-    With no cursor, the newest ``limit`` entries (the feed's first page).
+    With no cursor, the newest ``limit`` entries (the feed's first page; ``since``
+    keeps those at or after it — later polls deliver only newer entries anyway).
     Then the oldest ``limit`` entries not delivered yet (late commits
     included), shown newest first; ``has_more`` when more wait (poll again
     at once). A plain (time, id) per source is accepted as a cursor too.
@@ -439,7 +469,7 @@ def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | Fee
         nows: dict[str, dt.datetime] = {}
         merged: list[FeedItem] = []
         for source in sources:
-            got, nows[source] = _read_source(workspace, source, before=None, after=None, since=None,
+            got, nows[source] = _read_source(workspace, source, before=None, after=None, since=since,
                                              filter_text=filter_text, limit=limit + 1)
             fetched[source] = got
             merged.extend(got)

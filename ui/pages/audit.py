@@ -1,13 +1,262 @@
-from .base import Page
+"""Audit: every action from any console, newest first, its per-item outcomes, and Undo for cleanups.
+
+Undo (Ctrl+Z or the button; admin) asks first, then restores what the
+selected cleanup archived through the service layer (a child process for
+the SQL sources), which refuses anything that cannot be undone with one
+sentence shown as a banner.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSplitter,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import registry
+from app.services.audit import audit_entries, find_action
+from app.services.cleanup import undo
+from app.services.ledger import AuditEntry
+from app.services.roles import ROLE_PERMISSIONS, allowed
+
+from ..action_process import ActionProcess
+from ..list_page import PAGE_SIZE, ListPage
+from ..table_model import Column, RowTableModel
+from ..tasks import TaskError
+
+KINDS = ("retry", "cleanup", "undo", "simulate")
 
 
-class AuditPage(Page):
+def _counts(e: AuditEntry) -> str:
+    return ", ".join(f"{k} {v:,}" for k, v in e.counts().items() if k not in ("snapshot",)) or ""
+
+
+COLUMNS = [
+    Column("started", "Started (UTC)", lambda e: f"{e.started_at:%Y-%m-%d %H:%M:%S}" if e.started_at else "",
+           width=150),
+    Column("kind", "Action", lambda e: e.kind, width=80),
+    Column("source", "Source", lambda e: registry.source(e.source).label, width=80),
+    Column("operator", "Operator", lambda e: e.operator, width=170),
+    Column("role", "Role", lambda e: e.role, width=70),
+    Column("status", "Status", lambda e: e.status, width=80, tooltip=lambda e: e.message),
+    Column("counts", "Counts", _counts, width=250, tooltip=lambda e: e.message or _counts(e)),
+    Column("action_id", "Action id", lambda e: e.action_id, width=220),
+]
+
+ITEM_COLUMNS = [
+    Column("item", "Item", lambda i: i["item_id"], width=110, align=Qt.AlignRight | Qt.AlignVCenter),
+    Column("outcome", "Outcome", lambda i: i["outcome"], width=90),
+    Column("detail", "Detail", lambda i: i.get("detail") or "", width=600, tooltip=lambda i: i.get("detail")),
+]
+
+
+def query_audit(workspace, filters: dict[str, Any], cursor: int | None) -> tuple[list[AuditEntry], int | None]:
+    """A page of entries; the ledgers read newest first, so the cursor is how many are shown."""
+    shown = cursor or 0
+    entries, problems = audit_entries(workspace, source=filters.get("source"), limit=shown + PAGE_SIZE + 1)
+    text = (filters.get("text") or "").lower()
+    kind = filters.get("kind")
+    if text or kind:
+        entries = [e for e in entries if (not kind or e.kind == kind) and
+                   (not text or text in e.operator.lower() or text in e.action_id.lower())]
+    page = entries[shown:shown + PAGE_SIZE]
+    more = len(entries) > shown + PAGE_SIZE
+    return page, (shown + len(page) if more else None)
+
+
+def export_audit(workspace, filters: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    entries, _problems = audit_entries(workspace, source=filters.get("source"), limit=1_000_000)
+    header = ["started_at", "finished_at", "kind", "source", "operator", "role", "status", "counts", "action_id",
+              "message"]
+    return header, [[e.started_at, e.finished_at, e.kind, e.source, e.operator, e.role, e.status, _counts(e),
+                     e.action_id, e.message] for e in entries
+                    if not filters.get("kind") or e.kind == filters["kind"]]
+
+
+def run_undo(workspace, entry: AuditEntry) -> dict[str, Any]:
+    if registry.source(entry.source).is_sql:
+        return ActionProcess().run(workspace.config, "undo", entry.action_id)
+    return undo(workspace, entry.action_id)
+
+
+class AuditPage(ListPage):
     key = "audit"
     title = "Audit"
     subtitle = "Every action taken from any console: who, when, what, and what came of it."
     icon_name = "audit"
-    planned = [
-        "Retries and clean-ups with their operator, role, parameters and per-item outcome.",
-        "Archived rows of each clean-up, and undo for the ones that can still be restored.",
-        "Refused actions too, with the reason (role, conflict, or a concurrent console).",
-    ]
+    filter_hint = "Filter by operator or action id — Ctrl+F"
+    columns = COLUMNS
+    row_key = staticmethod(lambda e: (e.source, e.action_id))
+    noun = "actions"
+    query = staticmethod(query_audit)
+    export_rows = staticmethod(export_audit)
+
+    def build_filters(self, row: QHBoxLayout) -> None:
+        self.source_box = QComboBox()
+        self.source_box.setObjectName("sourceFilter")
+        self.source_box.addItem("All sources", None)
+        for s in registry.SOURCES:
+            self.source_box.addItem(s.label, s.name)
+        self.kind_box = QComboBox()
+        self.kind_box.setObjectName("kindFilter")
+        self.kind_box.addItem("All actions", None)
+        for k in KINDS:
+            self.kind_box.addItem(k, k)
+        self.source_box.currentIndexChanged.connect(self.reload)
+        self.kind_box.currentIndexChanged.connect(self.reload)
+        row.addWidget(self.source_box)
+        row.addWidget(self.kind_box)
+
+    def build_actions(self, row: QHBoxLayout) -> None:
+        self.undo_button = QPushButton("Undo cleanup…")
+        self.undo_button.setObjectName("primary")
+        self.undo_button.clicked.connect(self.undo_selected)
+        row.addWidget(self.undo_button)
+        sc = QShortcut(QKeySequence.Undo, self)
+        sc.setContext(Qt.WidgetWithChildrenShortcut)
+        sc.activated.connect(self.undo_selected)
+        self.confirm: QMessageBox | None = None
+        self.busy = False
+        self._update_buttons([])
+
+    def build_lower(self, splitter: QSplitter) -> None:
+        panel = QWidget()
+        v = QVBoxLayout(panel)
+        v.setContentsMargins(0, 6, 0, 0)
+        v.setSpacing(6)
+        title = QLabel("Per-item outcomes of the selected action")
+        title.setObjectName("sectionTitle")
+        self.items_note = QLabel("Select an action.")
+        self.items_note.setObjectName("muted")
+        v.addWidget(title)
+        v.addWidget(self.items_note)
+        self.items = RowTableModel(ITEM_COLUMNS, None, self)
+        self.item_table = QTableView()
+        self.item_table.setObjectName("auditItems")
+        self.item_table.setModel(self.items)
+        self.item_table.verticalHeader().hide()
+        self.item_table.verticalHeader().setDefaultSectionSize(24)
+        self.item_table.horizontalHeader().setStretchLastSection(True)
+        self.item_table.horizontalHeader().setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+        for i, col in enumerate(ITEM_COLUMNS):
+            self.item_table.horizontalHeader().resizeSection(i, col.width)
+        v.addWidget(self.item_table, 1)
+        splitter.addWidget(panel)
+        splitter.setSizes([480, 240])
+
+    def current_filters(self) -> dict[str, Any]:
+        return {"text": self.filter_edit.text().strip() or None, "source": self.source_box.currentData(),
+                "kind": self.kind_box.currentData()}
+
+    def detail_of(self, row: AuditEntry) -> dict[str, Any]:
+        out = row.to_json()
+        out.pop("items", None)
+        out["outcome"] = row.outcome
+        return out
+
+    def on_workspace(self, workspace) -> None:
+        super().on_workspace(workspace)
+        self._update_buttons(self.selected_rows())
+
+    # Selection: the action's items, read in a task ---------------------------------
+    def selection_changed(self, rows: list[AuditEntry]) -> None:
+        self._update_buttons(rows)
+        if len(rows) != 1 or self.ctx.workspace is None:
+            self.items.reset([], False)
+            self.items_note.setText("Select an action." if not rows else f"{len(rows)} actions selected.")
+            return
+        entry = rows[0]
+        self.items_note.setText("Loading…")
+
+        def shown(full: AuditEntry | None) -> None:
+            if self.selected_rows() != [entry]:
+                return
+            items = full.items if full is not None else []
+            self.items.reset(items, False)
+            self.items_note.setText(f"{len(items):,} items" if items else "This action recorded no items.")
+        self.ctx.tasks.submit(find_action, self.ctx.workspace, entry.action_id, key="audit-items", on_done=shown,
+                              on_error=lambda err: self.items_note.setText(err.message))
+
+    # Undo ----------------------------------------------------------------------------
+    def _role_allows(self) -> tuple[bool, str]:
+        role = self.ctx.role
+        if role is None:
+            return False, "No workspace is open."
+        if allowed(role, "undo"):
+            return True, ""
+        may = " or ".join(sorted(r for r, k in ROLE_PERMISSIONS.items() if "undo" in k))
+        return False, f"Undo takes the {may} role; this console's role is {role}."
+
+    def _undoable(self, rows: list[AuditEntry]) -> AuditEntry | None:
+        if len(rows) == 1 and rows[0].kind == "cleanup" and rows[0].status in ("succeeded", "failed"):
+            return rows[0]
+        return None
+
+    def _update_buttons(self, rows: list[AuditEntry]) -> None:
+        ok, why = self._role_allows()
+        target = self._undoable(rows)
+        self.undo_button.setEnabled(ok and not self.busy and target is not None)
+        self.undo_button.setToolTip(why if not ok else
+                                    "Restore what the selected cleanup archived (Ctrl+Z)" if target else
+                                    "Select one cleanup to undo it")
+
+    def undo_selected(self) -> None:
+        ok, why = self._role_allows()
+        if not ok:
+            self.ctx.notify(why, "warning")
+            return
+        entry = self._undoable(self.selected_rows())
+        if entry is None or self.busy:
+            return
+        box = QMessageBox(self)
+        box.setObjectName("undoConfirm")
+        box.setIcon(QMessageBox.Question)
+        box.setWindowTitle("Undo cleanup")
+        archived = (entry.outcome or {}).get("archived")
+        what = f"{archived:,} archived rows" if isinstance(archived, int) else "what it archived"
+        box.setText(f"Undo cleanup {entry.action_id}?")
+        box.setInformativeText(f"{registry.source(entry.source).label}: {what} go back to their tables, with the "
+                               "same ids and values. A row whose id was taken since stays archived and is named.")
+        go = box.addButton("Undo", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(go)
+        box.setEscapeButton(QMessageBox.Cancel)
+        self.confirm = box
+
+        def answered(_result: int) -> None:
+            self.confirm = None
+            if box.clickedButton() is go:
+                self._run_undo(entry)
+        box.finished.connect(answered)
+        box.open()
+
+    def _run_undo(self, entry: AuditEntry) -> None:
+        ws = self.ctx.workspace
+        if ws is None:
+            return
+        self.busy = True
+        self._update_buttons(self.selected_rows())
+        self.items_note.setText(f"Undoing {entry.action_id}…")
+
+        def done(out: dict[str, Any]) -> None:
+            self.busy = False
+            self.last_undo = out
+            note = " (already undone: the stored outcome)" if out.get("replayed") else ""
+            self.ctx.notify(f"Restored {out.get('restored', 0):,} rows archived by {entry.action_id}{note}.", "info")
+            self.reload()
+
+        def failed(err: TaskError) -> None:
+            self.busy = False
+            self._update_buttons(self.selected_rows())
+            self.ctx.notify(err.message, "error")
+        self.ctx.tasks.submit(run_undo, ws, entry, on_done=done, on_error=failed)

@@ -1,0 +1,116 @@
+"""The live feed in the window: new rows on top within a second, position and selection kept, pause, export."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+
+import pytest
+from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtWidgets import QFileDialog
+
+from tests.helpers import add_notifications, seed_people
+from ui.main_window import MainWindow
+
+WAIT = 30_000
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("NC_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NC_NO_KEYRING", "1")
+
+
+@pytest.fixture
+def ws(workspace_factory, sql_url):
+    ws = workspace_factory(dispatch=sql_url("dispatch"))
+    seed_people(ws.engine("dispatch"), issue_ids=(1,), reporter=1, assignee=2, watchers=(3,))
+    return ws
+
+
+def open_feed(qtbot, ws):
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    window.ctx.open_workspace(lambda: ws)
+    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=WAIT)
+    qtbot.keyClick(window, Qt.Key_2, Qt.ControlModifier)            # Ctrl+2: Notifications
+    page = window.pages["notifications"]
+    assert window.current_page() == "notifications"
+    qtbot.waitUntil(page.is_loaded, timeout=WAIT)
+    return page
+
+
+def ids_shown(page) -> list[int]:
+    return [page.model.row_at(i).id for i in range(page.model.rowCount())]
+
+
+def test_new_rows_appear_on_top_within_about_a_second_and_the_selection_stays(qtbot, ws):
+    engine = ws.engine("dispatch")
+    old = add_notifications(engine, 5, ago=dt.timedelta(minutes=5))
+    page = open_feed(qtbot, ws)
+    assert sorted(ids_shown(page)) == sorted(old)
+    sm = page.table.selectionModel()
+    pos = page.model.position(("dispatch", str(old[2])))
+    sm.select(page.model.index(pos, 0), QItemSelectionModel.Select | QItemSelectionModel.Rows)
+    new = add_notifications(engine, 3, start=100)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 8, timeout=3000)
+    assert sorted(ids_shown(page)[:3]) == sorted(new)
+    assert page.selected_keys() == [("dispatch", str(old[2]))]
+    assert page.new_button.isHidden()                  # at the top: no marker needed
+
+
+def test_a_list_scrolled_down_keeps_its_place_and_says_how_many_are_new(qtbot, ws):
+    engine = ws.engine("dispatch")
+    add_notifications(engine, 150, ago=dt.timedelta(minutes=5))
+    page = open_feed(qtbot, ws)
+    bar = page.table.verticalScrollBar()
+    bar.setValue(60)
+    top_row = page.table.rowAt(0)
+    first_seen = page.model.row_at(top_row).id
+    add_notifications(engine, 4, start=1000)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 154, timeout=3000)
+    assert page.model.row_at(page.table.rowAt(0)).id == first_seen     # the same row on top of the viewport
+    assert page.new_button.isVisible() and page.new_button.text() == "↑ 4 new"
+    qtbot.mouseClick(page.new_button, Qt.LeftButton)
+    assert bar.value() == 0 and page.new_button.isHidden()
+
+
+def test_pause_holds_new_rows_and_resume_delivers_each_once(qtbot, ws):
+    engine = ws.engine("dispatch")
+    add_notifications(engine, 2, ago=dt.timedelta(minutes=5))
+    page = open_feed(qtbot, ws)
+    qtbot.mouseClick(page.pause_button, Qt.LeftButton)
+    assert page.pause_button.text() == "Resume"
+    add_notifications(engine, 3, start=50)
+    qtbot.wait(1500)
+    assert page.model.rowCount() == 2
+    qtbot.mouseClick(page.pause_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: page.model.rowCount() == 5, timeout=3000)
+    qtbot.wait(1500)
+    assert len(set(ids_shown(page))) == 5 == page.model.rowCount()
+
+
+def test_the_filter_runs_on_the_server_and_export_writes_every_matching_row(qtbot, ws, tmp_path, monkeypatch):
+    engine = ws.engine("dispatch")
+    add_notifications(engine, 230, kind="status_changed", ago=dt.timedelta(minutes=5))
+    add_notifications(engine, 10, start=500, kind="comment_added", ago=dt.timedelta(minutes=5))
+    page = open_feed(qtbot, ws)
+    qtbot.keyClick(page.table, Qt.Key_F, Qt.ControlModifier)
+    qtbot.keyClicks(page.filter_edit, "status_changed")
+    qtbot.keyClick(page.filter_edit, Qt.Key_Return)
+    qtbot.waitUntil(lambda: page.is_loaded() and page.model.rowCount() == 200, timeout=WAIT)
+    assert page.model.more and {page.model.row_at(i).subject.split()[0] for i in range(200)} == {"status_changed"}
+    target = tmp_path / "feed.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    qtbot.keyClick(page.table, Qt.Key_E, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: getattr(page, "exported", None) is not None, timeout=WAIT)
+    with target.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 230 and all(r["subject"].startswith("status_changed") for r in rows)
+    page.table.scrollToBottom()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 230, timeout=WAIT)
+    # The detail pane shows the entry and the stored row behind it.
+    page.table.selectRow(0)
+    qtbot.waitUntil(lambda: '"stored"' in page.detail.toPlainText(), timeout=WAIT)
+    assert '"dispatch_id"' in page.detail.toPlainText()
