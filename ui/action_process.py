@@ -43,9 +43,14 @@ def _undo(workspace, target, *, progress, cancel):
     return undo(workspace, target)
 
 
+def _cleanup(workspace, source, keep_ids, *, progress, cancel):
+    from app.services.cleanup import cleanup
+    return cleanup(workspace, source, dry_run=False, keep_ids=keep_ids)
+
+
 # What a child may run, by name (a spawned child imports it, never a Qt module).
 ACTIONS: dict[str, Callable[..., Any]] = {"retry_plan": _retry_plan, "count_matching": _count_matching,
-                                        "undo": _undo}
+                                        "undo": _undo, "cleanup": _cleanup}
 
 
 def _child(config, name: str, args: tuple, kwargs: dict, out, cancel) -> None:  # runs in the child process

@@ -105,28 +105,42 @@ def _outcome(source: str, dry_run: bool, groups: Sequence[DuplicateGroup],
 
 
 
-def cleanup(workspace: Workspace, source: str, *, dry_run: bool, action_id: str | None = None) -> dict[str, Any]:
+def cleanup(workspace: Workspace, source: str, *, dry_run: bool, action_id: str | None = None,
+            keep_ids: Sequence[Any] | None = None) -> dict[str, Any]:
     """Preview (``dry_run``) or apply the cleanup of every duplicate group of ``source``.
 
     Only the source's own business rule is cleaned up; groups found by extra
     rules from the config file are shown by ``duplicates`` but never removed
     here (the console does not own those tables' semantics).
+
+    ``keep_ids``: only the groups whose kept member is one of these (the
+    groups an admin selected in the window, as the preview showed them); a
+    group whose kept member changed since (an earlier copy appeared) is left
+    alone. The ledger keeps their count and digest.
     """
     _check_source(source)
+    params: dict[str, Any] = {"dry_run": False}
+    chosen: set[str] | None = None
+    if keep_ids is not None:
+        chosen = {str(k) for k in keep_ids}
+        digest = hashlib.sha256(",".join(sorted(chosen)).encode()).hexdigest()
+        params["groups"] = {"count": len(chosen), "sha256": digest}
     if not dry_run:
-        require_role(workspace, "cleanup", source, {"dry_run": False}, action_id)
+        require_role(workspace, "cleanup", source, params, action_id)
     require_schema(workspace, source)
     planned = dup.scan_duplicates(workspace, source, rule=registry.source(source).builtin_rule)
+    if chosen is not None:
+        planned = [g for g in planned if str(g.keep_id) in chosen]
     if dry_run:
         would = [i if isinstance(i, int) else str(i) for g in planned for i in g.remove_ids]
         return dict(_outcome(source, True, planned, would), action_id=None)
     body = _apply_sql if registry.source(source).is_sql else _apply_orders
-    return run_action(workspace, kind="cleanup", source=source, params={"dry_run": False},
-                      action_id=action_id, body=lambda ctx: body(workspace, source, planned, ctx))
+    return run_action(workspace, kind="cleanup", source=source, params=params,
+                      action_id=action_id, body=lambda ctx: body(workspace, source, planned, ctx, chosen))
 
 
 def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
-               ctx: ActionContext) -> dict[str, Any]:
+               ctx: ActionContext, chosen: set[str] | None = None) -> dict[str, Any]:
     table = SQL_TABLES[source]
     member_ids = sorted({int(i) for g in planned for i in g.member_ids})
 
@@ -135,7 +149,8 @@ def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
         with workspace.engine(source).begin() as conn:
             now = db_now(conn)
             rows = lock_rows(conn, table, member_ids)
-            groups = [g for g in _regroup(workspace, source, rows, conn) if g.remove_ids]
+            groups = [g for g in _regroup(workspace, source, rows, conn)
+                      if g.remove_ids and (chosen is None or str(g.keep_id) in chosen)]
             remove = {int(i) for g in groups for i in g.remove_ids}
             doomed = [r for r in rows if r["id"] in remove]
             archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
@@ -149,7 +164,7 @@ def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
 
 
 def _apply_orders(workspace: Workspace, source: str, planned: list[DuplicateGroup],
-                  ctx: ActionContext) -> dict[str, Any]:
+                  ctx: ActionContext, chosen: set[str] | None = None) -> dict[str, Any]:
     db = order_db(workspace.orders())
     now = utcnow()
     archived: list[str] = []
@@ -159,7 +174,7 @@ def _apply_orders(workspace: Workspace, source: str, planned: list[DuplicateGrou
         # A list: a real server's cursor can be read only once.
         current = list(db[ORDER_COLLECTION].find(key, sort=[("sent_at", 1), ("_id", 1)]))
         for group in _regroup(workspace, source, current):
-            if not group.remove_ids:
+            if not group.remove_ids or (chosen is not None and str(group.keep_id) not in chosen):
                 continue
             remove = set(map(str, group.remove_ids))
             doomed = [d for d in current if str(d["_id"]) in remove]

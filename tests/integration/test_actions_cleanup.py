@@ -199,3 +199,18 @@ def test_order_email_log_cleanup_and_undo(workspace_factory, order_store_url):
     assert back["restored"] == 2
     assert sorted(db["email_log"].find({}), key=lambda d: str(d["_id"])) == before
     assert find_action(ws, "undo-orders-clean").status == "succeeded"
+
+
+def test_a_cleanup_of_selected_groups_archives_only_those(workspace_factory, sql_url):
+    from app.services.cleanup import cleanup as run_cleanup
+    from tests.helpers import seed_cart_duplicates as seed
+    ws = workspace_factory(cart=sql_url("cart"))
+    seed(ws.engine("cart"))
+    preview = run_cleanup(ws, "cart", dry_run=True)
+    assert preview["group_count"] == 2
+    first = preview["groups"][0]
+    chosen = run_cleanup(ws, "cart", dry_run=True, keep_ids=[first["keep_id"]])
+    assert chosen["group_count"] == 1 and chosen["archived_ids"] == first["archived_ids"]
+    done = run_cleanup(ws, "cart", dry_run=False, keep_ids=[first["keep_id"]], action_id="cleanup-selected")
+    assert done["archived_ids"] == first["archived_ids"]
+    assert run_cleanup(ws, "cart", dry_run=True)["group_count"] == 1   # the other group is still there
