@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -161,6 +161,7 @@ class ListPage(Page):
         key("Ctrl+E", self.ask_export)
         key("F5", self.reload)
         key("Ctrl+A", self.select_all)
+        key(QKeySequence.Copy, self.copy_selection)
 
     # Subclass hooks --------------------------------------------------------
     def build_filters(self, row: QHBoxLayout) -> None:
@@ -186,13 +187,25 @@ class ListPage(Page):
 
     # Loading ----------------------------------------------------------------
     def on_workspace(self, workspace) -> None:
-        self.reload()
+        # A page queries when it is shown: hidden pages cost the window (and the databases) nothing.
+        if self.isVisible():
+            self.reload()
 
     def focus_target(self) -> QWidget | None:
         return self.table
 
     def is_loaded(self) -> bool:
         return self.ctx.workspace is None or (self.generation > 0 and self.loaded_generation == self.generation)
+
+    def _load_once(self) -> None:
+        if self.generation == 0:
+            self.reload()
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        # The window may open on this page before the workspace is ready, or the workspace before the page.
+        if self.ctx.workspace is not None and self.generation == 0:
+            QTimer.singleShot(0, self._load_once)
 
     def reload(self) -> None:
         """Run the query from the top: the filter (or the data) changed."""
@@ -306,6 +319,21 @@ class ListPage(Page):
             return
         self.table.selectAll()
 
+    def copy_selection(self) -> None:
+        """The selected rows as tab-separated text, with a header, to the clipboard (Ctrl+C)."""
+        if self.filter_edit.hasFocus():
+            self.filter_edit.copy()
+            return
+        rows = self.selected_rows()
+        if not rows:
+            return
+        cols = [c for c in self.columns if c.key != "_mark"]
+        lines = ["\t".join(c.title for c in cols)]
+        lines += ["\t".join("" if (v := c.value(r)) is None else str(v).replace("\t", " ") for c in cols)
+                  for r in rows]
+        QGuiApplication.clipboard().setText("\n".join(lines))
+        self.ctx.notify(f"Copied {len(rows):,} {self.noun} to the clipboard.", "info")
+
     # Export -----------------------------------------------------------------------
     def ask_export(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, f"Export {self.title} to CSV", f"{self.key}.csv",
@@ -335,5 +363,5 @@ class ListPage(Page):
         self.ctx.tasks.submit(work, on_done=done, on_error=failed, key=f"export-{self.key}")
 
     def on_activated(self) -> None:
-        if self.ctx.workspace is not None and not self.model.rowCount() and not self.model.loading:
-            QTimer.singleShot(0, self.reload)
+        if self.ctx.workspace is not None and self.generation == 0:
+            QTimer.singleShot(0, self._load_once)

@@ -66,17 +66,18 @@ def test_delete_and_enter_clean_up_the_selected_group_and_undo_puts_it_back(qtbo
                                        QItemSelectionModel.ClearAndSelect | QItemSelectionModel.Rows)
     assert "kept" in page.members.toHtml() and "a cleanup archives" in page.members.toHtml()
     page.table.setFocus()
-    probe = StallProbe().start()
     qtbot.keyClick(page.table, Qt.Key_Delete)
     qtbot.waitUntil(lambda: page.confirm is not None, timeout=WAIT)
     assert page.confirm.text() == "Archive 1 extra copies in 1 selected groups?"
     assert "Cart: 1 groups, archive 1 rows, keep 1" in page.confirm.informativeText()
+    probe = StallProbe().start()          # from the confirmation on: the cleanup itself
     qtbot.keyClick(page.confirm, Qt.Key_Return)
     qtbot.waitUntil(lambda: getattr(page, "last_cleanup", None) is not None, timeout=WAIT)
     stall = probe.stop()
     out = page.last_cleanup["cart"]
     assert out["archived"] == 1 and len(table_rows(engine, cart_log)) == len(before) - 1
-    assert stall <= 50, f"the GUI thread stalled {stall:.1f} ms during the cleanup"
+    assert probe.max_busy_ms <= 50 and stall <= 50, \
+        f"during the cleanup the GUI thread was busy {probe.max_busy_ms:.1f} ms and answered {stall:.1f} ms late"
     # The resend group is untouched; the Audit page undoes the cleanup.
     assert {r[2][0] for r in table_rows(engine, cart_log)}  # (id, user_id, cart_hash, …) == {"a", "b", "c"}
     qtbot.keyClick(window, Qt.Key_6, Qt.ControlModifier)

@@ -151,7 +151,7 @@ def test_a_second_console_is_told_who_retried_and_sends_nothing(qtbot, ws):
     second.retry_selected()
     run_confirmed(qtbot, second)
     assert second.summary.text().startswith("Retried 0, skipped 2, failed 0 of 2.")
-    reasons = [second.outcomes.row_at(i).reason for i in range(second.outcomes.rowCount())]
+    reasons = [r.reason for r in second.all_outcomes()]
     assert all(r.startswith("already retried by ") and "(already completed)" in r for r in reasons)
     with engine.connect() as conn:
         from sqlalchemy import func, select
@@ -189,19 +189,24 @@ def test_the_gui_thread_never_stalls_over_50_ms_during_a_10000_item_retry(qtbot,
     seed_people(engine, issue_ids=range(1, 501), reporter=1, assignee=2, watchers=(3,))
     add_failed_dispatches(engine, 10_000, issues=500)
     page = open_on(qtbot, ws).pages["failed"]
-    probe = StallProbe().start()
     qtbot.mouseClick(page.retry_all_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: page.confirm is not None, timeout=WAIT)
     assert "Dispatch: 10,000" in page.confirm.informativeText()
+    probe = StallProbe().start()          # from the confirmation on: the retry itself
     qtbot.keyClick(page.confirm, Qt.Key_Return)
     qtbot.waitUntil(lambda: page.progress.isVisible(), timeout=WAIT)
     while page.running is not None:            # live refreshes of the list (1 s) while the retry runs
         page.refresh_top()
         qtbot.wait(1000)
     stall = probe.stop()
-    print(f"max GUI stall during a 10,000-item retry with live refreshes: {stall:.1f} ms over {probe.ticks} ticks")
+    print(f"during a 10,000-item retry with live refreshes: the GUI thread worked at most {probe.max_busy_ms:.1f} ms "
+          f"without answering; answered at most {stall:.1f} ms late ({probe.ticks} ticks)")
     assert page.summary.text().startswith("Retried 10,000, skipped 0, failed 0 of 10,000.")
     with engine.connect() as conn:
         assert db_now(conn) is not None
     assert set(statuses(engine).values()) == {"completed"}
-    assert probe.ticks > 100 and stall <= 50, f"the GUI thread stalled {stall:.1f} ms"
+    assert len(page.all_outcomes()) == 10_000 and page.outcomes.rowCount() == 200 and page.outcomes.more
+    # Never late by more than 50 ms; and the window's own work on its thread stays under that too
+    # (lateness also counts other processes' turns on two cores).
+    assert probe.ticks > 100 and probe.max_busy_ms <= 50, f"the GUI thread was busy {probe.max_busy_ms:.1f} ms"
+    assert stall <= 50, f"the GUI thread answered {stall:.1f} ms late"

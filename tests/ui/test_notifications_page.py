@@ -114,3 +114,15 @@ def test_the_filter_runs_on_the_server_and_export_writes_every_matching_row(qtbo
     page.table.selectRow(0)
     qtbot.waitUntil(lambda: '"stored"' in page.detail.toPlainText(), timeout=WAIT)
     assert '"dispatch_id"' in page.detail.toPlainText()
+
+
+def test_ctrl_c_copies_the_selected_rows_with_a_header(qtbot, ws):
+    from PySide6.QtGui import QGuiApplication
+    add_notifications(ws.engine("dispatch"), 3, ago=dt.timedelta(minutes=5))
+    page = open_feed(qtbot, ws)
+    page.table.selectAll()
+    page.table.setFocus()
+    qtbot.keyClick(page.table, Qt.Key_C, Qt.ControlModifier)
+    lines = QGuiApplication.clipboard().text().splitlines()
+    assert lines[0].split("\t")[:3] == ["Time (UTC)", "Source", "Kind"] and len(lines) == 4
+    assert all("\tDispatch\t" in line for line in lines[1:])

@@ -325,6 +325,8 @@ class FailedPage(ListPage):
         v.addWidget(self.summary)
         # Outcomes are only shown, never looked up by key (10,000 of them reset in one step).
         self.outcomes = RowTableModel(OUTCOME_COLUMNS, None, self)
+        self._pending_outcomes: list[OutcomeRow] = []
+        self.outcomes.sig_fetch_more.connect(self._more_outcomes)
         self.outcome_table = QTableView()
         self.outcome_table.setObjectName("outcomeTable")
         self.outcome_table.setModel(self.outcomes)
@@ -508,9 +510,20 @@ class FailedPage(ListPage):
         self._finish_run()
         self.summary.setText(run.summary + " Press F5 to refresh the list.")
         self.last_results = run.results
-        self.outcomes.reset(run.rows, False)
+        # 10,000 outcomes are shown a page at a time as the panel scrolls (one reset of all of them
+        # held the GUI thread); the rest wait here.
+        self._pending_outcomes = run.rows[PAGE_SIZE:]
+        self.outcomes.reset(run.rows[:PAGE_SIZE], bool(self._pending_outcomes))
         for outcome, keys in run.marks.items():
             self.model.set_mark(keys, RESULT_MARKS[outcome])
+
+    def _more_outcomes(self) -> None:
+        part, self._pending_outcomes = self._pending_outcomes[:PAGE_SIZE], self._pending_outcomes[PAGE_SIZE:]
+        self.outcomes.append(part, bool(self._pending_outcomes))
+
+    def all_outcomes(self) -> list[OutcomeRow]:
+        """Every outcome of the last retry, shown or waiting to be shown."""
+        return self.outcomes.rows + self._pending_outcomes
 
     def _retry_failed(self, err: TaskError) -> None:
         self._finish_run()

@@ -162,6 +162,8 @@ class NotificationsPage(ListPage):
         ws = self.ctx.workspace
         if ws is None or self.cursor is None or self.pause_button.isChecked() or self.model.loading:
             return
+        if not self.isVisible():   # another page is open: catch up from the same cursor when this one is back
+            return
         gen = self.generation
         self.ctx.tasks.submit(poll_feed, ws, dict(self.filters), self.cursor.live, key="feed-live",
                               on_done=lambda page: self._arrived(gen, page),
