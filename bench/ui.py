@@ -29,7 +29,6 @@ import argparse
 import datetime as dt
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -141,18 +140,10 @@ def feed_case(app, rows: int, tmp: Path, results: list) -> None:
     wait(app, lambda: page.is_loaded() and page.model.rowCount() > 0)
     app.processEvents()
     opened = time.perf_counter() - t0
-    stop = threading.Event()
-
-    def feed() -> None:
-        n = 0
-        while not stop.is_set():
-            add_notifications(engine, 20, start=50_000_000 + n)
-            n += 20
-            time.sleep(0.1)
-    feeder = threading.Thread(target=feed, daemon=True)
+    stop, feeder = start_feeder(engine, "notifications", 50_000_000)
+    pump(app, 3)            # the writer process is up and writing before the probe starts
     shown = page.model.rowCount()
     probe = StallProbe().start()
-    feeder.start()
     pump(app, 20)
     stop.set()
     feeder.join()
@@ -160,12 +151,36 @@ def feed_case(app, rows: int, tmp: Path, results: list) -> None:
     stall = probe.stop()
     arrived = page.model.rowCount() - shown
     results.append(("feed-1m", f"{opened * 1000:.0f} ms to the first screen of {rows:,} rows, "
-                    f"+{rss_mb() - before:.0f} MB RSS; max GUI stall {stall:.1f} ms while {arrived:,} new rows "
-                    "arrived at 200/s", "<= 1 s; <= 50 ms"))
+                    f"+{rss_mb() - before:.0f} MB RSS; max GUI stall {stall:.1f} ms (GUI thread busy at most "
+                    f"{probe.max_busy_ms:.1f} ms) while {arrived:,} new rows arrived at 200/s", "<= 1 s; <= 50 ms"))
     print(f"feed-1m: {opened * 1000:.0f} ms, stall {stall:.1f} ms, {arrived} arrived", flush=True)
     window.close()
     pump(app, 0.5)
     ws.close()
+
+
+def _feed_process(url: str, kind: str, stop, start: int) -> None:
+    """200 new rows/s from a process of their own, as production writers are (not a thread of the window)."""
+    engine = create_engine(url)
+    n = 0
+    while not stop.is_set():
+        if kind == "notifications":
+            add_notifications(engine, 20, start=start + n)
+        else:
+            add_failed(engine, 20, start=start + n)
+        n += 20
+        time.sleep(0.1)
+    engine.dispose()
+
+
+def start_feeder(engine, kind: str, start: int):
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=_feed_process, args=(engine.url.render_as_string(hide_password=False), kind, stop,
+                                                   start), daemon=True)
+    proc.start()
+    return stop, proc
 
 
 def wait(app, cond, timeout: float = 600.0) -> None:
@@ -267,26 +282,19 @@ def main() -> int:
         bar.setValue(0)
 
         # Live: 200 new failed rows/s for 20 s, the list refreshed in place every second.
-        stop = threading.Event()
         engine = ws.engine("dispatch")
-
-        def feed() -> None:
-            n = 0
-            while not stop.is_set():
-                add_failed(engine, 20, start=10_000_000 + n)
-                n += 20
-                time.sleep(0.1)
-        feeder = threading.Thread(target=feed, daemon=True)
+        stop, feeder = start_feeder(engine, "failed", 10_000_000)
+        pump(app, 3)        # the writer process is up and writing before the probe starts
         probe = StallProbe().start()
-        feeder.start()
         end = time.perf_counter() + 20
-        while time.perf_counter() < end:
+        while time.perf_counter() < end:  # 20 s of 200 new rows/s, the list refreshed every second
             page.refresh_top()
             pump(app, 1.0)
         stop.set()
         feeder.join()
         live = probe.stop()
-        results.append(("live-refresh", f"max GUI stall {live:.1f} ms at 200 new rows/s", "<= 50 ms"))
+        results.append(("live-refresh", f"max GUI stall {live:.1f} ms (busy at most {probe.max_busy_ms:.1f} ms) "
+                        "at 200 new failed rows/s", "<= 50 ms"))
         print(f"live-refresh: max stall {live:.1f} ms ({probe.ticks} ticks)", flush=True)
 
         # Retry all matching, limited to --retry items by the filter of one error text.
@@ -302,7 +310,8 @@ def main() -> int:
         wait(app, lambda: page.running is None and page.summary.text().startswith("Retried"))
         took = time.perf_counter() - t0
         stall = probe.stop()
-        results.append((f"retry-{args.retry}", f"max GUI stall {stall:.1f} ms; {took:.1f} s from the click to the "
+        results.append((f"retry-{args.retry}", f"max GUI stall {stall:.1f} ms (busy at most {probe.max_busy_ms:.1f} "
+                        f"ms); {took:.1f} s from the click to the "
                         f"results ({page.summary.text().split(' Press')[0]})", "<= 50 ms"))
         print(f"retry: max stall {stall:.1f} ms, {took:.1f} s: {page.summary.text()}", flush=True)
         window.close()

@@ -41,7 +41,11 @@ class RowTableModel(QAbstractTableModel):
         self.columns = list(columns)
         self.key = key
         self.rows: list[Any] = []
-        self._pos: dict[Hashable, int] = {}
+        # A row's position is its sequence number minus the top's: rows inserted at the top take
+        # numbers below it, appended rows numbers above, so neither renumbers the rows already there
+        # (a live feed inserts at the top every second over thousands of loaded rows).
+        self._seq: dict[Hashable, int] = {}
+        self._top = 0
         self.more = False              # the query has more rows than are loaded
         self.loading = False           # a page is on its way
         self.marks: dict[Hashable, str] = {}   # per-row notes shown in the last column (e.g. "retried")
@@ -93,7 +97,8 @@ class RowTableModel(QAbstractTableModel):
         return self.rows[i]
 
     def position(self, key: Hashable) -> int | None:
-        return self._pos.get(key)
+        seq = self._seq.get(key)
+        return None if seq is None else seq - self._top
 
     def reset(self, rows: Iterable[Any], more: bool) -> None:
         """The query changed (filter, sort): show its first page."""
@@ -107,7 +112,7 @@ class RowTableModel(QAbstractTableModel):
 
     def append(self, rows: Iterable[Any], more: bool) -> None:
         """The next page of the same query, below the loaded rows."""
-        new = list(rows) if self.key is None else [r for r in rows if self.key(r) not in self._pos]
+        new = list(rows) if self.key is None else [r for r in rows if self.key(r) not in self._seq]
         self.loading = False
         self.more = more
         if not new:
@@ -115,7 +120,9 @@ class RowTableModel(QAbstractTableModel):
         first = len(self.rows)
         self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
         self.rows.extend(new)
-        self._reindex(first)
+        if self.key is not None:
+            for i, r in enumerate(new, start=self._top + first):
+                self._seq[self.key(r)] = i
         self.endInsertRows()
 
     def merge_top(self, fresh: Sequence[Any], *, complete: bool = False) -> int:
@@ -129,7 +136,7 @@ class RowTableModel(QAbstractTableModel):
         fresh_keys = {self.key(r): r for r in fresh}
         # 1. In place.
         for k, r in fresh_keys.items():
-            i = self._pos.get(k)
+            i = self.position(k)
             if i is not None and self.rows[i] != r:
                 self.rows[i] = r
                 self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.columns) - 1))
@@ -144,11 +151,13 @@ class RowTableModel(QAbstractTableModel):
             if gone:
                 self._reindex()
         # 3. New at the top, in the fresh order.
-        new = [r for k, r in fresh_keys.items() if k not in self._pos]
+        new = [r for k, r in fresh_keys.items() if k not in self._seq]
         if new:
             self.beginInsertRows(QModelIndex(), 0, len(new) - 1)
             self.rows[0:0] = new
-            self._reindex()
+            self._top -= len(new)
+            for i, r in enumerate(new, start=self._top):
+                self._seq[self.key(r)] = i
             self.endInsertRows()
         return len(new)
 
@@ -156,7 +165,7 @@ class RowTableModel(QAbstractTableModel):
         col = next((c for c, column in enumerate(self.columns) if column.key == "_mark"), None)
         for k in keys:
             self.marks[k] = text
-            i = self._pos.get(k)
+            i = self.position(k)
             if i is not None and col is not None:
                 idx = self.index(i, col)
                 self.dataChanged.emit(idx, idx)
@@ -164,20 +173,16 @@ class RowTableModel(QAbstractTableModel):
     # ---------------------------------------------------------------------
     def _covered(self, fresh: Sequence[Any]) -> int:
         """Shown rows down to (and with) the last shown row that the fresh page holds."""
-        keys = {self.key(r) for r in fresh}
-        last = -1
-        for i, r in enumerate(self.rows):
-            if self.key(r) in keys:
-                last = i
-        return last + 1
+        shown = [p for p in (self.position(self.key(r)) for r in fresh) if p is not None]
+        return max(shown) + 1 if shown else 0
 
-    def _reindex(self, start: int = 0) -> None:
-        if start == 0:
-            self._pos = {}
+    def _reindex(self) -> None:
+        self._seq = {}
+        self._top = 0
         if self.key is None:
             return
-        for i in range(start, len(self.rows)):
-            self._pos[self.key(self.rows[i])] = i
+        for i, r in enumerate(self.rows):
+            self._seq[self.key(r)] = i
 
 
 def _runs(positions: list[int]) -> list[tuple[int, int]]:
