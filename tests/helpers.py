@@ -124,3 +124,23 @@ def add_notifications(engine, n: int, *, start: int = 0, user_id: int = 3, issue
             for i in range(n)])
         return list(conn.execute(select(notifications.c.id).where(
             notifications.c.comment_id.between(start, start + n - 1))).scalars())
+
+
+def open_console(qtbot, ws, page: str, timeout: int = 30_000):
+    """The real window on ``ws``, opened on ``page`` with its Ctrl+N key once the workspace is ready: (window, page)."""
+    from PySide6.QtCore import Qt
+
+    from ui.main_window import MainWindow
+    from ui.pages import PAGES
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    window.ctx.open_workspace(lambda: ws)
+    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=timeout)
+    n = [cls.key for cls in PAGES].index(page) + 1
+    qtbot.keyClick(window, getattr(Qt, f"Key_{n}"), Qt.ControlModifier)
+    assert window.current_page() == page
+    shown = window.pages[page]
+    qtbot.waitUntil(shown.is_loaded, timeout=timeout)
+    return window, shown

@@ -23,11 +23,13 @@ from PySide6.QtCore import QItemSelectionModel, Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSplitter,
@@ -37,6 +39,8 @@ from PySide6.QtWidgets import (
 )
 
 from app.jsontext import json_default
+from app.registry import NAMES, SOURCES
+from app.services.roles import ROLE_PERMISSIONS, allowed
 
 from .pages.base import Page
 from .table_model import Column, RowTableModel
@@ -58,6 +62,12 @@ def write_csv(path: str | Path, header: Sequence[str], rows: Sequence[Sequence[A
     return len(rows)
 
 
+def chosen_sources(workspace, filters: dict[str, Any]) -> list[str]:
+    """The configured sources a page's source filter selects, in the console's order."""
+    chosen = filters.get("source")
+    return [s for s in NAMES if workspace.has(s) and (chosen is None or s == chosen)]
+
+
 def pretty(value: dict[str, Any]) -> str:
     return json.dumps(value, indent=2, default=json_default, ensure_ascii=False)
 
@@ -76,6 +86,7 @@ class ListPage(Page):
         self.generation = 0          # bumps with every new query: late pages of an old one are dropped
         self.filters: dict[str, Any] = {}
         self.loaded_generation = 0
+        self.confirm: QMessageBox | None = None
 
         self.filter_row = QHBoxLayout()
         self.filter_row.setSpacing(8)
@@ -152,16 +163,69 @@ class ListPage(Page):
         self.build_lower(self.vsplit)
         self.body.addWidget(self.vsplit, 1)
 
-        def key(seq: QKeySequence | str, slot: Callable[[], None]) -> QShortcut:
-            sc = QShortcut(QKeySequence(seq), self)
-            sc.setContext(Qt.WidgetWithChildrenShortcut)
-            sc.activated.connect(slot)
-            return sc
-        key(QKeySequence.Find, self.focus_filter)
-        key("Ctrl+E", self.ask_export)
-        key("F5", self.reload)
-        key("Ctrl+A", self.select_all)
-        key(QKeySequence.Copy, self.copy_selection)
+        self.shortcut(QKeySequence.Find, self.focus_filter)
+        self.shortcut("Ctrl+E", self.ask_export)
+        self.shortcut("F5", self.reload)
+        self.shortcut("Ctrl+A", self.select_all)
+        self.shortcut(QKeySequence.Copy, self.copy_selection)
+
+    def shortcut(self, seq: QKeySequence | QKeySequence.StandardKey | str, slot: Callable[[], None]) -> QShortcut:
+        """A key of this page: active while the focus is anywhere in it."""
+        sc = QShortcut(QKeySequence(seq), self)
+        sc.setContext(Qt.WidgetWithChildrenShortcut)
+        sc.activated.connect(slot)
+        return sc
+
+    # Pieces the pages build with ------------------------------------------------
+    def add_choice(self, row: QHBoxLayout, name: str, items: Sequence[tuple[str, Any]], index: int = 0) -> QComboBox:
+        """A filter drop-down whose choice runs the query again."""
+        box = QComboBox()
+        box.setObjectName(name)
+        for label, data in items:
+            box.addItem(label, data)
+        box.setCurrentIndex(index)
+        box.currentIndexChanged.connect(self.reload)
+        row.addWidget(box)
+        return box
+
+    def add_source_filter(self, row: QHBoxLayout) -> QComboBox:
+        return self.add_choice(row, "sourceFilter", [("All sources", None)] + [(s.label, s.name) for s in SOURCES])
+
+    def role_allows(self, kind: str, doing: str) -> tuple[bool, str]:
+        """Whether this console's role may ``kind``, and if not one sentence naming the role that may."""
+        role = self.ctx.role
+        if role is None:
+            return False, "No workspace is open."
+        if allowed(role, kind):
+            return True, ""
+        may = " or ".join(sorted(r for r, k in ROLE_PERMISSIONS.items() if kind in k))
+        return False, f"{doing} takes the {may} role; this console's role is {role}."
+
+    def ask(self, name: str, title: str, text: str, info: str, accept: str,
+            on_accept: Callable[[], None], on_cancel: Callable[[], None] | None = None,
+            icon: QMessageBox.Icon = QMessageBox.Question) -> QMessageBox:
+        """A confirmation (Enter confirms, Escape cancels), open without blocking: ``self.confirm`` while shown."""
+        box = QMessageBox(self)
+        box.setObjectName(name)
+        box.setIcon(icon)
+        box.setWindowTitle(title)
+        box.setText(text)
+        box.setInformativeText(info)
+        go = box.addButton(accept, QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(go)
+        box.setEscapeButton(QMessageBox.Cancel)
+        self.confirm = box
+
+        def answered(_result: int) -> None:
+            self.confirm = None
+            if box.clickedButton() is go:
+                on_accept()
+            elif on_cancel is not None:
+                on_cancel()
+        box.finished.connect(answered)
+        box.open()
+        return box
 
     # Subclass hooks --------------------------------------------------------
     def build_filters(self, row: QHBoxLayout) -> None:

@@ -1,35 +1,15 @@
 """The audit in the window: every action with its items, and Undo of a cleanup from the keyboard."""
 from __future__ import annotations
 
-import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 
 from app.schema import cart_log
 from app.services.cleanup import cleanup
 from app.services.retry import retry
-from tests.helpers import add_failed_dispatches, seed_cart_duplicates, seed_people, table_rows
-from ui.main_window import MainWindow
+from tests.helpers import add_failed_dispatches, open_console, seed_cart_duplicates, seed_people, table_rows
 
 WAIT = 30_000
 
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NC_NO_KEYRING", "1")
-
-
-def open_audit(qtbot, ws):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    window.ctx.open_workspace(lambda: ws)
-    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=WAIT)
-    qtbot.keyClick(window, Qt.Key_6, Qt.ControlModifier)            # Ctrl+6: Audit
-    page = window.pages["audit"]
-    qtbot.waitUntil(page.is_loaded, timeout=WAIT)
-    return window, page
 
 
 def select(page, action_id: str) -> None:
@@ -48,7 +28,7 @@ def test_ctrl_z_and_enter_undo_a_cleanup_and_the_rows_come_back(qtbot, workspace
     before = table_rows(engine, cart_log)
     out = cleanup(ws, "cart", dry_run=False, action_id="cleanup-gui")
     assert out["archived"] == 3 and len(table_rows(engine, cart_log)) == len(before) - 3
-    _window, page = open_audit(qtbot, ws)
+    _window, page = open_console(qtbot, ws, "audit")
     select(page, "cleanup-gui")
     qtbot.waitUntil(lambda: page.items.rowCount() == 3, timeout=WAIT)      # its per-item outcomes
     assert {page.items.row_at(i)["outcome"] for i in range(3)} == {"archived"}
@@ -70,7 +50,7 @@ def test_an_operator_cannot_undo_and_the_button_says_who_can(qtbot, workspace_fa
     seed_people(ws.engine("dispatch"), issue_ids=(1,), reporter=1, assignee=2, watchers=(3,))
     ids = add_failed_dispatches(ws.engine("dispatch"), 2)
     retry(ws, "dispatch", ids=[str(i) for i in ids], action_id="retry-by-operator")
-    _window, page = open_audit(qtbot, ws)
+    _window, page = open_console(qtbot, ws, "audit")
     assert page.model.row_at(0).action_id == "retry-by-operator" and page.model.row_at(0).operator
     select(page, "retry-by-operator")
     assert not page.undo_button.isEnabled()

@@ -4,23 +4,15 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 from sqlalchemy import insert
 
 from app.schema import cart_log
 from app.sqlutil import db_now
-from tests.helpers import add_user, table_rows
-from ui.main_window import MainWindow
+from tests.helpers import add_user, open_console, table_rows
 from ui.stall import StallProbe
 
 WAIT = 60_000
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NC_NO_KEYRING", "1")
 
 
 def seed(engine) -> None:
@@ -37,26 +29,13 @@ def seed(engine) -> None:
         conn.execute(insert(cart_log), rows)
 
 
-def open_page(qtbot, ws, key, digit):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    window.ctx.open_workspace(lambda: ws)
-    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=WAIT)
-    qtbot.keyClick(window, digit, Qt.ControlModifier)
-    page = window.pages[key]
-    assert window.current_page() == key
-    qtbot.waitUntil(page.is_loaded, timeout=WAIT)
-    return window, page
-
 
 def test_delete_and_enter_clean_up_the_selected_group_and_undo_puts_it_back(qtbot, workspace_factory, sql_url):
     ws = workspace_factory(cart=sql_url("cart"))
     engine = ws.engine("cart")
     seed(engine)
     before = table_rows(engine, cart_log)
-    window, page = open_page(qtbot, ws, "duplicates", Qt.Key_3)       # Ctrl+3: Duplicates
+    window, page = open_console(qtbot, ws, "duplicates")       # Ctrl+3: Duplicates
     assert page.model.rowCount() == 2
     whys = {page.model.row_at(i).group.key["cart_hash"][0]: page.model.row_at(i).why for i in range(2)}
     assert whys["a"].startswith("copies 300 ms apart: concurrent workers") or whys["a"].startswith("copies 30")
@@ -96,7 +75,7 @@ def test_delete_and_enter_clean_up_the_selected_group_and_undo_puts_it_back(qtbo
 def test_a_viewer_cannot_clean_up_and_is_told_which_role_may(qtbot, workspace_factory, sql_url):
     ws = workspace_factory(cart=sql_url("cart"), role="viewer")
     seed(ws.engine("cart"))
-    _window, page = open_page(qtbot, ws, "duplicates", Qt.Key_3)
+    _window, page = open_console(qtbot, ws, "duplicates")
     page.table.selectRow(0)
     assert not page.clean_button.isEnabled() and not page.clean_all_button.isEnabled()
     assert page.clean_button.toolTip() == "Cleanup takes the admin role; this console's role is viewer."

@@ -13,31 +13,11 @@ from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtWidgets import QFileDialog
 
 from app.sqlutil import db_now
-from tests.helpers import add_failed_dispatches, add_row, add_user, cart_hash, log_rows, seed_people
-from ui.main_window import MainWindow
+from tests.helpers import add_failed_dispatches, add_row, add_user, cart_hash, log_rows, open_console, seed_people
 from ui.stall import StallProbe
 
 WAIT = 30_000
 
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NC_NO_KEYRING", "1")
-
-
-def open_on(qtbot, ws) -> MainWindow:
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    window.ctx.open_workspace(lambda: ws)
-    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=WAIT)
-    qtbot.keyClick(window, Qt.Key_4, Qt.ControlModifier)            # Ctrl+4: Failed & Stuck
-    page = window.pages["failed"]
-    assert window.current_page() == "failed"
-    qtbot.waitUntil(page.is_loaded, timeout=WAIT)
-    return window
 
 
 def statuses(engine) -> dict[int, str]:
@@ -68,8 +48,7 @@ def ws(workspace_factory, sql_url):
 def test_ctrl_r_and_enter_retry_the_selection_and_mark_each_row(qtbot, ws):
     engine = ws.engine("dispatch")
     ids = add_failed_dispatches(engine, 5)
-    window = open_on(qtbot, ws)
-    page = window.pages["failed"]
+    window, page = open_console(qtbot, ws, "failed")
     assert page.model.rowCount() == 5
     chosen = [("dispatch", str(i)) for i in ids[:2]]
     select_rows(qtbot, page, chosen)
@@ -96,8 +75,7 @@ def test_retry_all_matching_works_on_the_counted_items_only(qtbot, ws):
     engine = ws.engine("dispatch")
     counted = add_failed_dispatches(engine, 6, error="Deadlock found when trying to get lock")
     other = add_failed_dispatches(engine, 2, start=50, error="Issue 9 does not exist")
-    window = open_on(qtbot, ws)
-    page = window.pages["failed"]
+    window, page = open_console(qtbot, ws, "failed")
     qtbot.keyClick(page.table, Qt.Key_F, Qt.ControlModifier)         # Ctrl+F: the filter box
     assert page.filter_edit.hasFocus()
     qtbot.keyClicks(page.filter_edit, "Deadlock")
@@ -119,7 +97,7 @@ def test_retry_all_matching_works_on_the_counted_items_only(qtbot, ws):
 def test_escape_on_the_confirmation_changes_nothing(qtbot, ws):
     engine = ws.engine("dispatch")
     ids = add_failed_dispatches(engine, 3)
-    page = open_on(qtbot, ws).pages["failed"]
+    page = open_console(qtbot, ws, "failed")[1]
     qtbot.mouseClick(page.retry_all_button, Qt.LeftButton)
     run_confirmed(qtbot, page, key=Qt.Key_Escape)
     qtbot.waitUntil(lambda: page.confirm is None, timeout=WAIT)
@@ -130,7 +108,7 @@ def test_escape_on_the_confirmation_changes_nothing(qtbot, ws):
 def test_a_viewer_sees_the_buttons_disabled_with_the_role_that_may(qtbot, workspace_factory, sql_url):
     ws = workspace_factory(dispatch=sql_url("dispatch"), role="viewer")
     add_failed_dispatches(ws.engine("dispatch"), 2)
-    page = open_on(qtbot, ws).pages["failed"]
+    page = open_console(qtbot, ws, "failed")[1]
     select_rows(qtbot, page, [page.row_key(page.model.row_at(0))])
     assert not page.retry_button.isEnabled() and not page.retry_all_button.isEnabled()
     assert page.retry_button.toolTip() == "Retrying takes the admin or operator role; this console's role is viewer."
@@ -141,8 +119,8 @@ def test_a_viewer_sees_the_buttons_disabled_with_the_role_that_may(qtbot, worksp
 def test_a_second_console_is_told_who_retried_and_sends_nothing(qtbot, ws):
     engine = ws.engine("dispatch")
     ids = add_failed_dispatches(engine, 2)
-    first = open_on(qtbot, ws).pages["failed"]
-    second = open_on(qtbot, ws).pages["failed"]          # loaded before the first one retries
+    first = open_console(qtbot, ws, "failed")[1]
+    second = open_console(qtbot, ws, "failed")[1]          # loaded before the first one retries
     keys = [("dispatch", str(i)) for i in ids]
     select_rows(qtbot, first, keys)
     first.retry_selected()
@@ -165,7 +143,7 @@ def test_ctrl_e_exports_every_matching_row_not_only_the_loaded_page(qtbot, ws, t
     for i in range(20):
         add_row(ws.engine("cart"), uid, cart_hash(f"c{i}"), age=dt.timedelta(minutes=40 + i), error="451 later")
     add_failed_dispatches(ws.engine("dispatch"), 230)
-    page = open_on(qtbot, ws).pages["failed"]
+    page = open_console(qtbot, ws, "failed")[1]
     assert page.model.rowCount() == 200 and page.model.more
     target = tmp_path / "out" / "failed.csv"
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
@@ -188,7 +166,7 @@ def test_the_gui_thread_never_stalls_over_50_ms_during_a_10000_item_retry(qtbot,
     engine = ws.engine("dispatch")
     seed_people(engine, issue_ids=range(1, 501), reporter=1, assignee=2, watchers=(3,))
     add_failed_dispatches(engine, 10_000, issues=500)
-    page = open_on(qtbot, ws).pages["failed"]
+    page = open_console(qtbot, ws, "failed")[1]
     qtbot.mouseClick(page.retry_all_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: page.confirm is not None, timeout=WAIT)
     assert "Dispatch: 10,000" in page.confirm.informativeText()

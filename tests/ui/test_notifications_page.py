@@ -8,16 +8,9 @@ import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtWidgets import QFileDialog
 
-from tests.helpers import add_notifications, seed_people
-from ui.main_window import MainWindow
+from tests.helpers import add_notifications, open_console, seed_people
 
 WAIT = 30_000
-
-
-@pytest.fixture(autouse=True)
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("NC_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("NC_NO_KEYRING", "1")
 
 
 @pytest.fixture
@@ -27,19 +20,6 @@ def ws(workspace_factory, sql_url):
     return ws
 
 
-def open_feed(qtbot, ws):
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.resize(1280, 800)
-    window.show()
-    window.ctx.open_workspace(lambda: ws)
-    qtbot.waitUntil(lambda: window.ctx.workspace is not None, timeout=WAIT)
-    qtbot.keyClick(window, Qt.Key_2, Qt.ControlModifier)            # Ctrl+2: Notifications
-    page = window.pages["notifications"]
-    assert window.current_page() == "notifications"
-    qtbot.waitUntil(page.is_loaded, timeout=WAIT)
-    return page
-
 
 def ids_shown(page) -> list[int]:
     return [page.model.row_at(i).id for i in range(page.model.rowCount())]
@@ -48,7 +28,7 @@ def ids_shown(page) -> list[int]:
 def test_new_rows_appear_on_top_within_about_a_second_and_the_selection_stays(qtbot, ws):
     engine = ws.engine("dispatch")
     old = add_notifications(engine, 5, ago=dt.timedelta(minutes=5))
-    page = open_feed(qtbot, ws)
+    page = open_console(qtbot, ws, "notifications")[1]
     assert sorted(ids_shown(page)) == sorted(old)
     sm = page.table.selectionModel()
     pos = page.model.position(("dispatch", str(old[2])))
@@ -63,7 +43,7 @@ def test_new_rows_appear_on_top_within_about_a_second_and_the_selection_stays(qt
 def test_a_list_scrolled_down_keeps_its_place_and_says_how_many_are_new(qtbot, ws):
     engine = ws.engine("dispatch")
     add_notifications(engine, 150, ago=dt.timedelta(minutes=5))
-    page = open_feed(qtbot, ws)
+    page = open_console(qtbot, ws, "notifications")[1]
     bar = page.table.verticalScrollBar()
     bar.setValue(60)
     top_row = page.table.rowAt(0)
@@ -79,7 +59,7 @@ def test_a_list_scrolled_down_keeps_its_place_and_says_how_many_are_new(qtbot, w
 def test_pause_holds_new_rows_and_resume_delivers_each_once(qtbot, ws):
     engine = ws.engine("dispatch")
     add_notifications(engine, 2, ago=dt.timedelta(minutes=5))
-    page = open_feed(qtbot, ws)
+    page = open_console(qtbot, ws, "notifications")[1]
     qtbot.mouseClick(page.pause_button, Qt.LeftButton)
     assert page.pause_button.text() == "Resume"
     add_notifications(engine, 3, start=50)
@@ -95,7 +75,7 @@ def test_the_filter_runs_on_the_server_and_export_writes_every_matching_row(qtbo
     engine = ws.engine("dispatch")
     add_notifications(engine, 230, kind="status_changed", ago=dt.timedelta(minutes=5))
     add_notifications(engine, 10, start=500, kind="comment_added", ago=dt.timedelta(minutes=5))
-    page = open_feed(qtbot, ws)
+    page = open_console(qtbot, ws, "notifications")[1]
     qtbot.keyClick(page.table, Qt.Key_F, Qt.ControlModifier)
     qtbot.keyClicks(page.filter_edit, "status_changed")
     qtbot.keyClick(page.filter_edit, Qt.Key_Return)
@@ -119,7 +99,7 @@ def test_the_filter_runs_on_the_server_and_export_writes_every_matching_row(qtbo
 def test_ctrl_c_copies_the_selected_rows_with_a_header(qtbot, ws):
     from PySide6.QtGui import QGuiApplication
     add_notifications(ws.engine("dispatch"), 3, ago=dt.timedelta(minutes=5))
-    page = open_feed(qtbot, ws)
+    page = open_console(qtbot, ws, "notifications")[1]
     page.table.selectAll()
     page.table.setFocus()
     qtbot.keyClick(page.table, Qt.Key_C, Qt.ControlModifier)

@@ -10,12 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QPushButton,
     QSplitter,
     QTableView,
@@ -27,7 +25,6 @@ from app import registry
 from app.services.audit import audit_entries, find_action
 from app.services.cleanup import undo
 from app.services.ledger import AuditEntry
-from app.services.roles import ROLE_PERMISSIONS, allowed
 
 from ..action_process import ActionProcess
 from ..list_page import PAGE_SIZE, ListPage
@@ -102,30 +99,15 @@ class AuditPage(ListPage):
     export_rows = staticmethod(export_audit)
 
     def build_filters(self, row: QHBoxLayout) -> None:
-        self.source_box = QComboBox()
-        self.source_box.setObjectName("sourceFilter")
-        self.source_box.addItem("All sources", None)
-        for s in registry.SOURCES:
-            self.source_box.addItem(s.label, s.name)
-        self.kind_box = QComboBox()
-        self.kind_box.setObjectName("kindFilter")
-        self.kind_box.addItem("All actions", None)
-        for k in KINDS:
-            self.kind_box.addItem(k, k)
-        self.source_box.currentIndexChanged.connect(self.reload)
-        self.kind_box.currentIndexChanged.connect(self.reload)
-        row.addWidget(self.source_box)
-        row.addWidget(self.kind_box)
+        self.source_box = self.add_source_filter(row)
+        self.kind_box = self.add_choice(row, "kindFilter", [("All actions", None)] + [(k, k) for k in KINDS])
 
     def build_actions(self, row: QHBoxLayout) -> None:
         self.undo_button = QPushButton("Undo cleanup…")
         self.undo_button.setObjectName("primary")
         self.undo_button.clicked.connect(self.undo_selected)
         row.addWidget(self.undo_button)
-        sc = QShortcut(QKeySequence.Undo, self)
-        sc.setContext(Qt.WidgetWithChildrenShortcut)
-        sc.activated.connect(self.undo_selected)
-        self.confirm: QMessageBox | None = None
+        self.shortcut(QKeySequence.Undo, self.undo_selected)
         self.busy = False
         self._update_buttons([])
 
@@ -189,13 +171,7 @@ class AuditPage(ListPage):
 
     # Undo ----------------------------------------------------------------------------
     def _role_allows(self) -> tuple[bool, str]:
-        role = self.ctx.role
-        if role is None:
-            return False, "No workspace is open."
-        if allowed(role, "undo"):
-            return True, ""
-        may = " or ".join(sorted(r for r, k in ROLE_PERMISSIONS.items() if "undo" in k))
-        return False, f"Undo takes the {may} role; this console's role is {role}."
+        return self.role_allows("undo", "Undo")
 
     def _undoable(self, rows: list[AuditEntry]) -> AuditEntry | None:
         if len(rows) == 1 and rows[0].kind == "cleanup" and rows[0].status in ("succeeded", "failed"):
@@ -218,27 +194,12 @@ class AuditPage(ListPage):
         entry = self._undoable(self.selected_rows())
         if entry is None or self.busy:
             return
-        box = QMessageBox(self)
-        box.setObjectName("undoConfirm")
-        box.setIcon(QMessageBox.Question)
-        box.setWindowTitle("Undo cleanup")
         archived = (entry.outcome or {}).get("archived")
         what = f"{archived:,} archived rows" if isinstance(archived, int) else "what it archived"
-        box.setText(f"Undo cleanup {entry.action_id}?")
-        box.setInformativeText(f"{registry.source(entry.source).label}: {what} go back to their tables, with the "
-                               "same ids and values. A row whose id was taken since stays archived and is named.")
-        go = box.addButton("Undo", QMessageBox.AcceptRole)
-        box.addButton(QMessageBox.Cancel)
-        box.setDefaultButton(go)
-        box.setEscapeButton(QMessageBox.Cancel)
-        self.confirm = box
-
-        def answered(_result: int) -> None:
-            self.confirm = None
-            if box.clickedButton() is go:
-                self._run_undo(entry)
-        box.finished.connect(answered)
-        box.open()
+        self.ask("undoConfirm", "Undo cleanup", f"Undo cleanup {entry.action_id}?",
+                 f"{registry.source(entry.source).label}: {what} go back to their tables, with the same ids and "
+                 "values. A row whose id was taken since stays archived and is named.", "Undo",
+                 lambda: self._run_undo(entry))
 
     def _run_undo(self, entry: AuditEntry) -> None:
         ws = self.ctx.workspace

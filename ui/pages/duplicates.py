@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLabel,
     QMessageBox,
@@ -33,10 +32,9 @@ from app.read.models import DuplicateGroup
 from app.read.why import explain
 from app.services.cleanup import cleanup
 from app.services.ledger import ledger_for
-from app.services.roles import ROLE_PERMISSIONS, allowed
 
 from ..action_process import ActionProcess
-from ..list_page import PAGE_SIZE, ListPage
+from ..list_page import PAGE_SIZE, ListPage, chosen_sources
 from ..table_model import Column
 from ..tasks import TaskError
 from .notifications import RANGES
@@ -75,11 +73,6 @@ COLUMNS = [
 ]
 
 
-def _sources(workspace, filters: dict[str, Any]) -> list[str]:
-    chosen = filters.get("source")
-    return [s for s in registry.NAMES if workspace.has(s) and (chosen is None or s == chosen)]
-
-
 def _console_retries(workspace, groups: list[DuplicateGroup]) -> dict[tuple[str, str], str]:
     """Members (cart rows; for orders the copies of a retried order's email) the console's retry sent."""
     out: dict[tuple[str, str], str] = {}
@@ -107,7 +100,7 @@ def _console_retries(workspace, groups: list[DuplicateGroup]) -> dict[tuple[str,
 def query_groups(workspace, filters: dict[str, Any], cursor: int | None) -> tuple[list[DupRow], int | None]:
     shown = cursor or 0
     groups: list[DuplicateGroup] = []
-    for source in _sources(workspace, filters):
+    for source in chosen_sources(workspace, filters):
         groups += scan_duplicates(workspace, source, since=filters.get("since"), filter_text=filters.get("text"),
                                   limit=shown + PAGE_SIZE + 1)
     groups.sort(key=lambda g: (g.last_at is not None, g.last_at), reverse=True)
@@ -125,7 +118,7 @@ def query_groups(workspace, filters: dict[str, Any], cursor: int | None) -> tupl
 def export_groups(workspace, filters: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     header = ["source", "rule", "key", "count", "keep_id", "remove_ids", "first_at", "last_at"]
     rows: list[list[Any]] = []
-    for source in _sources(workspace, filters):
+    for source in chosen_sources(workspace, filters):
         for g in scan_duplicates(workspace, source, since=filters.get("since"), filter_text=filters.get("text")):
             rows.append([g.source, g.rule, _key_text(g), g.count, g.keep_id, " ".join(map(str, g.remove_ids)),
                          g.first_at, g.last_at])
@@ -179,20 +172,8 @@ class DuplicatesPage(ListPage):
     export_rows = staticmethod(export_groups)
 
     def build_filters(self, row: QHBoxLayout) -> None:
-        self.source_box = QComboBox()
-        self.source_box.setObjectName("sourceFilter")
-        self.source_box.addItem("All sources", None)
-        for s in registry.SOURCES:
-            self.source_box.addItem(s.label, s.name)
-        self.range_box = QComboBox()
-        self.range_box.setObjectName("rangeFilter")
-        for label, span in RANGES:
-            self.range_box.addItem(label, span)
-        self.range_box.setCurrentIndex(2)   # the last 24 hours
-        self.source_box.currentIndexChanged.connect(self.reload)
-        self.range_box.currentIndexChanged.connect(self.reload)
-        row.addWidget(self.source_box)
-        row.addWidget(self.range_box)
+        self.source_box = self.add_source_filter(row)
+        self.range_box = self.add_choice(row, "rangeFilter", RANGES, index=2)   # the last 24 hours
 
     def build_actions(self, row: QHBoxLayout) -> None:
         self.clean_button = QPushButton("Clean up selected…")
@@ -208,10 +189,7 @@ class DuplicatesPage(ListPage):
         row.addWidget(self.clean_button)
         row.addWidget(self.clean_all_button)
         row.addWidget(self.progress)
-        sc = QShortcut(QKeySequence.Delete, self)
-        sc.setContext(Qt.WidgetWithChildrenShortcut)
-        sc.activated.connect(self.clean_selected)
-        self.confirm: QMessageBox | None = None
+        self.shortcut(QKeySequence.Delete, self.clean_selected)
         self.busy = False
         self._update_buttons([])
 
@@ -252,13 +230,7 @@ class DuplicatesPage(ListPage):
 
     # Cleanup ----------------------------------------------------------------------
     def _role_allows(self) -> tuple[bool, str]:
-        role = self.ctx.role
-        if role is None:
-            return False, "No workspace is open."
-        if allowed(role, "cleanup"):
-            return True, ""
-        may = " or ".join(sorted(r for r, k in ROLE_PERMISSIONS.items() if "cleanup" in k))
-        return False, f"Cleanup takes the {may} role; this console's role is {role}."
+        return self.role_allows("cleanup", "Cleanup")
 
     @staticmethod
     def _cleanable(rows: list[DupRow]) -> list[DupRow]:
@@ -309,28 +281,14 @@ class DuplicatesPage(ListPage):
         samples = [f"  {registry.source(s).label} {g['key']}: keep {g['keep_id']}, archive "
                    f"{', '.join(map(str, g['archived_ids']))}" for s, p in plans.items()
                    for g in p["groups"][:SAMPLE_GROUPS]][:SAMPLE_GROUPS]
-        box = QMessageBox(self)
-        box.setObjectName("cleanupConfirm")
-        box.setIcon(QMessageBox.Warning)
-        box.setWindowTitle("Clean up duplicates")
-        box.setText(f"Archive {archived:,} extra copies in {groups:,} {which} groups?")
-        box.setInformativeText(f"Per source:\n{per_source}\n\nFor example:\n" + "\n".join(samples) +
-                               "\n\nThe earliest copy of each group is kept; the archived rows can be put back "
-                               "from the Audit page (Undo).")
-        go = box.addButton("Clean up", QMessageBox.AcceptRole)
-        box.addButton(QMessageBox.Cancel)
-        box.setDefaultButton(go)
-        box.setEscapeButton(QMessageBox.Cancel)
-        self.confirm = box
-
-        def answered(_result: int) -> None:
-            self.confirm = None
-            if box.clickedButton() is go:
-                self._apply(keep)
-            else:
-                self.summary.setText("Cleanup cancelled before it started; nothing was changed.")
-        box.finished.connect(answered)
-        box.open()
+        info = (f"Per source:\n{per_source}\n\nFor example:\n" + "\n".join(samples) +
+                "\n\nThe earliest copy of each group is kept; the archived rows can be put back from the Audit "
+                "page (Undo).")
+        self.ask("cleanupConfirm", "Clean up duplicates",
+                 f"Archive {archived:,} extra copies in {groups:,} {which} groups?", info, "Clean up",
+                 lambda: self._apply(keep),
+                 lambda: self.summary.setText("Cleanup cancelled before it started; nothing was changed."),
+                 icon=QMessageBox.Warning)
 
     def _apply(self, keep: dict[str, list[Any]]) -> None:
         ws = self.ctx.workspace

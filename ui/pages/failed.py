@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
-    QComboBox,
     QHBoxLayout,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
@@ -32,10 +30,9 @@ from app.read.failures import error_class, failed_page
 from app.read.models import FAILED_KINDS, FailedItem
 from app.services.ledger import LastRetry, ledger_for
 from app.services.retry import retry_plan, retryable_snapshot
-from app.services.roles import ROLE_PERMISSIONS, allowed
 
 from ..action_process import ActionProcess
-from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage
+from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
 
@@ -91,10 +88,10 @@ COLUMNS = [
     Column("id", "Item", lambda r: r.item.id, width=64, align=Qt.AlignRight | Qt.AlignVCenter),
     Column("age", "Age", lambda r: human_age(r.item.age_seconds), sort=lambda r: r.item.age_seconds, width=84,
            align=Qt.AlignRight | Qt.AlignVCenter),
+    Column("_mark", "Result", lambda r: "", width=100),
     Column("error", "Error", lambda r: _error_text(r), width=300, tooltip=lambda r: r.item.error),
     Column("attempts", "Tries", lambda r: r.item.attempts, width=50, align=Qt.AlignRight | Qt.AlignVCenter),
     Column("last_retry", "Last retry", _last_retry_text, width=170),
-    Column("_mark", "Result", lambda r: "", width=120),
 ]
 
 
@@ -112,18 +109,13 @@ def _with_last_retries(workspace, items: list[FailedItem]) -> list[FailedRow]:
     return [FailedRow(i, last.get((i.source, str(i.id)))) for i in items]
 
 
-def _sources(workspace, filters: dict[str, Any]) -> list[str]:
-    chosen = filters.get("source")
-    return [s for s in registry.NAMES if workspace.has(s) and (chosen is None or s == chosen)]
-
-
 def _kinds(filters: dict[str, Any]) -> list[str] | None:
     kind = filters.get("kind")
     return [kind] if kind else None
 
 
 def query_failed(workspace, filters: dict[str, Any], cursor: Any) -> tuple[list[FailedRow], Any]:
-    items, nxt = failed_page(workspace, _sources(workspace, filters), kinds=_kinds(filters),
+    items, nxt = failed_page(workspace, chosen_sources(workspace, filters), kinds=_kinds(filters),
                              filter_text=filters.get("text"), limit=PAGE_SIZE, cursor=cursor)
     return _with_last_retries(workspace, items), nxt
 
@@ -133,7 +125,7 @@ def export_failed(workspace, filters: dict[str, Any]) -> tuple[list[str], list[l
     rows: list[list[Any]] = []
     cursor = None
     while len(rows) < EXPORT_LIMIT:
-        items, cursor = failed_page(workspace, _sources(workspace, filters), kinds=_kinds(filters),
+        items, cursor = failed_page(workspace, chosen_sources(workspace, filters), kinds=_kinds(filters),
                                     filter_text=filters.get("text"), limit=5000, cursor=cursor)
         rows += [[i.source, i.id, i.kind, i.status, round(i.age_seconds, 1),
                   i.created_at.isoformat() if i.created_at else None, i.attempts, i.error] for i in items]
@@ -144,7 +136,7 @@ def export_failed(workspace, filters: dict[str, Any]) -> tuple[list[str], list[l
 
 def count_matching(workspace, filters: dict[str, Any]) -> dict[str, list[int]]:
     """The snapshot behind "Retry all matching" (runs in a task): the SQL sources' count in a child process."""
-    sources = _sources(workspace, filters)
+    sources = chosen_sources(workspace, filters)
     sql = [s for s in sources if registry.source(s).is_sql]
     here = [s for s in sources if s not in sql]
     out: dict[str, list[int]] = {}
@@ -261,20 +253,8 @@ class FailedPage(ListPage):
     export_rows = staticmethod(export_failed)
 
     def build_filters(self, row: QHBoxLayout) -> None:
-        self.source_box = QComboBox()
-        self.source_box.setObjectName("sourceFilter")
-        self.source_box.addItem("All sources", None)
-        for s in registry.SOURCES:
-            self.source_box.addItem(s.label, s.name)
-        self.kind_box = QComboBox()
-        self.kind_box.setObjectName("kindFilter")
-        self.kind_box.addItem("All kinds", None)
-        for k in FAILED_KINDS:
-            self.kind_box.addItem(k, k)
-        self.source_box.currentIndexChanged.connect(self.reload)
-        self.kind_box.currentIndexChanged.connect(self.reload)
-        row.addWidget(self.source_box)
-        row.addWidget(self.kind_box)
+        self.source_box = self.add_source_filter(row)
+        self.kind_box = self.add_choice(row, "kindFilter", [("All kinds", None)] + [(k, k) for k in FAILED_KINDS])
 
     def build_actions(self, row: QHBoxLayout) -> None:
         self.retry_button = QPushButton("Retry selected")
@@ -285,11 +265,8 @@ class FailedPage(ListPage):
         self.retry_all_button.clicked.connect(self.retry_all)
         row.addWidget(self.retry_button)
         row.addWidget(self.retry_all_button)
-        sc = QShortcut(QKeySequence("Ctrl+R"), self)
-        sc.setContext(Qt.WidgetWithChildrenShortcut)
-        sc.activated.connect(self.retry_selected)
+        self.shortcut(QKeySequence("Ctrl+R"), self.retry_selected)
         self.running: ActionProcess | None = None
-        self.confirm: QMessageBox | None = None
         self.relay = _Relay(self)
         self.relay.sig_progress.connect(self._progress)
         self.live = QTimer(self)
@@ -358,13 +335,7 @@ class FailedPage(ListPage):
         self._update_buttons(self.selected_rows())
 
     def _role_allows(self) -> tuple[bool, str]:
-        role = self.ctx.role
-        if role is None:
-            return False, "No workspace is open."
-        if allowed(role, "retry"):
-            return True, ""
-        may = " or ".join(sorted(r for r, k in ROLE_PERMISSIONS.items() if "retry" in k))
-        return False, f"Retrying takes the {may} role; this console's role is {role}."
+        return self.role_allows("retry", "Retrying")
 
     def selection_changed(self, rows: list[FailedRow]) -> None:
         self._update_buttons(rows)
@@ -451,27 +422,9 @@ class FailedPage(ListPage):
 
     def _ask(self, plan: RetryPlan, question: str, note: str) -> None:
         per_source = "\n".join(f"  {registry.source(s).label}: {len(ids):,}" for s, ids in plan.ids.items())
-        box = QMessageBox(self)
-        box.setObjectName("retryConfirm")
-        box.setIcon(QMessageBox.Question)
-        box.setWindowTitle("Retry")
-        box.setText(question)
-        box.setInformativeText(f"Per source:\n{per_source}{note}")
-        go = box.addButton("Retry", QMessageBox.AcceptRole)
-        box.addButton(QMessageBox.Cancel)
-        box.setDefaultButton(go)
-        box.setEscapeButton(QMessageBox.Cancel)
-        box.plan = plan  # type: ignore[attr-defined]
-        self.confirm = box
-
-        def answered(_result: int) -> None:
-            self.confirm = None
-            if box.clickedButton() is go:
-                self.start_retry(plan)
-            else:
-                self.summary.setText("Retry cancelled before it started; nothing was changed.")
-        box.finished.connect(answered)
-        box.open()
+        self.ask("retryConfirm", "Retry", question, f"Per source:\n{per_source}{note}", "Retry",
+                 lambda: self.start_retry(plan),
+                 lambda: self.summary.setText("Retry cancelled before it started; nothing was changed."))
 
     def start_retry(self, plan: RetryPlan) -> None:
         ws = self.ctx.workspace

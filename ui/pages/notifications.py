@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPushButton
+from PySide6.QtWidgets import QHBoxLayout, QPushButton
 
 from app import registry
 from app.read.feeds import notification_feed, oldest_positions, poll_notification_feed, raw_record
 from app.read.models import FeedItem
 
-from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, pretty
+from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources, pretty
 from ..table_model import Column
 from ..tasks import TaskError
 
@@ -56,13 +56,8 @@ COLUMNS = [
 ]
 
 
-def _sources(workspace, filters: dict[str, Any]) -> list[str]:
-    chosen = filters.get("source")
-    return [s for s in registry.NAMES if workspace.has(s) and (chosen is None or s == chosen)]
-
-
 def query_feed(workspace, filters: dict[str, Any], cursor: FeedCursor | None) -> tuple[list[FeedItem], FeedCursor]:
-    sources = _sources(workspace, filters)
+    sources = chosen_sources(workspace, filters)
     if cursor is None:   # the first page, with the live cursor that follows it
         page = poll_notification_feed(workspace, None, sources=sources, filter_text=filters.get("text"),
                                       limit=PAGE_SIZE, since=filters.get("since"))
@@ -74,7 +69,7 @@ def query_feed(workspace, filters: dict[str, Any], cursor: FeedCursor | None) ->
 
 
 def poll_feed(workspace, filters: dict[str, Any], live: dict[str, Any]):
-    return poll_notification_feed(workspace, live, sources=_sources(workspace, filters),
+    return poll_notification_feed(workspace, live, sources=chosen_sources(workspace, filters),
                                   filter_text=filters.get("text"), limit=POLL_LIMIT)
 
 
@@ -83,7 +78,7 @@ def export_feed(workspace, filters: dict[str, Any]) -> tuple[list[str], list[lis
     rows: list[list[Any]] = []
     before: dict[str, Any] | None = None
     while len(rows) < EXPORT_LIMIT:
-        page = notification_feed(workspace, sources=_sources(workspace, filters), before=before,
+        page = notification_feed(workspace, sources=chosen_sources(workspace, filters), before=before,
                                  since=filters.get("since"), filter_text=filters.get("text"), limit=5000)
         rows += [[i.at.isoformat() if i.at else None, i.source, i.kind, i.id, i.recipient, i.subject, i.status]
                  for i in page.items]
@@ -106,19 +101,8 @@ class NotificationsPage(ListPage):
     export_rows = staticmethod(export_feed)
 
     def build_filters(self, row: QHBoxLayout) -> None:
-        self.source_box = QComboBox()
-        self.source_box.setObjectName("sourceFilter")
-        self.source_box.addItem("All sources", None)
-        for s in registry.SOURCES:
-            self.source_box.addItem(s.label, s.name)
-        self.range_box = QComboBox()
-        self.range_box.setObjectName("rangeFilter")
-        for label, span in RANGES:
-            self.range_box.addItem(label, span)
-        self.source_box.currentIndexChanged.connect(self.reload)
-        self.range_box.currentIndexChanged.connect(self.reload)
-        row.addWidget(self.source_box)
-        row.addWidget(self.range_box)
+        self.source_box = self.add_source_filter(row)
+        self.range_box = self.add_choice(row, "rangeFilter", RANGES)
 
     def build_actions(self, row: QHBoxLayout) -> None:
         self.pause_button = QPushButton("Pause")
