@@ -116,30 +116,38 @@ def add_notifications(engine, n: int, start: int, spread: dt.timedelta = dt.time
                 for i in range(lo, min(n, lo + 20_000))])
 
 
-def feed_case(app, rows: int, tmp: Path, results: list) -> None:
+def open_on_page(app, ws: Workspace, key: str, digit):
+    """The window on ``ws``; then Ctrl+digit to ``key`` timed to its first screen of rows.
+
+    Returns (window, page, seconds to the first rows, RSS in MB before the key)."""
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
     from ui.main_window import MainWindow
-    from ui.stall import StallProbe
-    print(f"seeding {rows:,} notifications …", flush=True)
-    ws = dispatch_workspace(0, tmp)
-    engine = ws.engine("dispatch")
-    add_notifications(engine, rows, start=0, spread=dt.timedelta(days=7))
     window = MainWindow()
     window.resize(1280, 800)
     window.show()
     window.ctx.open_workspace(lambda: ws)
     wait(app, lambda: window.ctx.workspace is not None)
     pump(app, 0.5)
-    page = window.pages["notifications"]
+    page = window.pages[key]
     before = rss_mb()
     t0 = time.perf_counter()
-    QTest.keyClick(window, Qt.Key_2, Qt.ControlModifier)
-    page.reload()
+    QTest.keyClick(window, digit, Qt.ControlModifier)
     wait(app, lambda: page.is_loaded() and page.model.rowCount() > 0)
     app.processEvents()
-    opened = time.perf_counter() - t0
+    return window, page, time.perf_counter() - t0, before
+
+
+def feed_case(app, rows: int, tmp: Path, results: list) -> None:
+    from PySide6.QtCore import Qt
+
+    from ui.stall import StallProbe
+    print(f"seeding {rows:,} notifications …", flush=True)
+    ws = dispatch_workspace(0, tmp)
+    engine = ws.engine("dispatch")
+    add_notifications(engine, rows, start=0, spread=dt.timedelta(days=7))
+    window, page, opened, before = open_on_page(app, ws, "notifications", Qt.Key_2)
     stop, feeder = start_feeder(engine, "notifications", 50_000_000)
     pump(app, 3)            # the writer process is up and writing before the probe starts
     shown = page.model.rowCount()
@@ -246,20 +254,7 @@ def main() -> int:
         # failed-open / scroll / live-refresh / retry on MariaDB --------------------------
         print(f"seeding {args.rows:,} failed dispatches …", flush=True)
         ws = dispatch_workspace(args.rows, tmp)
-        window = MainWindow()
-        window.resize(1280, 800)
-        window.show()
-        window.ctx.open_workspace(lambda: ws)
-        wait(app, lambda: window.ctx.workspace is not None)
-        pump(app, 0.5)
-        page = window.pages["failed"]
-        before = rss_mb()
-        t0 = time.perf_counter()
-        QTest.keyClick(window, Qt.Key_4, Qt.ControlModifier)
-        page.reload()
-        wait(app, lambda: page.is_loaded() and page.model.rowCount() > 0)
-        app.processEvents()
-        opened = time.perf_counter() - t0
+        window, page, opened, before = open_on_page(app, ws, "failed", Qt.Key_4)
         results.append(("failed-open", f"{opened * 1000:.0f} ms to the first screen of {args.rows:,} rows; "
                         f"+{rss_mb() - before:.0f} MB RSS", "<= 1 s"))
         print(f"failed-open: {opened * 1000:.0f} ms, RSS {before:.0f} -> {rss_mb():.0f} MB", flush=True)

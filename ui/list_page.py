@@ -68,6 +68,40 @@ def chosen_sources(workspace, filters: dict[str, Any]) -> list[str]:
     return [s for s in NAMES if workspace.has(s) and (chosen is None or s == chosen)]
 
 
+def titled_panel(title: str, top: int = 6) -> tuple[QWidget, QVBoxLayout]:
+    """A panel with a section title on top, for the widgets beside or below a list."""
+    panel = QWidget()
+    v = QVBoxLayout(panel)
+    v.setContentsMargins(0, top, 0, 0)
+    v.setSpacing(6)
+    label = QLabel(title)
+    label.setObjectName("sectionTitle")
+    v.addWidget(label)
+    return panel, v
+
+
+def muted(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setObjectName("muted")
+    label.setWordWrap(True)
+    return label
+
+
+def plain_table(name: str, model: RowTableModel) -> QTableView:
+    """A read-only table of a model's columns (a results or items panel)."""
+    view = QTableView()
+    view.setObjectName(name)
+    view.setModel(model)
+    view.verticalHeader().hide()
+    view.verticalHeader().setDefaultSectionSize(24)
+    header = view.horizontalHeader()
+    header.setStretchLastSection(True)
+    header.setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
+    for i, col in enumerate(model.columns):
+        header.resizeSection(i, col.width)
+    return view
+
+
 def pretty(value: dict[str, Any]) -> str:
     return json.dumps(value, indent=2, default=json_default, ensure_ascii=False)
 
@@ -142,13 +176,7 @@ class ListPage(Page):
         self.detail.setObjectName("detailPane")
         self.detail.setReadOnly(True)
         self.detail.setPlaceholderText("Select a row to see every field.")
-        detail_box = QWidget()
-        dv = QVBoxLayout(detail_box)
-        dv.setContentsMargins(0, 0, 0, 0)
-        dv.setSpacing(4)
-        dl = QLabel("Details")
-        dl.setObjectName("sectionTitle")
-        dv.addWidget(dl)
+        detail_box, dv = titled_panel("Details", top=0)
         dv.addWidget(self.detail, 1)
 
         self.splitter = QSplitter(Qt.Horizontal)

@@ -13,12 +13,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QPushButton,
     QSplitter,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
 )
 
 from app import registry
@@ -27,7 +23,7 @@ from app.services.cleanup import undo
 from app.services.ledger import AuditEntry
 
 from ..action_process import ActionProcess
-from ..list_page import PAGE_SIZE, ListPage
+from ..list_page import PAGE_SIZE, ListPage, muted, plain_table, titled_panel
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
 
@@ -112,26 +108,11 @@ class AuditPage(ListPage):
         self._update_buttons([])
 
     def build_lower(self, splitter: QSplitter) -> None:
-        panel = QWidget()
-        v = QVBoxLayout(panel)
-        v.setContentsMargins(0, 6, 0, 0)
-        v.setSpacing(6)
-        title = QLabel("Per-item outcomes of the selected action")
-        title.setObjectName("sectionTitle")
-        self.items_note = QLabel("Select an action.")
-        self.items_note.setObjectName("muted")
-        v.addWidget(title)
+        panel, v = titled_panel("Per-item outcomes of the selected action")
+        self.items_note = muted("Select an action.")
         v.addWidget(self.items_note)
         self.items = RowTableModel(ITEM_COLUMNS, None, self)
-        self.item_table = QTableView()
-        self.item_table.setObjectName("auditItems")
-        self.item_table.setModel(self.items)
-        self.item_table.verticalHeader().hide()
-        self.item_table.verticalHeader().setDefaultSectionSize(24)
-        self.item_table.horizontalHeader().setStretchLastSection(True)
-        self.item_table.horizontalHeader().setDefaultAlignment(Qt.AlignLeft | Qt.AlignVCenter)
-        for i, col in enumerate(ITEM_COLUMNS):
-            self.item_table.horizontalHeader().resizeSection(i, col.width)
+        self.item_table = plain_table("auditItems", self.items)
         v.addWidget(self.item_table, 1)
         splitter.addWidget(panel)
         splitter.setSizes([480, 240])

@@ -16,14 +16,11 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (
     QHBoxLayout,
-    QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
     QSplitter,
     QTextBrowser,
-    QVBoxLayout,
-    QWidget,
 )
 
 from app import registry
@@ -34,7 +31,7 @@ from app.services.cleanup import cleanup
 from app.services.ledger import ledger_for
 
 from ..action_process import ActionProcess
-from ..list_page import PAGE_SIZE, ListPage, chosen_sources
+from ..list_page import PAGE_SIZE, ListPage, chosen_sources, muted, titled_panel
 from ..table_model import Column
 from ..tasks import TaskError
 from .notifications import RANGES
@@ -194,18 +191,10 @@ class DuplicatesPage(ListPage):
         self._update_buttons([])
 
     def build_lower(self, splitter: QSplitter) -> None:
-        panel = QWidget()
-        v = QVBoxLayout(panel)
-        v.setContentsMargins(0, 6, 0, 0)
-        v.setSpacing(6)
-        title = QLabel("Members of the selected group, side by side (differing fields highlighted)")
-        title.setObjectName("sectionTitle")
-        self.summary = QLabel("")
-        self.summary.setObjectName("muted")
-        self.summary.setWordWrap(True)
+        panel, v = titled_panel("Members of the selected group, side by side (differing fields highlighted)")
+        self.summary = muted()
         self.members = QTextBrowser()
         self.members.setObjectName("groupMembers")
-        v.addWidget(title)
         v.addWidget(self.summary)
         v.addWidget(self.members, 1)
         splitter.addWidget(panel)

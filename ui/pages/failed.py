@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
-    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -32,7 +31,7 @@ from app.services.ledger import LastRetry, ledger_for
 from app.services.retry import retry_plan, retryable_snapshot
 
 from ..action_process import ActionProcess
-from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources
+from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources, muted, plain_table
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
 
@@ -292,9 +291,7 @@ class FailedPage(ListPage):
         self.cancel_button.setToolTip("Stop after the items in hand; what was done is recorded")
         self.cancel_button.clicked.connect(self.cancel_retry)
         self.cancel_button.hide()
-        self.summary = QLabel("No retry yet in this session.")
-        self.summary.setObjectName("muted")
-        self.summary.setWordWrap(True)
+        self.summary = muted("No retry yet in this session.")
         top.addWidget(title)
         top.addWidget(self.progress, 1)
         top.addWidget(self.cancel_button)
@@ -304,14 +301,7 @@ class FailedPage(ListPage):
         self.outcomes = RowTableModel(OUTCOME_COLUMNS, None, self)
         self._pending_outcomes: list[OutcomeRow] = []
         self.outcomes.sig_fetch_more.connect(self._more_outcomes)
-        self.outcome_table = QTableView()
-        self.outcome_table.setObjectName("outcomeTable")
-        self.outcome_table.setModel(self.outcomes)
-        self.outcome_table.verticalHeader().hide()
-        self.outcome_table.verticalHeader().setDefaultSectionSize(24)
-        self.outcome_table.horizontalHeader().setStretchLastSection(True)
-        for i, col in enumerate(OUTCOME_COLUMNS):
-            self.outcome_table.horizontalHeader().resizeSection(i, col.width)
+        self.outcome_table = plain_table("outcomeTable", self.outcomes)
         v.addWidget(self.outcome_table, 1)
         splitter.addWidget(panel)
         splitter.setStretchFactor(0, 3)
