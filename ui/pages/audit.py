@@ -31,7 +31,8 @@ KINDS = ("retry", "cleanup", "undo", "simulate")
 
 
 def _counts(e: AuditEntry) -> str:
-    return ", ".join(f"{k} {v:,}" for k, v in e.counts().items() if k not in ("snapshot",)) or ""
+    # What happened, in words: "retried 12, skipped 3" (zero counts and the snapshot size say nothing here).
+    return ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in e.counts().items() if v and k != "snapshot")
 
 
 COLUMNS = [
