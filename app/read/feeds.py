@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVarTuple, cast
 
-from sqlalchemy import Column, Select, and_, or_, select
+from sqlalchemy import Column, Select, and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -508,6 +508,42 @@ def _position_key(pos: FeedPosition) -> tuple[dt.datetime, str]:
     return (at or dt.datetime.min, str(raw).zfill(24))
 
 
+# Each SQL source's feed table, time column and the conditions its feed reads under.
+_SQL_TIMES: dict[str, tuple[Any, Any, Any, tuple[Any, ...]]] = {
+    "cart": (cart_log, cart_log.c.sent_at, cart_log.c.id,
+             (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))),
+    "dispatch": (notifications, notifications.c.created_at, notifications.c.id, ()),
+}
+
+
+def _narrowed(conn: Connection, source: str, mark: FeedMark) -> FeedMark | None:
+    """A mark that reads only rows newer than the newest delivered, when no late commit is waiting.
+
+    A poll re-reads every row inside the late-commit margin to find those
+    that committed late; at 200 new rows/s that is 24,000 rows a second. One
+    COUNT over the margin tells whether any row there is not delivered yet:
+    when the database holds exactly the delivered ones, only newer rows can
+    be new. Otherwise (a late commit, a deleted row) the full re-read stands.
+    Rows at or below a first page's floor are never delivered, so they are
+    not counted either.
+    """
+    if mark.low is None or mark.at is None or not mark.seen:
+        return None
+    table, time_col, id_col, conds = _SQL_TIMES[source]
+    upto = [p for p in mark.seen if p[0] is not None and p[0] <= mark.at]
+    if not upto:
+        return None
+    where = [*conds, time_col >= mark.low, time_col <= mark.at]
+    if mark.floor is not None and mark.floor[0] is not None:
+        at, last = mark.floor
+        where.append(or_(time_col > at, and_(time_col == at, id_col > last)))
+    held = conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+    if held != len(upto):
+        return None
+    newest = max(t for t, _id in upto if t is not None)
+    return FeedMark(at=mark.at, low=newest, floor=None, seen=tuple(p for p in mark.seen if p[0] == newest))
+
+
 # What each SQL source's feed reads (the order store's is _order_emails).
 _SQL_READERS = {"cart": _cart_emails, "dispatch": _dispatch_notifications}
 
@@ -525,6 +561,8 @@ def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | No
     with workspace.engine(source).connect() as conn:
         now = db_now(conn)
         since_at = resolve_since(now, since)
+        if poll and isinstance(after, FeedMark) and not filter_text:
+            after = _narrowed(conn, source, after) or after
         reader = _SQL_READERS[source]
         return reader(conn, before=before, after=after, since=since_at, filter_text=filter_text, limit=limit,
                       poll=poll), now
