@@ -35,6 +35,7 @@ from .audit import find_action
 from .guard import order_db
 from .ledger import STALE_AFTER, configured_sources
 from .roles import require_role
+from .tokens import ids_digest
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -123,8 +124,7 @@ def cleanup(workspace: Workspace, source: str, *, dry_run: bool, action_id: str 
     chosen: set[str] | None = None
     if keep_ids is not None:
         chosen = {str(k) for k in keep_ids}
-        digest = hashlib.sha256(",".join(sorted(chosen)).encode()).hexdigest()
-        params["groups"] = {"count": len(chosen), "sha256": digest}
+        params["groups"] = ids_digest(sorted(chosen))
     if not dry_run:
         require_role(workspace, "cleanup", source, params, action_id)
     require_schema(workspace, source)

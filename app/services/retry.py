@@ -12,7 +12,6 @@ action taken over after a crash, or two consoles at once) is safe.
 """
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from .actions import ActionContext, run_action
 from .ledger import ledger_for
 from .mail import transport_from_config
 from .roles import require_role
+from .tokens import ids_digest
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -112,7 +112,7 @@ class _Workers:
 def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, all_matching: bool = False,
           filter_text: str | None = None, action_id: str | None = None,
           progress: Callable[[int, int], None] | None = None, snapshot_ids: list[int] | None = None,
-          cancel: Callable[[], bool] | None = None) -> dict[str, Any]:
+          cancel: Callable[[], bool] | None = None, kind: str | None = None) -> dict[str, Any]:
     """Retry ``ids``, or every retryable item matching ``filter_text`` (``all_matching``).
 
     ``snapshot_ids``: every item matching the filter, as the caller counted
@@ -123,7 +123,8 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
     starts, the items in hand finish, and the outcome says how many were
     not attempted. With a filter (``--all`` or a snapshot) the outcome also
     counts the matching items the retry left alone (``left_alone``: they
-    arrived after the snapshot).
+    arrived after the snapshot). ``kind``: with a snapshot, the one failed-list
+    kind the window's filter chose (the items left alone are counted in it).
     """
     if snapshot_ids is not None:
         if ids:
@@ -143,16 +144,13 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
     counted: list[int] | None = None
     if snapshot_ids is not None:
         counted = list(dict.fromkeys(src.parse_item_id(i) for i in snapshot_ids))
-        params = dict(params, snapshot={"count": len(counted), "sha256": _digest(counted)})
+        params = dict(params, snapshot=ids_digest(counted))
+        if kind is not None:
+            params["kind"] = kind
     require_schema(workspace, source)
 
     def matching_now() -> list[int]:
-        from ..read.failures import failed_items
-        # Never "superseded" (the cart was already emailed) nor anything else not to send again.
-        items = failed_items(workspace, source, kinds=src.retryable_kinds, filter_text=filter_text,
-                             limit=SNAPSHOT_LIMIT)
-        # FailedItem.id is typed object; the retryable items are log rows and orders, with integer ids.
-        return list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
+        return _retryable_ids(workspace, source, kind, filter_text)
 
     def body(ctx: ActionContext) -> dict[str, Any]:
         if counted is not None:
@@ -235,8 +233,17 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
     return run_action(workspace, kind="retry", source=source, params=params, action_id=action_id, body=body)
 
 
-def _digest(ids: list[int]) -> str:
-    return hashlib.sha256(",".join(map(str, ids)).encode()).hexdigest()
+def _retryable_ids(workspace: Workspace, source: str, kind: str | None, filter_text: str | None) -> list[int]:
+    """Ids of every item a retry --all may pick up (of ``kind`` when given), newest first."""
+    from ..read.failures import failed_items
+    src = registry.source(source)
+    # Never "superseded" (the cart was already emailed) nor anything else not to send again.
+    kinds = [k for k in src.retryable_kinds if kind is None or k == kind]
+    if not kinds:
+        return []
+    items = failed_items(workspace, source, kinds=kinds, filter_text=filter_text, limit=SNAPSHOT_LIMIT)
+    # FailedItem.id is typed object; the retryable items are log rows and orders, with integer ids.
+    return list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in kinds))
 
 
 def _name_earlier_retries(workspace: Workspace, source: str, records: list[dict[str, Any]], action_id: str) -> None:
@@ -269,7 +276,7 @@ SELECTION_CHUNK = 2000
 
 
 def retry_plan(workspace: Workspace, ids: dict[str, list[int]], *, snapshot: bool, filter_text: str | None = None,
-               progress: Callable[[int, int], None] | None = None,
+               kind: str | None = None, progress: Callable[[int, int], None] | None = None,
                cancel: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Retry several sources' items one source after the other: the window's Retry.
 
@@ -291,7 +298,7 @@ def retry_plan(workspace: Workspace, ids: dict[str, list[int]], *, snapshot: boo
             results.append({"source": source, "snapshot": len(items), "retried": 0, "retried_ids": [],
                             "skipped": [], "failed": [], "cancelled": True, "not_attempted": len(items)})
         elif snapshot:
-            results.append(retry(workspace, source, snapshot_ids=items, filter_text=filter_text,
+            results.append(retry(workspace, source, snapshot_ids=items, filter_text=filter_text, kind=kind,
                                  progress=step_from(base), cancel=cancel))
         else:
             for i in range(0, len(items), SELECTION_CHUNK):
@@ -305,15 +312,6 @@ def retry_plan(workspace: Workspace, ids: dict[str, list[int]], *, snapshot: boo
 def retryable_snapshot(workspace: Workspace, sources: list[str] | None = None, *, kind: str | None = None,
                        filter_text: str | None = None) -> dict[str, list[int]]:
     """Every retryable item the filter selects, per source: the count the window's Retry all promises."""
-    from ..read.failures import failed_items
-    out: dict[str, list[int]] = {}
-    for name in sources if sources is not None else [s for s in registry.NAMES if workspace.has(s)]:
-        src = registry.source(name)
-        kinds = [k for k in src.retryable_kinds if kind is None or k == kind]
-        if not kinds:
-            continue
-        items = failed_items(workspace, name, kinds=kinds, filter_text=filter_text, limit=SNAPSHOT_LIMIT)
-        ids = list(dict.fromkeys(int(cast(int, i.id)) for i in items if i.kind in src.retryable_kinds))
-        if ids:
-            out[name] = ids
-    return out
+    names = sources if sources is not None else [s for s in registry.NAMES if workspace.has(s)]
+    found = {name: _retryable_ids(workspace, name, kind, filter_text) for name in names}
+    return {name: ids for name, ids in found.items() if ids}

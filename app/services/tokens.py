@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from ..jsontext import json_default
@@ -28,3 +29,9 @@ def params_hash(kind: str, source: str, params: dict[str, Any]) -> str:
     canonical = json.dumps({"kind": kind, "source": source, "params": params},
                            sort_keys=True, default=json_default, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def ids_digest(ids: Sequence[object]) -> dict[str, object]:
+    """What the ledger keeps of a long list of ids an action was given: their count and a digest of them."""
+    text = ",".join(map(str, ids))
+    return {"count": len(ids), "sha256": hashlib.sha256(text.encode()).hexdigest()}

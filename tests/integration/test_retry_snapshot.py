@@ -82,3 +82,12 @@ def test_a_second_console_is_told_who_retried_the_item_and_when(ws):
         assert skip["reason"].startswith("already retried by ") and skip["reason"].endswith("(already completed)")
     last = ledger_for(ws, "dispatch").last_retries([str(i) for i in counted])
     assert {k: v.action_id for k, v in last.items()} == {str(i): "ana-ws2" for i in counted}
+
+
+def test_the_items_left_alone_are_counted_in_the_kind_the_snapshot_was_counted_under(ws):
+    engine = ws.engine("dispatch")
+    counted = add_failed_dispatches(engine, 2)
+    add_failed_dispatches(engine, 3, start=100)             # failed later: not stuck
+    out = retry(ws, "dispatch", snapshot_ids=counted, kind="stuck", action_id="gui-kind")
+    assert out["retried"] == 2 and out["left_alone"] == 0
+    assert retry(ws, "dispatch", snapshot_ids=[], kind="failed", action_id="gui-kind-2")["left_alone"] == 3

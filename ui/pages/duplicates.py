@@ -8,6 +8,7 @@ the SQL sources). Every archived row can be put back from the Audit page.
 """
 from __future__ import annotations
 
+import datetime as dt
 import html
 from dataclasses import dataclass
 from typing import Any
@@ -103,12 +104,13 @@ def query_groups(workspace, filters: dict[str, Any], cursor: int | None) -> tupl
     groups.sort(key=lambda g: (g.last_at is not None, g.last_at), reverse=True)
     page = groups[shown:shown + PAGE_SIZE]
     retried = _console_retries(workspace, page)
-    window = workspace.config.thresholds.cart_in_progress_minutes
-    import datetime as dt
+    window = dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
     rows = []
+    per_source: dict[str, dict[str, str]] = {}
+    for (source, member), action in retried.items():
+        per_source.setdefault(source, {})[member] = action
     for g in page:
-        mine = {str(m): a for (s, m), a in retried.items() if s == g.source}
-        rows.append(DupRow(g, explain(g, in_progress=dt.timedelta(minutes=window), console_retries=mine)))
+        rows.append(DupRow(g, explain(g, in_progress=window, console_retries=per_source.get(g.source, {}))))
     return rows, (shown + len(page) if len(groups) > shown + PAGE_SIZE else None)
 
 

@@ -154,6 +154,7 @@ class RetryPlan:
     ids: dict[str, list[int]]
     snapshot: bool
     filter_text: str | None = None
+    kind: str | None = None          # the kind filter the snapshot was counted under
 
     @property
     def total(self) -> int:
@@ -195,9 +196,10 @@ def run_retry(workspace, plan: RetryPlan, proc: ActionProcess, progress) -> Retr
     results: list[dict[str, Any]] = []
     if in_child:
         results += proc.run(workspace.config, "retry_plan", in_child, snapshot=plan.snapshot,
-                            filter_text=plan.filter_text, progress=lambda d, _t: progress(d, plan.total))
+                            filter_text=plan.filter_text, kind=plan.kind,
+                            progress=lambda d, _t: progress(d, plan.total))
     if here:
-        results += retry_plan(workspace, here, snapshot=plan.snapshot, filter_text=plan.filter_text,
+        results += retry_plan(workspace, here, snapshot=plan.snapshot, filter_text=plan.filter_text, kind=plan.kind,
                               progress=lambda d, _t: progress(offset + d, plan.total),
                               cancel=lambda: proc.cancelled)
     text, rows = summarize(results)
@@ -396,7 +398,7 @@ class FailedPage(ListPage):
 
         def counted(snapshot: dict[str, list[int]]) -> None:
             self._update_buttons(self.selected_rows())
-            plan = RetryPlan(snapshot, snapshot=True, filter_text=filters.get("text"))
+            plan = RetryPlan(snapshot, snapshot=True, filter_text=filters.get("text"), kind=filters.get("kind"))
             if not plan.total:
                 self.summary.setText("Nothing to retry: no retryable item matches the filter.")
                 return
