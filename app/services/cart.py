@@ -30,15 +30,16 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, case, delete, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
 from ..schema import cart_log, cart_users, nc_cart_claim
-from ..sqlutil import insert_ignore, shared_now
+from ..sqlutil import shared_now
 from .audit import operator_identity
+from .claims import claim_rows
 from .guard import guarded, send_budget
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
 from .tokens import lease_token
@@ -107,48 +108,34 @@ def _take_claims(conn: Connection, wanted: list[tuple[int, str, int | None]], to
     """Claim each (user, cart) of ``wanted`` = [(user_id, cart_hash, log_id)] for one email.
 
     Returns, per key, None when this caller holds the claim now, else what it
-    saw instead: (now, claim row). One insert claims every free key; the keys
-    that had a claim are taken over only where that claim is finished (sent
-    beyond the window, or sending/failed past the in-progress window), by
-    exactly one of any number of callers.
-
-    The insert and the takeover run in separate transactions: a loser's
-    duplicate-key check holds a shared lock that would deadlock with another
-    loser's update in the same transaction.
+    saw instead: (now, claim row). ``claim_rows``: one insert claims every
+    free key; the keys that had a claim are taken over only where that claim
+    is finished (sent beyond the window, or sending/failed past the
+    in-progress window), by exactly one of any number of callers.
     """
     c = nc_cart_claim.c
-    keys = [(uid, chash) for uid, chash, _ in wanted]
 
-    def insert_tx() -> int:
-        with conn.begin():
-            now = shared_now(conn)
-            return insert_ignore(conn, nc_cart_claim, [
-                {"user_id": uid, "cart_hash": chash, "log_id": log_id, "state": "sending",
-                 "claimed_at": now, "sent_at": None, "owner": token} for uid, chash, log_id in wanted])
+    def finished(now: dt.datetime) -> ColumnElement[bool]:
+        failed: ColumnElement[bool] = c.state == "failed"
+        if not failed_any_age:
+            failed = and_(failed, c.claimed_at < now - in_progress)
+        return or_(and_(c.state == "sent", c.sent_at < now - window),
+                   and_(c.state == "sending", c.claimed_at < now - in_progress),
+                   failed)
 
-    if _db(insert_tx) == len(wanted):
-        return dict.fromkeys(keys)
-
-    def takeover_tx() -> dict[tuple[int, str], _Seen | None]:
-        with conn.begin():
-            now = shared_now(conn)
-            failed: ColumnElement[bool] = c.state == "failed"
-            if not failed_any_age:
-                failed = and_(failed, c.claimed_at < now - in_progress)
-            finished = or_(
-                and_(c.state == "sent", c.sent_at < now - window),
-                and_(c.state == "sending", c.claimed_at < now - in_progress),
-                failed)
-            mine = or_(c.owner.is_(None), c.owner != token)   # not the keys this caller just inserted
-            whens = [(_claim_key(uid, chash), log_id) for uid, chash, log_id in wanted if log_id is not None]
-            conn.execute(update(nc_cart_claim).where(tuple_(c.user_id, c.cart_hash).in_(keys), mine, finished)
-                         .values(state="sending", claimed_at=now, sent_at=None, owner=token,
-                                 log_id=case(*whens, else_=None) if whens else None))
-            rows = {(r["user_id"], r["cart_hash"]): dict(r) for r in conn.execute(
-                select(nc_cart_claim).where(tuple_(c.user_id, c.cart_hash).in_(keys))).mappings()}
-            return {k: None if rows.get(k, {}).get("owner") == token else (now, rows.get(k)) for k in keys}
-
-    return _db(takeover_tx)
+    whens = [(_claim_key(uid, chash), log_id) for uid, chash, log_id in wanted if log_id is not None]
+    got = claim_rows(
+        conn, nc_cart_claim, ("user_id", "cart_hash"),
+        lambda now: [{"user_id": uid, "cart_hash": chash, "log_id": log_id, "state": "sending",
+                      "claimed_at": now, "sent_at": None, "owner": token} for uid, chash, log_id in wanted],
+        owner="owner", token=token, finished=finished, run=_db,
+        takeover=lambda now: {"state": "sending", "claimed_at": now, "sent_at": None, "owner": token,
+                              "log_id": case(*whens, else_=None) if whens else None})
+    out: dict[tuple[int, str], _Seen | None] = {}
+    for uid, chash, _ in wanted:
+        row = got.others.get((uid, chash))
+        out[(uid, chash)] = None if got.holds((uid, chash)) else (got.now, dict(row) if row is not None else None)
+    return out
 
 
 def _take_claim(conn: Connection, user_id: int, cart_hash: str, token: str, *, log_id: int | None,

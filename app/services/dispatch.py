@@ -53,6 +53,7 @@ from ..read.duplicates import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
+from .claims import claim_rows
 from .guard import guarded, quietly
 from .tokens import lease_token
 
@@ -439,20 +440,17 @@ def _look_and_lease(conn: Connection, ids: list[int], token: str,
                 outcomes[i] = ("skipped", why)
             else:
                 wanted.append(i)
-        if not wanted:
-            return outcomes, []
-        inserted = insert_ignore(conn, nc_dispatch_attempt, [
-            {"log_id": i, "attempts": 0, "lease_until": now + LEASE, "owner": token, "updated_at": now}
-            for i in wanted])
-    if inserted < len(wanted):
-        # Some leases exist already: take over the expired ones (a transaction of its own, no lock upgrade).
-        with conn.begin():
-            conn.execute(update(nc_dispatch_attempt).where(and_(
-                a.log_id.in_(wanted), or_(a.lease_until.is_(None), a.lease_until < now)))
-                .values(lease_until=now + LEASE, owner=token, updated_at=now))
-            mine = set(conn.execute(select(a.log_id).where(a.log_id.in_(wanted), a.owner == token)).scalars())
-    else:
-        mine = set(wanted)
+    if not wanted:
+        return outcomes, []
+    # Lease the rows still retryable: free ones by insert, expired leases by takeover (claim_rows).
+    got = claim_rows(
+        conn, nc_dispatch_attempt, ("log_id",),
+        lambda now: [{"log_id": i, "attempts": 0, "lease_until": now + LEASE, "owner": token, "updated_at": now}
+                     for i in wanted],
+        owner="owner", token=token, run=lambda tx: tx(),   # the caller retries the whole look-and-lease
+        finished=lambda now: or_(a.lease_until.is_(None), a.lease_until < now),
+        takeover=lambda now: {"lease_until": now + LEASE, "owner": token, "updated_at": now})
+    mine = {k[0] for k in got.mine}
     for i in wanted:
         if i not in mine:
             outcomes[i] = ("skipped", SKIP_LEASED)

@@ -16,14 +16,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from sqlalchemy import ColumnElement, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, false, func, insert, or_, select, true, update
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from ..config import SOURCE_NAMES
 from ..errors import ActionConflict
 from ..jsontext import json_default
 from ..schema import nc_action, nc_action_item
-from ..sqlutil import db_now, insert_ignore, utcnow, with_retry
+from ..sqlutil import db_now, utcnow, with_retry
+from .claims import claim_doc, claim_rows
 from .guard import guarded, order_db
 
 if TYPE_CHECKING:
@@ -130,34 +131,32 @@ class SqlLedger:
 
     def start(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
               token: str, rerun_failed: bool = False) -> Started:
-        def tx() -> Started:
-            with self.engine.begin() as conn:
-                now = db_now(conn)
-                won = insert_ignore(conn, nc_action, {
-                    "action_id": action_id, "kind": kind, "source": self.source,
-                    "params_json": json.dumps(params, default=json_default, sort_keys=True),
-                    "params_hash": phash, "operator": operator, "role": role, "status": "running",
-                    "started_at": now, "heartbeat_at": now, "lease_token": token})
-                if won:
-                    return Started(True)
-                row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().one()
-                _same_params(action_id, row, phash)
-                takeover: ColumnElement[bool] | None = None
-                if row["status"] == "running":
-                    takeover = or_(nc_action.c.heartbeat_at.is_(None), nc_action.c.heartbeat_at < now - STALE_AFTER)
-                elif row["status"] == "failed" and rerun_failed:
-                    takeover = nc_action.c.status == "failed"
-                if takeover is not None:
-                    taken = conn.execute(update(nc_action).where(
-                        nc_action.c.action_id == action_id, nc_action.c.status == row["status"], takeover)
-                        .values(status="running", operator=operator, role=role, heartbeat_at=now,
-                                lease_token=token, finished_at=None, message=None)).rowcount
-                    if taken == 1:
-                        return Started(True)
-                if row["status"] == "running":
-                    raise _still_running(action_id, row["operator"])
-                return Started(False, self._entry(conn, row))
-        return self._guard(tx)
+        c = nc_action.c
+
+        def finished(now: dt.datetime) -> ColumnElement[bool]:
+            # Its runner stopped beating (a crash), or it failed and the operator asks to run it again.
+            stale = and_(c.status == "running", or_(c.heartbeat_at.is_(None), c.heartbeat_at < now - STALE_AFTER))
+            return and_(c.params_hash == phash, or_(stale, and_(c.status == "failed", true() if rerun_failed
+                                                                else false())))
+
+        with self.engine.connect() as conn:
+            got = claim_rows(
+                conn, nc_action, ("action_id",),
+                lambda now: [{"action_id": action_id, "kind": kind, "source": self.source,
+                              "params_json": json.dumps(params, default=json_default, sort_keys=True),
+                              "params_hash": phash, "operator": operator, "role": role, "status": "running",
+                              "started_at": now, "heartbeat_at": now, "lease_token": token}],
+                owner="lease_token", token=token, finished=finished, run=self._guard, clock=db_now,
+                takeover=lambda now: {"status": "running", "operator": operator, "role": role, "heartbeat_at": now,
+                                      "lease_token": token, "finished_at": None, "message": None})
+            if got.holds((action_id,)):
+                return Started(True)
+            row = got.others[(action_id,)]
+            assert row is not None  # the insert just failed on this id, and the console never deletes ledger records
+            _same_params(action_id, row, phash)
+            if row["status"] == "running":
+                raise _still_running(action_id, row["operator"])
+            return Started(False, self._guard(lambda: self._entry(conn, row)))
 
     def _entry(self, conn: Connection, row: RowMapping, with_items: bool = True) -> AuditEntry:
         items: list[dict[str, Any]] = []
@@ -278,32 +277,25 @@ class MongoLedger:
 
     def start(self, action_id: str, kind: str, params: dict[str, Any], phash: str, operator: str, role: str,
               token: str, rerun_failed: bool = False) -> Started:
-        from pymongo.errors import DuplicateKeyError
         now = self._now()
-        try:
-            self.db["nc_actions"].insert_one({
+        # Its runner stopped beating (a crash), or it failed and the operator asks to run it again.
+        finished: dict[str, Any] = {"params_hash": phash, "$or": [
+            {"status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}]}
+        if rerun_failed:
+            finished["$or"].append({"status": "failed"})
+        if claim_doc(self.db["nc_actions"], {
                 "_id": action_id, "kind": kind, "source": self.source, "params": params,
                 "params_hash": phash, "operator": operator, "role": role, "status": "running",
                 "started_at": now, "heartbeat_at": now, "lease_token": token, "finished_at": None,
-                "outcome": None, "message": None})
+                "outcome": None, "message": None},
+                key={"_id": action_id}, finished=finished, takeover={"$set": {
+                    "status": "running", "operator": operator, "role": role, "heartbeat_at": now,
+                    "lease_token": token, "finished_at": None, "message": None}}):
             return Started(True)
-        except DuplicateKeyError:
-            pass
         doc = self.db["nc_actions"].find_one({"_id": action_id})
         # The insert just failed on this id, and the console never deletes ledger records.
         assert doc is not None
         _same_params(action_id, doc, phash)
-        flt: dict[str, Any] | None = None
-        if doc["status"] == "running":
-            flt = {"_id": action_id, "status": "running", "heartbeat_at": {"$lt": now - STALE_AFTER}}
-        elif doc["status"] == "failed" and rerun_failed:
-            flt = {"_id": action_id, "status": "failed"}
-        if flt is not None:
-            res = self.db["nc_actions"].update_one(flt, {"$set": {
-                "status": "running", "operator": operator, "role": role, "heartbeat_at": now,
-                "lease_token": token, "finished_at": None, "message": None}})
-            if res.modified_count == 1:
-                return Started(True)
         if doc["status"] == "running":
             raise _still_running(action_id, doc["operator"])
         return Started(False, self._entry(doc))

@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from .. import registry
 from ..errors import OperationFailed, UsageError
 from ..read.failures import STAGES, first_image_at, stage_images
 from ..schema_setup import require_order_schema
 from .audit import operator_identity
+from .claims import claim_doc
 from .guard import mongo_step, order_db, send_budget
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
 from .tokens import lease_token
@@ -207,13 +207,9 @@ def add_order_image(workspace: Workspace, order_id: object, stage: str, image: d
     claimed = time.monotonic()
 
     def claim() -> bool:
-        try:
-            db["nc_email_claims"].insert_one({
-                "order_id": oid, "event": event, "state": "sending", "owner": token,
-                "claimed_at": store.now(), "attempts": 1, "error": None})
-            return True
-        except DuplicateKeyError:
-            return False
+        return claim_doc(db["nc_email_claims"], {
+            "order_id": oid, "event": event, "state": "sending", "owner": token,
+            "claimed_at": store.now(), "attempts": 1, "error": None}, key={"order_id": oid, "event": event})
 
     if not mongo_step(f"claiming the {event} email of order {oid}", claim):
         return ImageOutcome(oid, stage, count, False, after.get("status"),
@@ -233,21 +229,16 @@ def add_order_image(workspace: Workspace, order_id: object, stage: str, image: d
 # Admin retry of missed stage emails (app.services.retry calls this per order)
 
 def _claim_for_retry(store: OrderStore, oid: int, event: str, token: str, lease: dt.timedelta) -> bool:
-    db = order_db(store)
     now = store.now()
-    try:
-        db["nc_email_claims"].insert_one({"order_id": oid, "event": event, "state": "sending", "owner": token,
-                                          "claimed_at": now, "attempts": 1, "error": None})
-        return True
-    except DuplicateKeyError:
-        pass
     # A failed claim (nothing was sent) or one whose sender died (still
     # "sending" after the lease): exactly one retrier's update matches.
-    taken = db["nc_email_claims"].find_one_and_update(
-        {"order_id": oid, "event": event,
-         "$or": [{"state": "failed"}, {"state": "sending", "claimed_at": {"$lt": now - lease}}]},
-        {"$set": {"state": "sending", "owner": token, "claimed_at": now}, "$inc": {"attempts": 1}})
-    return taken is not None
+    return claim_doc(
+        order_db(store)["nc_email_claims"],
+        {"order_id": oid, "event": event, "state": "sending", "owner": token, "claimed_at": now, "attempts": 1,
+         "error": None},
+        key={"order_id": oid, "event": event},
+        finished={"$or": [{"state": "failed"}, {"state": "sending", "claimed_at": {"$lt": now - lease}}]},
+        takeover={"$set": {"state": "sending", "owner": token, "claimed_at": now}, "$inc": {"attempts": 1}})
 
 
 def _claim_reason(db: Database[dict[str, Any]], oid: int, event: str) -> str:
