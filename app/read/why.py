@@ -62,7 +62,8 @@ def explain(group: DuplicateGroup, *, in_progress: dt.timedelta = dt.timedelta(m
     times = [_time(m) for m in members]
     gaps = [b - a for a, b in zip(times, times[1:]) if a is not None and b is not None]
     smallest = min(gaps, default=None)
-    ids = [m.get("dispatch_id") for m in members] if group.source == "dispatch" else []
+    # Rows that carry a dispatch id column (None on the legacy rows written before it existed).
+    ids = [m.get("dispatch_id") for m in members] if any("dispatch_id" in m for m in members) else []
     if ids and any(i is None for i in ids) and any(i is not None for i in ids):
         return "a legacy row without a dispatch id beside one with it (written before and after the key existed)"
     if smallest is not None and smallest < RACE_GAP:

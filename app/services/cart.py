@@ -36,16 +36,20 @@ from sqlalchemy.engine import Connection, Engine
 from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
+from ..read.duplicates import refresh_cart_ids, refresh_cart_keys
+from ..read.rules import group_cart_rows
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sqlutil import shared_now
 from .audit import operator_identity
 from .claims import claim_rows
 from .guard import guarded, send_budget
+from .hooks import SourceActions
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
 from .tokens import lease_token
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
+    from ..read.models import DuplicateGroup
 
 T = TypeVar("T")
 # What a caller that did not get a claim saw: (the database's now, the claim row, None once released).
@@ -441,3 +445,18 @@ def _renew(conn: Connection, user_id: int, cart_hash: str, token: str) -> bool:
                 _claim_key(user_id, cart_hash), nc_cart_claim.c.owner == token, nc_cart_claim.c.state == "sending")
                 .values(claimed_at=shared_now(conn))).rowcount == 1
     return _db(tx)
+
+
+# --------------------------------------------------------------------------
+# What retry and cleanup look up for this source (app.services.by_source)
+
+def _regroup(workspace: Workspace, rows: list[dict[str, Any]], conn: Connection | None) -> list[DuplicateGroup]:
+    return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
+
+
+ACTIONS = SourceActions(
+    source=registry.source("cart"), retry_item=retry_item, retry_items=retry_items, retry_batch=RETRY_BATCH,
+    regroup=_regroup, archive_table=cart_log,
+    # The console's cart member index follows what a cleanup archived and an undo restored.
+    on_archived=lambda conn, rows: refresh_cart_keys(conn, {(r["user_id"], r["cart_hash"]) for r in rows}),
+    on_restored=lambda conn, ids: refresh_cart_ids(conn, ids))

@@ -18,6 +18,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 
 from .. import registry
@@ -25,13 +26,12 @@ from ..errors import ActionConflict, OperationFailed, UsageError
 from ..faults import fault_point
 from ..read import duplicates as dup
 from ..read.models import DuplicateGroup
-from ..read.rules import group_cart_rows, group_order_logs
-from ..schema import cart_log, notifications
 from ..schema_setup import require_schema
 from ..sqlutil import db_now, utcnow, with_retry
 from .actions import ActionContext, run_action
 from .archive import archive_and_delete, archive_documents, lock_rows, restore, restore_documents
 from .audit import find_action
+from .by_source import actions_for
 from .guard import order_db
 from .ledger import STALE_AFTER, configured_sources
 from .roles import require_role
@@ -40,55 +40,20 @@ from .tokens import ids_digest
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 
-SQL_TABLES = {"cart": cart_log, "dispatch": notifications}
-ORDER_COLLECTION = "email_log"
-
-
 def _check_source(source: str) -> None:
     registry.source(source)
 
 
 def _regroup(workspace: Workspace, source: str, rows: list[dict[str, Any]],
              conn: Connection | None = None) -> list[DuplicateGroup]:
-    """The groups of the rows a cleanup holds, by the read side's rules.
-
-    Dispatch: with the status timeline of their issues read on ``conn``, in
-    the cleanup's transaction and share-locked, so another status change
-    between two rows (committed before, or committing while the cleanup
-    runs) keeps them apart.
-    """
-    return _REGROUP[source](workspace, rows, conn)
+    """The groups of the rows a cleanup holds, by the read side's rules (the source's ``regroup``)."""
+    return actions_for(source).regroup(workspace, rows, conn)
 
 
-def _regroup_cart(workspace: Workspace, rows: list[dict[str, Any]], conn: Connection | None) -> list[DuplicateGroup]:
-    return group_cart_rows(rows, workspace.config.thresholds.duplicate_window_hours)
-
-
-def _regroup_dispatch(workspace: Workspace, rows: list[dict[str, Any]],
-                      conn: Connection | None) -> list[DuplicateGroup]:
-    assert conn is not None  # SQL rows are regrouped in the cleanup's transaction (_apply_sql)
-    return dup.group_dispatch_rows_in(conn, rows, lock=True)
-
-
-def _regroup_orders(workspace: Workspace, rows: list[dict[str, Any]],
-                    conn: Connection | None) -> list[DuplicateGroup]:
-    return group_order_logs(rows)
-
-
-# Each source's built-in rule applied to the rows a cleanup holds, by name.
-_REGROUP = {"cart": _regroup_cart, "dispatch": _regroup_dispatch, "orders": _regroup_orders}
-
-
-def _archived(conn: Connection, source: str, rows: list[dict[str, Any]]) -> None:
-    """Keep the console's cart member index in step with rows a cleanup archived."""
-    if source == "cart":
-        dup.refresh_cart_keys(conn, {(r["user_id"], r["cart_hash"]) for r in rows})
-
-
-def _restored(conn: Connection, source: str, ids: list[Any]) -> None:
-    """Keep the console's cart member index in step with rows an undo restored."""
-    if source == "cart":
-        dup.refresh_cart_ids(conn, ids)
+def _table(source: str) -> Table:
+    table = actions_for(source).archive_table
+    assert table is not None  # every SQL source names the table its cleanup archives from
+    return table
 
 
 def _group_plan(groups: Iterable[DuplicateGroup]) -> list[dict[str, Any]]:
@@ -141,7 +106,7 @@ def cleanup(workspace: Workspace, source: str, *, dry_run: bool, action_id: str 
 
 def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
                ctx: ActionContext, chosen: set[str] | None = None) -> dict[str, Any]:
-    table = SQL_TABLES[source]
+    table = _table(source)
     member_ids = sorted({int(i) for g in planned for i in g.member_ids})
 
     def tx() -> dict[str, Any]:
@@ -154,7 +119,8 @@ def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
             remove = {int(i) for g in groups for i in g.remove_ids}
             doomed = [r for r in rows if r["id"] in remove]
             archived = archive_and_delete(conn, table, doomed, ctx.action_id, now)
-            _archived(conn, source, doomed)
+            if (on_archived := actions_for(source).on_archived) is not None:
+                on_archived(conn, doomed)
             fault_point("cleanup.after_archive")
             outcome = _outcome(source, False, groups, archived)
             ctx.record([{"id": i, "outcome": "archived", "detail": None} for i in archived], conn=conn)
@@ -166,19 +132,21 @@ def _apply_sql(workspace: Workspace, source: str, planned: list[DuplicateGroup],
 def _apply_orders(workspace: Workspace, source: str, planned: list[DuplicateGroup],
                   ctx: ActionContext, chosen: set[str] | None = None) -> dict[str, Any]:
     db = order_db(workspace.orders())
+    collection = actions_for(source).archive_collection
+    assert collection is not None  # the order store names the collection its cleanup archives from
     now = utcnow()
     archived: list[str] = []
     done_groups: list[DuplicateGroup] = []
     for g in planned:
         key = {"order_id": g.key["order_id"], "event": g.key["event"]}
         # A list: a real server's cursor can be read only once.
-        current = list(db[ORDER_COLLECTION].find(key, sort=[("sent_at", 1), ("_id", 1)]))
+        current = list(db[collection].find(key, sort=[("sent_at", 1), ("_id", 1)]))
         for group in _regroup(workspace, source, current):
             if not group.remove_ids or (chosen is not None and str(group.keep_id) not in chosen):
                 continue
             remove = set(map(str, group.remove_ids))
             doomed = [d for d in current if str(d["_id"]) in remove]
-            removed = archive_documents(db, ORDER_COLLECTION, doomed, ctx.action_id, now)
+            removed = archive_documents(db, collection, doomed, ctx.action_id, now)
             if removed:
                 done_groups.append(group)
                 archived.extend(str(i) for i in removed)
@@ -204,7 +172,8 @@ def undo(workspace: Workspace, target: str) -> dict[str, Any]:
     params = {"target": target}
     source = entry.source if entry is not None else next(
         # SQL sources first: their ledger records a refusal in the same database.
-        iter(sorted(configured_sources(workspace), key=lambda s: not registry.source(s).is_sql)), "cart")
+        iter(sorted(configured_sources(workspace), key=lambda s: not registry.source(s).is_sql)),
+        registry.SQL_NAMES[0])
     require_role(workspace, "undo", source, params)
     if entry is None:
         raise UsageError(f"No action {target} is in the audit log of any configured source.")
@@ -231,9 +200,10 @@ def undo(workspace: Workspace, target: str) -> dict[str, Any]:
         def tx() -> dict[str, Any]:
             ctx.items.clear()
             with workspace.engine(source).begin() as conn:
-                restored, conflicts = restore(conn, {SQL_TABLES[source].name: SQL_TABLES[source]}, target,
+                restored, conflicts = restore(conn, {_table(source).name: _table(source)}, target,
                                               db_now(conn))
-                _restored(conn, source, restored)
+                if (on_restored := actions_for(source).on_restored) is not None:
+                    on_restored(conn, restored)
                 outcome = {"source": source, "undone_action_id": target, "restored": len(restored),
                            "restored_ids": [int(i) for i in restored],
                            "conflicts": [int(i) for i in conflicts]}

@@ -49,16 +49,18 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
-from ..read.duplicates import StatusChanges
+from ..read.duplicates import StatusChanges, group_dispatch_rows_in
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry
 from .claims import claim_rows
 from .guard import guarded, quietly
+from .hooks import SourceActions
 from .tokens import lease_token
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
+    from ..read.models import DuplicateGroup
 
 SOURCE = "dispatch"
 KEY_MAX = 255
@@ -598,3 +600,17 @@ def _record_retry_failure(conn: Connection, log_id: int, token: str, message: st
         with conn.begin():
             _fail_in(conn, log_id, token, message, shared_now(conn))
     quietly(lambda: with_retry(run))  # else the lease expires by itself; the row keeps its earlier state
+
+
+# --------------------------------------------------------------------------
+# What retry and cleanup look up for this source (app.services.by_source)
+
+def _regroup(workspace: Workspace, rows: list[dict[str, Any]], conn: Connection | None) -> list[DuplicateGroup]:
+    # Regrouped with the status timeline of the rows' issues read on the cleanup's connection, in its
+    # transaction and share-locked: another status change between two rows keeps them apart.
+    assert conn is not None  # SQL rows are regrouped in the cleanup's transaction
+    return group_dispatch_rows_in(conn, rows, lock=True)
+
+
+ACTIONS = SourceActions(source=registry.source(SOURCE), retry_item=retry_item, retry_items=retry_items,
+                        retry_batch=RETRY_BATCH, regroup=_regroup, archive_table=notifications)

@@ -34,10 +34,12 @@ from pymongo import ReturnDocument
 from .. import registry
 from ..errors import OperationFailed, UsageError
 from ..read.failures import STAGES, first_image_at, stage_images
+from ..read.rules import group_order_logs
 from ..schema_setup import require_order_schema
 from .audit import operator_identity
 from .claims import claim_doc
 from .guard import mongo_step, order_db, send_budget
+from .hooks import SourceActions
 from .mail import Email, MailError, MailTransport, PlainSender, send_within, transport_from_config
 from .tokens import lease_token
 
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from pymongo.database import Database
 
     from ..bootstrap import Workspace
+    from ..read.models import DuplicateGroup
     from ..sources import OrderStore
 
 _CONVERT_ROUNDS = 8
@@ -316,3 +319,14 @@ def retry_item(workspace: Workspace, item_id: str, *, operator: str, action_id: 
     if sent:
         return "retried", None
     return "skipped", "; ".join(notes)
+
+
+# --------------------------------------------------------------------------
+# What retry and cleanup look up for this source (app.services.by_source)
+
+def _regroup(workspace: Workspace, docs: list[dict[str, Any]], conn: object) -> list[DuplicateGroup]:
+    return group_order_logs(docs)
+
+
+ACTIONS = SourceActions(source=registry.source("orders"), retry_item=retry_item, regroup=_regroup,
+                        archive_collection="email_log")

@@ -5,10 +5,10 @@ them on a bounded pool of ``[actions] pool_size`` workers (default 4), each
 item on its own connection with its own guard, recording outcomes in
 batches of 100 in snapshot order; each item gets exactly one outcome (retried,
 skipped with a reason, failed with the error) and one item's failure never
-stops the rest. The per-source work lives in ``app.services.<source>`` as
-``retry_item(workspace, item_id, *, operator, action_id) -> (outcome, detail)``
-and re-checks every guarantee in the database, so repeating a retry (the same
-action taken over after a crash, or two consoles at once) is safe.
+stops the rest. The per-source work is the source's ``retry_item`` (and
+``retry_items`` for chunks; ``app.services.by_source``): ``(outcome, detail)``
+per item, re-checking every guarantee in the database, so repeating a retry
+(the same action taken over after a crash, or two consoles at once) is safe.
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import registry
@@ -25,8 +24,8 @@ from ..errors import ConsoleError, UsageError
 from ..schema_setup import require_schema
 from ..sources import describe_db_error
 from ..sqlutil import utcnow
-from . import cart, dispatch, orders
 from .actions import ActionContext, run_action
+from .by_source import actions_for
 from .ledger import ledger_for
 from .mail import transport_from_config
 from .roles import require_role
@@ -37,8 +36,6 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 100
 SNAPSHOT_LIMIT = 100_000
-# The per-source work: retry_item (and, for chunks, retry_items and RETRY_BATCH).
-HANDLERS: dict[str, ModuleType] = {"dispatch": dispatch, "cart": cart, "orders": orders}
 # Items handed to the pool ahead of the one being recorded, per worker.
 AHEAD_PER_WORKER = 4
 
@@ -135,7 +132,7 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
     if filter_text and not all_matching:
         raise UsageError("--filter goes with --all.")
     src = registry.source(source)
-    module = HANDLERS[src.name]
+    hooks = actions_for(src.name)
     params: dict[str, Any] = ({"ids": [str(i) for i in ids or []]} if ids
                               else {"all": True, "filter": filter_text or ""})
     require_role(workspace, "retry", source, params, action_id)
@@ -169,9 +166,8 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
 
         def one(item_id: int) -> tuple[str, str | None]:
             try:
-                # The per-source contract (module docstring), which mypy cannot check through a module.
-                return cast("tuple[str, str | None]", module.retry_item(
-                    workspace, str(item_id), operator=ctx.operator, action_id=ctx.action_id, **workers.kwargs()))
+                return hooks.retry_item(workspace, str(item_id), operator=ctx.operator, action_id=ctx.action_id,
+                                        **workers.kwargs())
             except Exception as exc:  # one item's failure never stops the rest
                 return failure(exc)
 
@@ -181,10 +177,10 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
             if cancel is not None and cancel():
                 return []   # cancelled before this chunk began: its items are not attempted
             outcomes: list[tuple[str, str | None]] | None = None
-            if len(items) > 1:
+            if len(items) > 1 and hooks.retry_items is not None:
                 try:
-                    outcomes = module.retry_items(workspace, [str(i) for i in items], operator=ctx.operator,
-                                                  action_id=ctx.action_id, **workers.kwargs())
+                    outcomes = hooks.retry_items(workspace, [str(i) for i in items], operator=ctx.operator,
+                                                 action_id=ctx.action_id, **workers.kwargs())
                 except Exception:  # noqa: BLE001 - each item again on its own, below
                     outcomes = None
             if outcomes is None:
@@ -215,7 +211,7 @@ def retry(workspace: Workspace, source: str, *, ids: list[str] | None = None, al
             if progress:
                 progress(done, len(snapshot))
 
-        for record in workers.ordered(chunk_of, snapshot, getattr(module, "RETRY_BATCH", 1), stop=cancel):
+        for record in workers.ordered(chunk_of, snapshot, hooks.retry_batch, stop=cancel):
             records.append(record)
             if len(records) == BATCH_SIZE or done + len(records) == len(snapshot):
                 flush()

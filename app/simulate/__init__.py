@@ -37,7 +37,7 @@ from . import dispatch as dispatch_driver
 from . import orders as orders_driver
 
 # One driver module per source (prepare, attempts, count), in the order traffic runs them.
-DRIVERS = {"dispatch": dispatch_driver, "cart": cart_driver, "orders": orders_driver}
+DRIVERS = {d.SOURCE: d for d in (dispatch_driver, cart_driver, orders_driver)}
 SOURCES = tuple(DRIVERS)
 MODES = ("naive", "guarded")
 WRITER_ROLES = ("operator", "admin")

@@ -35,6 +35,8 @@ from ..services import cart as service
 from ..services.mail import MailError, MemoryTransport
 from ..sqlutil import db_now
 
+SOURCE = "cart"  # the source this driver produces traffic for
+
 ATTEMPTS_PER_EVENT = 3
 USERS_PER_RUN = 24
 WORK_SECONDS = 0.001

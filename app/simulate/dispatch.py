@@ -29,6 +29,8 @@ from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, notif
 from ..services import dispatch as service
 from ..sqlutil import db_now
 
+SOURCE = "dispatch"  # the source this driver produces traffic for
+
 ATTEMPTS_PER_EVENT = 3
 USER_POOL = 24
 MAX_ISSUES = 400

@@ -32,6 +32,8 @@ from ..services import orders as service
 from ..services.mail import MemoryTransport
 from ..sqlutil import utcnow
 
+SOURCE = "orders"  # the source this driver produces traffic for
+
 ATTEMPTS_PER_EVENT = 3
 WORK_SECONDS = 0.002
 LEGACY_SHARE = 0.25
