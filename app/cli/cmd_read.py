@@ -60,6 +60,11 @@ def register(sub) -> None:
 
     p = sub.add_parser("feed", help="the unified notification feed, newest first")
     _common(p, default_limit=50)
+    p.add_argument("--type", dest="kind", metavar="TYPE",
+                   help="only entries of this type (comment_added, status_changed, other, cart_email, "
+                        "pickup_images_added, delivery_images_added)")
+    p.add_argument("--sort", metavar="COLUMN[:asc|desc]",
+                   help="order by at, source, kind, recipient, subject, status or id (default at:desc)")
     p.set_defaults(handler=run_feed)
 
 
@@ -133,9 +138,16 @@ def run_duplicates(ctx, args) -> int:
 def run_feed(ctx, args) -> int:
     from ..read.feeds import notification_feed
     sources, since, limit = _prepare(ctx, args)
+    order = None
+    if args.sort:
+        column, _, way = args.sort.partition(":")
+        if way not in ("", "asc", "desc"):
+            raise UsageError(f"--sort {args.sort}: the direction is asc or desc, e.g. --sort recipient:asc.")
+        order = (column, way != "asc" if way else column == "at")
     page = notification_feed(ctx.workspace, sources=sources, since=since, filter_text=args.filter_text,
-                             limit=limit)
-    lines = [f"{len(page.items)} notification(s), newest first"]
+                             limit=limit, kind=args.kind, order=order)
+    how = f"by {order[0]} {'descending' if order[1] else 'ascending'}" if order else "newest first"
+    lines = [f"{len(page.items)} notification(s), {how}"]
     for i in page.items:
         at = f"{i.at:%Y-%m-%d %H:%M:%S}" if i.at else "-"
         lines.append(f"{at}  {i.source:8} {i.kind:12} {str(i.recipient):30} {i.subject}  "

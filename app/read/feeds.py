@@ -38,12 +38,15 @@ delivered, never past an entry it did not deliver.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVarTuple, cast
 
-from sqlalchemy import Column, Select, and_, func, or_, select
+from sqlalchemy import Column, Select, String, and_, case, func, literal, or_, select
+from sqlalchemy import cast as cast_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -70,6 +73,41 @@ LAG = LATE_COMMIT_MARGIN
 # (time, id) of an entry of the unified feed: the id as the source holds it (a row's
 # primary key, an email_log document's ObjectId).
 FeedPosition: TypeAlias = "tuple[dt.datetime | None, Any]"
+# A sorted page's position in one source: (sort value, time, id) of the last entry shown.
+SortPosition: TypeAlias = "tuple[Any, dt.datetime | None, Any]"
+# How the unified feed is ordered: (column, descending). Newest first is the live order.
+FeedOrder: TypeAlias = "tuple[str, bool]"
+LIVE_ORDER: FeedOrder = ("at", True)
+FEED_SORTS = ("at", "source", "kind", "recipient", "subject", "status", "id")
+# What each kind of entry is called; sorting by kind follows these words.
+KIND_WORDS = {"notification": "in-app notification", "cart_email": "cart email", "order_email": "admin email"}
+# The feed's type filter: type -> (the source that has it, what it is called).
+FEED_TYPES: dict[str, tuple[str, str]] = {
+    "comment_added": ("dispatch", "Comment added"),
+    "status_changed": ("dispatch", "Status changed"),
+    "other": ("dispatch", "Other notification"),
+    "cart_email": ("cart", "Cart abandonment email"),
+    **{event: ("orders", f"{stage.capitalize()} images email") for stage, (event, *_r) in STAGES.items()},
+}
+
+
+def check_feed_order(order: FeedOrder | None) -> FeedOrder:
+    """``order`` as given, or the live order; an unknown column is one sentence."""
+    if order is None:
+        return LIVE_ORDER
+    column, desc = order
+    if column not in FEED_SORTS:
+        raise UsageError(f"The feed cannot be sorted by '{column}': choose {', '.join(FEED_SORTS)}.")
+    return column, bool(desc)
+
+
+def _type_sources(kind: str | None, sources: list[str]) -> list[str]:
+    """The sources that hold entries of type ``kind`` (all of ``sources`` without one)."""
+    if kind is None:
+        return sources
+    if kind not in FEED_TYPES:
+        raise UsageError(f"Unknown notification type '{kind}': choose {', '.join(FEED_TYPES)}.")
+    return [s for s in sources if s == FEED_TYPES[kind][0]]
 
 
 def _limit(limit: int | None) -> int:
@@ -233,19 +271,27 @@ def poll_orders(workspace: Workspace, after: tuple[dt.datetime, Any] | None = No
 # --------------------------------------------------------------------------
 # The unified notification feed
 
-def _dispatch_notifications(conn: Connection, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
-                            since: dt.datetime | None, filter_text: str | None, limit: int,
-                            poll: bool = False) -> list[FeedItem]:
+def _dispatch_notifications(conn: Connection, *, before: FeedPosition | SortPosition | None,
+                            after: FeedMark | FeedPosition | None, since: dt.datetime | None,
+                            filter_text: str | None, limit: int, poll: bool = False, kind: str | None = None,
+                            order: FeedOrder = LIVE_ORDER) -> list[FeedItem]:
     n = notifications.c
     u = dispatch_users.c
     i = issues.c
+    subject = n.type + " on " + func.coalesce(i.issue_key, "issue " + cast_(n.issue_id, String))
+    sort_value = {"at": n.created_at, "source": literal(registry.source("dispatch").label.lower()),
+                  "kind": literal(KIND_WORDS["notification"]), "recipient": func.lower(func.coalesce(u.email, "")),
+                  "subject": func.lower(subject), "status": case((n.is_read == 1, "read"), else_="unread"),
+                  "id": n.id}[order[0]]
     stmt = select(n.id, n.user_id, n.type, n.issue_id, n.comment_id, n.actor_user_id, n.message, n.is_read,
-                  n.created_at, n.dispatch_id, u.email, i.issue_key).select_from(
+                  n.created_at, n.dispatch_id, u.email, i.issue_key, sort_value.label("sort_value")).select_from(
         notifications.outerjoin(dispatch_users, u.id == n.user_id).outerjoin(issues, i.id == n.issue_id))
-    stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit, poll)
+    stmt = _keyset(stmt, n.created_at, n.id, before, after, since, limit, poll, order, sort_value)
     flt = text_filter((n.message, n.type, n.dispatch_id, u.email), (n.id, n.issue_id, n.user_id), filter_text)
     if flt is not None:  # None exactly when there is no filter text
         stmt = stmt.where(flt)
+    if kind is not None:
+        stmt = stmt.where(n.type == kind)
     out: list[FeedItem] = []
     for r in conn.execute(stmt):
         out.append(FeedItem(
@@ -254,25 +300,32 @@ def _dispatch_notifications(conn: Connection, *, before: FeedPosition | None, af
             link={"source": "dispatch", "table": "notifications", "id": r.id, "dispatch_id": r.dispatch_id,
                   "issue_id": r.issue_id},
             detail={"user_id": r.user_id, "actor_user_id": r.actor_user_id, "comment_id": r.comment_id,
-                    "message": (r.message or "")[:200]}))
+                    "type": r.type, "message": (r.message or "")[:200], "_sort": r.sort_value}))
     return out
 
 
-def _cart_emails(conn: Connection, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
-                 since: dt.datetime | None, filter_text: str | None, limit: int,
-                 poll: bool = False) -> list[FeedItem]:
+def _cart_emails(conn: Connection, *, before: FeedPosition | SortPosition | None,
+                 after: FeedMark | FeedPosition | None, since: dt.datetime | None, filter_text: str | None,
+                 limit: int, poll: bool = False, kind: str | None = None,
+                 order: FeedOrder = LIVE_ORDER) -> list[FeedItem]:
     c = cart_log.c
     u = cart_users.c
-    stmt = select(c.id, c.user_id, c.cart_hash, c.cart_value, c.created_at, c.sent_at, u.email).select_from(
+    # Every cart entry is a sent abandonment email: its subject sorts as one, by time.
+    sort_value = {"at": c.sent_at, "source": literal(registry.source("cart").label.lower()),
+                  "kind": literal(KIND_WORDS["cart_email"]), "recipient": func.lower(func.coalesce(u.email, "")),
+                  "subject": literal("cart abandonment"), "status": literal("sent"), "id": c.id}[order[0]]
+    stmt = select(c.id, c.user_id, c.cart_hash, c.cart_value, c.created_at, c.sent_at, u.email,
+                  sort_value.label("sort_value")).select_from(
         cart_log.outerjoin(cart_users, u.id == c.user_id)).where(c.email_sent == 1, c.sent_at.is_not(None))
-    stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll)
+    stmt = _keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll, order, sort_value)
     flt = text_filter((c.cart_hash, u.email), (c.id, c.user_id), filter_text)
     if flt is not None:  # None exactly when there is no filter text
         stmt = stmt.where(flt)
     return [FeedItem(source="cart", kind="cart_email", id=r.id, at=r.sent_at,
                      recipient=r.email or f"user {r.user_id}", subject=f"Cart abandonment ({r.cart_value})",
                      status="sent", link={"source": "cart", "table": "cart_abandonment_log", "id": r.id},
-                     detail={"user_id": r.user_id, "cart_hash": r.cart_hash, "created_at": r.created_at})
+                     detail={"user_id": r.user_id, "cart_hash": r.cart_hash, "created_at": r.created_at,
+                             "_sort": r.sort_value})
             for r in conn.execute(stmt)]
 
 
@@ -302,8 +355,24 @@ def _as_mark(pos: FeedMark | FeedPosition | None) -> FeedMark | None:
 
 
 def _keyset(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElement[Any],
-            before: FeedPosition | None, after: FeedMark | FeedPosition | None, since: dt.datetime | None,
-            limit: int, poll: bool = False) -> Select[*_Ts]:
+            before: FeedPosition | SortPosition | None, after: FeedMark | FeedPosition | None,
+            since: dt.datetime | None, limit: int, poll: bool = False, order: FeedOrder = LIVE_ORDER,
+            sort_value: ColumnElement[Any] | None = None) -> Select[*_Ts]:
+    if order != LIVE_ORDER and sort_value is not None:
+        # Any other order: a keyset on (value, time, id) in the order's direction.
+        desc = order[1]
+
+        def beyond(col: ColumnElement[Any], value: Any) -> ColumnElement[bool]:
+            past: ColumnElement[bool] = col < value if desc else col > value
+            return past
+        if before is not None:
+            value, at, last = cast("SortPosition", before)
+            stmt = stmt.where(or_(beyond(sort_value, value), and_(sort_value == value, or_(
+                beyond(time_col, at), and_(time_col == at, beyond(id_col, last))))))
+        if since is not None:
+            stmt = stmt.where(time_col >= since)
+        cols = (sort_value, time_col, id_col)
+        return stmt.order_by(*(c.desc() if desc else c.asc() for c in cols)).limit(limit)
     if poll:
         # Oldest first from the mark's margin; the caller skips what it delivered.
         mark = cast("FeedMark | None", after)  # a poll passes the source's mark (_as_mark), never a bare position
@@ -316,7 +385,7 @@ def _keyset(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElem
             stmt = stmt.where(time_col >= since)
         return stmt.order_by(time_col.asc(), id_col.asc()).limit(limit)
     if before is not None:
-        at, last = before
+        at, last = cast(FeedPosition, before)
         stmt = stmt.where(or_(time_col < at, and_(time_col == at, id_col < last)))
     if after is not None:
         at, last = cast(FeedPosition, after)  # a page (not a poll) is read after a (time, id) position
@@ -326,13 +395,21 @@ def _keyset(stmt: Select[*_Ts], time_col: ColumnElement[Any], id_col: ColumnElem
     return stmt.order_by(time_col.desc(), id_col.desc()).limit(limit)
 
 
-def _order_emails(db: Any, *, before: FeedPosition | None, after: FeedMark | FeedPosition | None,
+_ORDER_SORTS: dict[str, Any] = {
+    "at": "$sent_at", "source": {"$literal": registry.source("orders").label.lower()},
+    "kind": {"$literal": KIND_WORDS["order_email"]}, "recipient": {"$toLower": {"$ifNull": ["$to", ""]}},
+    "subject": {"$toLower": {"$ifNull": ["$subject", {"$ifNull": ["$event", ""]}]}},
+    "status": {"$literal": "sent"}, "id": "$_id"}
+
+
+def _order_emails(db: Any, *, before: FeedPosition | SortPosition | None, after: FeedMark | FeedPosition | None,
                   since: dt.datetime | None, filter_text: str | None, limit: int,
-                  poll: bool = False) -> list[FeedItem]:
+                  poll: bool = False, kind: str | None = None, order: FeedOrder = LIVE_ORDER) -> list[FeedItem]:
     # ``db``: a pymongo or mongomock database (OrderStore.db; neither is typed).
     conds: list[dict[str, Any]] = []
-    if before is not None:
-        at, oid = before
+    sorted_page = order != LIVE_ORDER and not poll
+    if before is not None and not sorted_page:
+        at, oid = cast(FeedPosition, before)
         conds.append({"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lt": oid}}]})
     if poll:
         mark = cast("FeedMark | None", after)  # a poll passes the source's mark (_as_mark), never a bare position
@@ -348,15 +425,29 @@ def _order_emails(db: Any, *, before: FeedPosition | None, after: FeedMark | Fee
         conds.append({"sent_at": {"$gte": since}})
     if filter_text:
         conds.append(mongo_text_filter(("to", "subject", "event"), ("order_id",), filter_text))
+    if kind is not None:
+        conds.append({"event": kind})
     query = {"$and": conds} if conds else {}
-    order = 1 if poll else -1
-    docs = db["email_log"].find(query, sort=[("sent_at", order), ("_id", order)], limit=limit)
+    if sorted_page:
+        # Any other order: the sort value computed in the store, and a keyset on (value, time, id).
+        way, op = (-1, "$lt") if order[1] else (1, "$gt")
+        pipeline: list[dict[str, Any]] = [{"$match": query}, {"$addFields": {"_nc_sort": _ORDER_SORTS[order[0]]}}]
+        if before is not None:
+            value, at, oid = cast("SortPosition", before)
+            pipeline.append({"$match": {"$or": [{"_nc_sort": {op: value}}, {"_nc_sort": value, "sent_at": {op: at}},
+                                                {"_nc_sort": value, "sent_at": at, "_id": {op: oid}}]}})
+        pipeline += [{"$sort": {"_nc_sort": way, "sent_at": way, "_id": way}}, {"$limit": limit}]
+        docs = list(db["email_log"].aggregate(pipeline))
+    else:
+        way = 1 if poll else -1
+        docs = db["email_log"].find(query, sort=[("sent_at", way), ("_id", way)], limit=limit)
     return [FeedItem(source="orders", kind="order_email", id=str(d["_id"]), at=d.get("sent_at"),
                      recipient=d.get("to"), subject=d.get("subject") or d.get("event"), status="sent",
                      link={"source": "orders", "table": "email_log", "id": str(d["_id"]),
                            "order_id": d.get("order_id")},
                      detail={"event": d.get("event"), "transport": d.get("transport"),
-                             "message_id": d.get("message_id"), "_oid": d["_id"]})
+                             "message_id": d.get("message_id"), "_oid": d["_id"],
+                             "_sort": d.get("_nc_sort", d.get("sent_at"))})
             for d in docs]
 
 
@@ -370,27 +461,53 @@ def _position(item: FeedItem) -> FeedPosition:
 
 
 def notification_feed(workspace: Workspace, *, sources: Iterable[str] | None = None,
-                      before: dict[str, FeedPosition] | None = None, since: Since = None,
-                      filter_text: str | None = None, limit: int | None = None) -> FeedPage:
-    """Newest notifications first across sources; ``cursor`` pages to older ones (pass as ``before``).
+                      before: dict[str, Any] | None = None, since: Since = None,
+                      filter_text: str | None = None, limit: int | None = None, kind: str | None = None,
+                      order: FeedOrder | None = None) -> FeedPage:
+    """Notifications across sources, newest first (or in ``order``); ``cursor`` pages on (pass as ``before``).
 
-    ``before`` maps source → (time, id) of the oldest entry already shown.
+    ``before`` maps source → the position of the last entry already shown:
+    (time, id) in the live order, (sort value, time, id) in any other.
+    ``kind``: only entries of that type (``FEED_TYPES``).
     """
     limit = _limit(limit)
-    sources = [s for s in (sources or FEED_SOURCES) if workspace.has(s)]
+    order = check_feed_order(order)
+    sources = _type_sources(kind, [s for s in (sources or FEED_SOURCES) if workspace.has(s)])
     before = dict(before or {})
-    items: list[FeedItem] = []
+    fetched: list[list[FeedItem]] = []
     for source in sources:
         got, _now = _read_source(workspace, source, before=before.get(source), after=None, since=since,
-                                 filter_text=filter_text, limit=limit + 1)
-        items.extend(got)
-    items.sort(key=_item_sort_key, reverse=True)
+                                 filter_text=filter_text, limit=limit + 1, kind=kind, order=order)
+        fetched.append(got)
+    if order == LIVE_ORDER:
+        items = sorted((i for got in fetched for i in got), key=_item_sort_key, reverse=True)
+    else:
+        # Each source's entries come in the database's order; merging keeps it, so every
+        # source's cursor is the last of its entries shown whatever the collation.
+        items = list(heapq.merge(*fetched, key=_sorted_key, reverse=order[1]))
     more = len(items) > limit
     page = items[:limit]
     cursor = dict(before)
-    for item in page:  # oldest included entry per source
-        cursor[item.source] = _position(item)
+    for item in page:  # the last included entry per source
+        cursor[item.source] = _position(item) if order == LIVE_ORDER else _sort_position(item)
     return FeedPage(items=page, cursor=cursor, has_more=more)
+
+
+def _sort_position(item: FeedItem) -> SortPosition:
+    at, raw = _position(item)
+    return (item.detail.get("_sort"), at, raw)
+
+
+def _sorted_key(item: FeedItem) -> tuple[Any, ...]:
+    """How entries of different sources compare in a sorted feed (numbers before text, text by lower case)."""
+    value = item.detail.get("_sort")
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        v: tuple[Any, ...] = (0, value, "")
+    elif isinstance(value, dt.datetime):
+        v = (1, 0, value.isoformat())
+    else:
+        v = (2, 0, str(value if value is not None else "").lower())
+    return (*v, item.at or dt.datetime.min, item.source, str(item.id).zfill(24))
 
 
 def _next_mark(mark: FeedMark | None, delivered: list[FeedItem], now: dt.datetime,
@@ -452,7 +569,7 @@ def _raw_id(item: FeedItem) -> object:
 
 def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | FeedPosition | None] | None = None,
                            *, sources: Iterable[str] | None = None, filter_text: str | None = None,
-                           limit: int | None = 500, since: Since = None) -> FeedPage:
+                           limit: int | None = 500, since: Since = None, kind: str | None = None) -> FeedPage:
     """Entries not delivered before ``after`` (a poll's cursor: source → ``FeedMark``), newest first.
 
     With no cursor, the newest ``limit`` entries (the feed's first page; ``since``
@@ -460,9 +577,10 @@ def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | Fee
     Then the oldest ``limit`` entries not delivered yet (late commits
     included), shown newest first; ``has_more`` when more wait (poll again
     at once). A plain (time, id) per source is accepted as a cursor too.
+    ``kind``: only entries of that type (``FEED_TYPES``).
     """
     limit = _limit(limit)
-    sources = [s for s in (sources or FEED_SOURCES) if workspace.has(s)]
+    sources = _type_sources(kind, [s for s in (sources or FEED_SOURCES) if workspace.has(s)])
     if after is None:
         # The first page: the newest ``limit`` across sources.
         fetched: dict[str, list[FeedItem]] = {}
@@ -470,7 +588,7 @@ def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | Fee
         merged: list[FeedItem] = []
         for source in sources:
             got, nows[source] = _read_source(workspace, source, before=None, after=None, since=since,
-                                             filter_text=filter_text, limit=limit + 1)
+                                             filter_text=filter_text, limit=limit + 1, kind=kind)
             fetched[source] = got
             merged.extend(got)
         merged.sort(key=_item_sort_key, reverse=True)
@@ -491,7 +609,7 @@ def poll_notification_feed(workspace: Workspace, after: dict[str, FeedMark | Fee
         mark = marks[source] = _as_mark(after.get(source))
         seen = {p[1] for p in mark.seen} if mark is not None else set()
         got, nows[source] = _read_source(workspace, source, before=None, after=mark, since=None,
-                                         filter_text=filter_text, limit=limit + 1 + len(seen), poll=True)
+                                         filter_text=filter_text, limit=limit + 1 + len(seen), poll=True, kind=kind)
         fresh.extend([i for i in got if _raw_id(i) not in seen][:limit + 1])
     fresh.sort(key=_item_sort_key)
     delivered = fresh[:limit]
@@ -548,21 +666,22 @@ def _narrowed(conn: Connection, source: str, mark: FeedMark) -> FeedMark | None:
 _SQL_READERS = {"cart": _cart_emails, "dispatch": _dispatch_notifications}
 
 
-def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | None,
+def _read_source(workspace: Workspace, source: str, *, before: FeedPosition | SortPosition | None,
                  after: FeedMark | FeedPosition | None, since: Since, filter_text: str | None, limit: int,
-                 poll: bool = False) -> tuple[list[FeedItem], dt.datetime]:
+                 poll: bool = False, kind: str | None = None,
+                 order: FeedOrder = LIVE_ORDER) -> tuple[list[FeedItem], dt.datetime]:
     """(entries of one source, the source's clock)."""
     if not registry.source(source).is_sql:
         store = workspace.orders()
         now = store.now()
         since_at = resolve_since(now, since)
         return _order_emails(store.db, before=before, after=after, since=since_at,
-                             filter_text=filter_text, limit=limit, poll=poll), now
+                             filter_text=filter_text, limit=limit, poll=poll, kind=kind, order=order), now
     with workspace.engine(source).connect() as conn:
         now = db_now(conn)
         since_at = resolve_since(now, since)
-        if poll and isinstance(after, FeedMark) and not filter_text:
+        if poll and isinstance(after, FeedMark) and not filter_text and kind is None:
             after = _narrowed(conn, source, after) or after
         reader = _SQL_READERS[source]
         return reader(conn, before=before, after=after, since=since_at, filter_text=filter_text, limit=limit,
-                      poll=poll), now
+                      poll=poll, kind=kind, order=order), now

@@ -5,7 +5,7 @@ import csv
 import datetime as dt
 
 import pytest
-from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt
 from PySide6.QtWidgets import QFileDialog
 
 from tests.helpers import add_notifications, open_console, seed_people
@@ -106,3 +106,57 @@ def test_ctrl_c_copies_the_selected_rows_with_a_header(qtbot, ws):
     lines = QGuiApplication.clipboard().text().splitlines()
     assert lines[0].split("\t")[:3] == ["Time (UTC)", "Source", "Kind"] and len(lines) == 4
     assert all("\tDispatch\t" in line for line in lines[1:])
+
+
+def recipients_shown(page) -> list[str]:
+    return [page.model.row_at(i).recipient for i in range(page.model.rowCount())]
+
+
+def test_a_click_on_a_header_sorts_in_the_database_and_pages_on_in_that_order(qtbot, ws):
+    engine = ws.engine("dispatch")
+    for user in (5, 2, 6, 3):
+        add_notifications(engine, 60, start=user * 1000, user_id=user, ago=dt.timedelta(minutes=5))
+    page = open_console(qtbot, ws, "notifications")[1]
+    assert page.pause_button.isEnabled()
+    column = next(i for i, c in enumerate(page.columns) if c.key == "recipient")
+    header = page.table.horizontalHeader()
+    qtbot.mouseClick(header.viewport(), Qt.LeftButton, pos=QPoint(header.sectionViewportPosition(column) + 10, 10))
+    qtbot.waitUntil(lambda: page.is_loaded() and page.sort_box.currentData()[0] == "recipient", timeout=WAIT)
+    asc = page.sort_box.currentData()[1] is False
+    qtbot.waitUntil(lambda: page.model.rowCount() == 200, timeout=WAIT)
+    page.table.scrollToBottom()
+    qtbot.waitUntil(lambda: page.model.rowCount() == 240 and not page.model.more, timeout=WAIT)
+    got = recipients_shown(page)
+    assert got == sorted(got, reverse=not asc) and len(set(ids_shown(page))) == 240
+    # Sorted by recipient, new entries do not jump in: live updates follow the newest-first order.
+    assert not page.pause_button.isEnabled()
+    add_notifications(engine, 3, start=90_000, user_id=4)
+    qtbot.wait(1500)
+    assert page.model.rowCount() == 240
+    # Back to newest first from the keyboard (the Sort box), and the new entries are there.
+    page.sort_box.setFocus()
+    qtbot.keyClick(page.sort_box, Qt.Key_Home)
+    qtbot.waitUntil(lambda: page.is_loaded() and page.model.rowCount() == 200, timeout=WAIT)
+    assert {page.model.row_at(i).recipient for i in range(3)} == {"u4@example.test"}
+    assert page.pause_button.isEnabled()
+
+
+def test_the_type_filter_keeps_one_type_live_and_in_the_export(qtbot, ws, tmp_path, monkeypatch):
+    engine = ws.engine("dispatch")
+    add_notifications(engine, 5, kind="status_changed", ago=dt.timedelta(minutes=5))
+    add_notifications(engine, 4, start=500, kind="comment_added", ago=dt.timedelta(minutes=5))
+    page = open_console(qtbot, ws, "notifications")[1]
+    page.type_box.setCurrentIndex(page.type_box.findData("comment_added"))
+    qtbot.waitUntil(lambda: page.is_loaded() and page.model.rowCount() == 4, timeout=WAIT)
+    add_notifications(engine, 2, start=900, kind="status_changed")
+    add_notifications(engine, 1, start=950, kind="comment_added")
+    qtbot.waitUntil(lambda: page.model.rowCount() == 5, timeout=3000)
+    qtbot.wait(1200)
+    assert page.model.rowCount() == 5
+    assert {page.model.row_at(i).subject.split()[0] for i in range(5)} == {"comment_added"}
+    target = tmp_path / "comments.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
+    qtbot.keyClick(page.table, Qt.Key_E, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: getattr(page, "exported", None) is not None, timeout=WAIT)
+    with target.open(encoding="utf-8") as fh:
+        assert len([r for r in csv.DictReader(fh) if r["subject"].startswith("comment_added")]) == 5

@@ -15,10 +15,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QHBoxLayout, QPushButton
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPushButton
 
 from app import registry
-from app.read.feeds import notification_feed, oldest_positions, poll_notification_feed, raw_record
+from app.read.feeds import (
+    FEED_TYPES,
+    KIND_WORDS,
+    LIVE_ORDER,
+    notification_feed,
+    oldest_positions,
+    poll_notification_feed,
+    raw_record,
+)
 from app.read.models import FeedItem
 
 from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources, pretty
@@ -31,7 +39,14 @@ POLL_LIMIT = 500
 
 RANGES = (("Any time", None), ("Last hour", dt.timedelta(hours=1)), ("Last 24 hours", dt.timedelta(days=1)),
           ("Last 7 days", dt.timedelta(days=7)))
-KIND_WORDS = {"notification": "in-app notification", "cart_email": "cart email", "order_email": "admin email"}
+TYPES = [("Any type", None)] + [(words, kind) for kind, (_source, words) in FEED_TYPES.items()]
+# The orders the list offers (the Sort box, or a click on a column's header); the database sorts.
+SORTS = [("Newest first", LIVE_ORDER), ("Oldest first", ("at", False))] + [
+    (f"{label} {way}", (key, desc)) for key, label in (("source", "Source"), ("kind", "Kind"),
+                                                        ("recipient", "Recipient"), ("subject", "Subject"),
+                                                        ("status", "Status"))
+    for way, desc in (("A–Z", False), ("Z–A", True))] + [("Row, lowest first", ("id", False)),
+                                                          ("Row, highest first", ("id", True))]
 
 
 @dataclass(frozen=True)
@@ -56,21 +71,27 @@ COLUMNS = [
 ]
 
 
+def is_live(filters: dict[str, Any]) -> bool:
+    """New entries arrive at the top only in the newest-first order."""
+    return filters.get("order", LIVE_ORDER) == LIVE_ORDER
+
+
 def query_feed(workspace, filters: dict[str, Any], cursor: FeedCursor | None) -> tuple[list[FeedItem], FeedCursor]:
     sources = chosen_sources(workspace, filters)
-    if cursor is None:   # the first page, with the live cursor that follows it
+    if cursor is None and is_live(filters):   # the first page, with the live cursor that follows it
         page = poll_notification_feed(workspace, None, sources=sources, filter_text=filters.get("text"),
-                                      limit=PAGE_SIZE, since=filters.get("since"))
+                                      limit=PAGE_SIZE, since=filters.get("since"), kind=filters.get("type"))
         return page.items, FeedCursor(oldest_positions(page.items), len(page.items) >= PAGE_SIZE,
                                       dict(page.cursor))
-    older = notification_feed(workspace, sources=sources, before=cursor.before, since=filters.get("since"),
-                              filter_text=filters.get("text"), limit=PAGE_SIZE)
-    return older.items, FeedCursor(dict(older.cursor), older.has_more, cursor.live)
+    older = notification_feed(workspace, sources=sources, before=cursor.before if cursor else None,
+                              since=filters.get("since"), filter_text=filters.get("text"), limit=PAGE_SIZE,
+                              kind=filters.get("type"), order=filters.get("order"))
+    return older.items, FeedCursor(dict(older.cursor), older.has_more, cursor.live if cursor else {})
 
 
 def poll_feed(workspace, filters: dict[str, Any], live: dict[str, Any]):
     return poll_notification_feed(workspace, live, sources=chosen_sources(workspace, filters),
-                                  filter_text=filters.get("text"), limit=POLL_LIMIT)
+                                  filter_text=filters.get("text"), limit=POLL_LIMIT, kind=filters.get("type"))
 
 
 def export_feed(workspace, filters: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -79,7 +100,8 @@ def export_feed(workspace, filters: dict[str, Any]) -> tuple[list[str], list[lis
     before: dict[str, Any] | None = None
     while len(rows) < EXPORT_LIMIT:
         page = notification_feed(workspace, sources=chosen_sources(workspace, filters), before=before,
-                                 since=filters.get("since"), filter_text=filters.get("text"), limit=5000)
+                                 since=filters.get("since"), filter_text=filters.get("text"), limit=5000,
+                                 kind=filters.get("type"), order=filters.get("order"))
         rows += [[i.at.isoformat() if i.at else None, i.source, i.kind, i.id, i.recipient, i.subject, i.status]
                  for i in page.items]
         if not page.has_more or not page.items:
@@ -102,7 +124,38 @@ class NotificationsPage(ListPage):
 
     def build_filters(self, row: QHBoxLayout) -> None:
         self.source_box = self.add_source_filter(row)
+        self.type_box = self.add_choice(row, "typeFilter", TYPES)
+        self.type_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.type_box.setMinimumContentsLength(10)   # the list itself shows the whole names
         self.range_box = self.add_choice(row, "rangeFilter", RANGES)
+        self.sort_box = self.add_choice(row, "sortChoice", SORTS)
+        self.sort_box.setToolTip("The order the database returns the entries in; a click on a column's header "
+                                 "sorts by it too. New entries arrive live in the newest-first order.")
+        self.sort_box.currentIndexChanged.connect(self._sync_indicator)
+
+    def build_lower(self, splitter) -> None:
+        # Called once the table exists: its header sorts (in the database) and shows the order.
+        header = self.table.horizontalHeader()
+        header.setSectionsClickable(True)
+        header.setSortIndicatorShown(True)
+        self._sync_indicator()
+        header.sortIndicatorChanged.connect(self._header_sorted)
+
+    def _sync_indicator(self) -> None:
+        column, desc = self.sort_box.currentData()
+        index = next(i for i, c in enumerate(COLUMNS) if c.key == column)
+        header = self.table.horizontalHeader()
+        header.blockSignals(True)
+        header.setSortIndicator(index, Qt.DescendingOrder if desc else Qt.AscendingOrder)
+        header.blockSignals(False)
+
+    def _header_sorted(self, index: int, order: Qt.SortOrder) -> None:
+        wanted = (COLUMNS[index].key, order == Qt.DescendingOrder)
+        at = next((i for i in range(self.sort_box.count()) if tuple(self.sort_box.itemData(i)) == wanted), None)
+        if at is None:
+            self._sync_indicator()
+            return
+        self.sort_box.setCurrentIndex(at)   # runs the query in the new order
 
     def build_actions(self, row: QHBoxLayout) -> None:
         self.pause_button = QPushButton("Pause")
@@ -124,7 +177,8 @@ class NotificationsPage(ListPage):
 
     def current_filters(self) -> dict[str, Any]:
         return {"text": self.filter_edit.text().strip() or None, "source": self.source_box.currentData(),
-                "since": self.range_box.currentData()}
+                "type": self.type_box.currentData(), "since": self.range_box.currentData(),
+                "order": tuple(self.sort_box.currentData())}
 
     def has_more(self, cursor: FeedCursor | None) -> bool:
         return cursor is not None and cursor.more
@@ -138,13 +192,21 @@ class NotificationsPage(ListPage):
 
     def after_load(self) -> None:
         self._clear_marker()
-        if not self.pause_button.isChecked():
+        live = is_live(self.filters)
+        self.pause_button.setEnabled(live)
+        self.pause_button.setToolTip("Stop adding new entries; Resume catches up without losing any" if live else
+                                     "New entries arrive live in the newest-first order: choose it in the "
+                                     "Sort box to follow them")
+        if live and not self.pause_button.isChecked():
             self.timer.start()
+        else:
+            self.timer.stop()
 
     # Live ---------------------------------------------------------------------
     def poll(self) -> None:
         ws = self.ctx.workspace
-        if ws is None or self.cursor is None or self.pause_button.isChecked() or self.model.loading:
+        if ws is None or self.cursor is None or self.pause_button.isChecked() or self.model.loading \
+                or not is_live(self.filters):
             return
         if not self.isVisible():   # another page is open: catch up from the same cursor when this one is back
             return
@@ -193,7 +255,7 @@ class NotificationsPage(ListPage):
 
     def on_activated(self) -> None:
         super().on_activated()
-        if self.cursor is not None and not self.pause_button.isChecked():
+        if self.cursor is not None and not self.pause_button.isChecked() and is_live(self.filters):
             self.timer.start()
 
     # Detail: the entry, then the stored row or document behind it ------------------------------
