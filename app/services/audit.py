@@ -20,7 +20,7 @@ from ..config import data_dir
 from ..errors import ConsoleError
 from ..jsontext import json_default
 from ..sources import describe_db_error
-from .ledger import AuditEntry, configured_sources, ledger_for
+from .ledger import AuditEntry, AuditPosition, configured_sources, ledger_for
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -76,19 +76,32 @@ def find_action(workspace: Workspace, action_id: str) -> AuditEntry | None:
 
 
 def audit_entries(workspace: Workspace, *, source: str | None = None, limit: int = 100,
-                  since: dt.datetime | None = None) -> tuple[list[AuditEntry], list[str]]:
-    """Newest first, across sources; also returns one sentence per source that could not be read."""
+                  since: dt.datetime | None = None, text: str | None = None, kind: str | None = None,
+                  before: AuditPosition | None = None) -> tuple[list[AuditEntry], list[str]]:
+    """Newest first, across sources; also returns one sentence per source that could not be read.
+
+    ``text`` (literal, in the operator, action id or message) and ``kind`` filter in each
+    ledger's query; ``before`` (the last entry shown: ``audit_position``) pages on.
+    """
     entries: list[AuditEntry] = []
     problems: list[str] = []
     for name in configured_sources(workspace):
         if source and name != source:
             continue
         try:
-            entries.extend(ledger_for(workspace, name).entries(limit, since))
+            entries.extend(ledger_for(workspace, name).entries(limit, since, text=text, kind=kind, before=before))
         except ConsoleError as exc:
             problems.append(exc.message)
         except (DBAPIError, SQLAlchemyError) as exc:
             problems.append(describe_db_error(name, exc))
-    entries.extend(e for e in local_entries(limit) if not source or e.source == source)
-    entries.sort(key=lambda e: e.started_at or dt.datetime.min, reverse=True)
+    needle = (text or "").lower()
+    entries.extend(e for e in local_entries(limit) if (not source or e.source == source)
+                   and (not kind or e.kind == kind) and (before is None or audit_position(e) < before)
+                   and (not needle or any(needle in (v or "").lower() for v in (e.operator, e.action_id, e.message))))
+    entries.sort(key=audit_position, reverse=True)
     return entries[:limit], problems
+
+
+def audit_position(entry: AuditEntry) -> AuditPosition:
+    """Where ``entry`` stands in the newest-first audit log."""
+    return (entry.started_at or dt.datetime.min, entry.action_id)

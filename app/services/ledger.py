@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from ..config import SOURCE_NAMES
 from ..errors import ActionConflict
 from ..jsontext import json_default
+from ..read.common import mongo_text_filter, text_filter
 from ..schema import nc_action, nc_action_item
 from ..sqlutil import db_now, utcnow, with_retry
 from .claims import claim_doc, claim_rows
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 STALE_AFTER = dt.timedelta(minutes=2)
+# Where a page of the audit log ends: (started_at, action_id) of its last entry.
+AuditPosition = tuple[dt.datetime, str]
 
 
 @dataclass
@@ -116,7 +119,8 @@ class Ledger(Protocol):
 
     def get(self, action_id: str) -> AuditEntry | None: ...
 
-    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]: ...
+    def entries(self, limit: int, since: dt.datetime | None = None, *, text: str | None = None,
+                kind: str | None = None, before: AuditPosition | None = None) -> list[AuditEntry]: ...
 
     def last_retries(self, item_ids: list[str], exclude_action: str | None = None) -> dict[str, LastRetry]: ...
 
@@ -232,10 +236,22 @@ class SqlLedger:
             row = conn.execute(select(nc_action).where(nc_action.c.action_id == action_id)).mappings().first()
             return self._entry(conn, row) if row else None
 
-    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]:
-        q = select(nc_action).order_by(nc_action.c.started_at.desc()).limit(limit)
+    def entries(self, limit: int, since: dt.datetime | None = None, *, text: str | None = None,
+                kind: str | None = None, before: AuditPosition | None = None) -> list[AuditEntry]:
+        """Newest first: those ``since``, of ``kind``, with ``text`` in the operator, id or message
+        (literal), older than ``before`` — all in the query."""
+        c = nc_action.c
+        q = select(nc_action).order_by(c.started_at.desc(), c.action_id.desc()).limit(limit)
         if since is not None:
-            q = q.where(nc_action.c.started_at >= since)
+            q = q.where(c.started_at >= since)
+        if kind is not None:
+            q = q.where(c.kind == kind)
+        flt = text_filter((c.operator, c.action_id, c.message), (), text)
+        if flt is not None:
+            q = q.where(flt)
+        if before is not None:
+            at, last = before
+            q = q.where(or_(c.started_at < at, and_(c.started_at == at, c.action_id < last)))
         with self.engine.connect() as conn:
             return [self._entry(conn, r, with_items=False) for r in conn.execute(q).mappings()]
 
@@ -348,9 +364,18 @@ class MongoLedger:
         doc = self.db["nc_actions"].find_one({"_id": action_id})
         return self._entry(doc) if doc else None
 
-    def entries(self, limit: int, since: dt.datetime | None = None) -> list[AuditEntry]:
-        flt = {"started_at": {"$gte": since}} if since else {}
-        docs = self.db["nc_actions"].find(flt, sort=[("started_at", -1)], limit=limit)
+    def entries(self, limit: int, since: dt.datetime | None = None, *, text: str | None = None,
+                kind: str | None = None, before: AuditPosition | None = None) -> list[AuditEntry]:
+        conds: list[dict[str, Any]] = [{"started_at": {"$gte": since}}] if since else []
+        if kind is not None:
+            conds.append({"kind": kind})
+        if text:
+            conds.append(mongo_text_filter(("operator", "_id", "message"), (), text))
+        if before is not None:
+            at, last = before
+            conds.append({"$or": [{"started_at": {"$lt": at}}, {"started_at": at, "_id": {"$lt": last}}]})
+        docs = self.db["nc_actions"].find({"$and": conds} if conds else {},
+                                          sort=[("started_at", -1), ("_id", -1)], limit=limit)
         return [self._entry(d, with_items=False) for d in docs]
 
 

@@ -18,12 +18,12 @@ from PySide6.QtWidgets import (
 )
 
 from app import registry
-from app.services.audit import audit_entries, find_action
+from app.services.audit import audit_entries, audit_position, find_action
 from app.services.cleanup import undo
-from app.services.ledger import AuditEntry
+from app.services.ledger import AuditEntry, AuditPosition
 
 from ..action_process import ActionProcess
-from ..list_page import PAGE_SIZE, ListPage, muted, plain_table, titled_panel
+from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, muted, plain_table, titled_panel
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
 
@@ -54,27 +54,23 @@ ITEM_COLUMNS = [
 ]
 
 
-def query_audit(workspace, filters: dict[str, Any], cursor: int | None) -> tuple[list[AuditEntry], int | None]:
-    """A page of entries; the ledgers read newest first, so the cursor is how many are shown."""
-    shown = cursor or 0
-    entries, problems = audit_entries(workspace, source=filters.get("source"), limit=shown + PAGE_SIZE + 1)
-    text = (filters.get("text") or "").lower()
-    kind = filters.get("kind")
-    if text or kind:
-        entries = [e for e in entries if (not kind or e.kind == kind) and
-                   (not text or text in e.operator.lower() or text in e.action_id.lower())]
-    page = entries[shown:shown + PAGE_SIZE]
-    more = len(entries) > shown + PAGE_SIZE
-    return page, (shown + len(page) if more else None)
+def query_audit(workspace, filters: dict[str, Any], cursor: AuditPosition | None
+                ) -> tuple[list[AuditEntry], AuditPosition | None]:
+    """A page of entries, filtered and paged (keyset on time and id) in each ledger's query."""
+    entries, _problems = audit_entries(workspace, source=filters.get("source"), limit=PAGE_SIZE + 1,
+                                       text=filters.get("text"), kind=filters.get("kind"), before=cursor)
+    page = entries[:PAGE_SIZE]
+    more = len(entries) > PAGE_SIZE
+    return page, (audit_position(page[-1]) if more and page else None)
 
 
 def export_audit(workspace, filters: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
-    entries, _problems = audit_entries(workspace, source=filters.get("source"), limit=1_000_000)
+    entries, _problems = audit_entries(workspace, source=filters.get("source"), limit=EXPORT_LIMIT,
+                                       text=filters.get("text"), kind=filters.get("kind"))
     header = ["started_at", "finished_at", "kind", "source", "operator", "role", "status", "counts", "action_id",
               "message"]
     return header, [[e.started_at, e.finished_at, e.kind, e.source, e.operator, e.role, e.status, _counts(e),
-                     e.action_id, e.message] for e in entries
-                    if not filters.get("kind") or e.kind == filters["kind"]]
+                     e.action_id, e.message] for e in entries]
 
 
 def run_undo(workspace, entry: AuditEntry) -> dict[str, Any]:
