@@ -1,6 +1,8 @@
 """The main window: sidebar of pages, an error banner, and a status bar of sources."""
 from __future__ import annotations
 
+from argparse import Namespace
+
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
@@ -15,13 +17,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.config import SOURCE_NAMES
+from app.cli import open_workspace
+from app.config import SOURCE_NAMES, default_config_path
 
 from .context import AppContext
 from .icons import icon
 from .pages import PAGES, Page
 from .status_monitor import SourceMonitor
 from .traffic import traffic_button
+from .welcome import WelcomePage
 from .widgets import Banner, SourceIndicator, repolish
 
 
@@ -58,6 +62,10 @@ class MainWindow(QMainWindow):
             page = cls(self.ctx)
             self.pages[cls.key] = page
             self.stack.addWidget(page)
+        self.welcome = WelcomePage()
+        self.welcome.sig_open_demo.connect(self.open_demo)
+        self.welcome.sig_add_connection.connect(self.add_connection)
+        self.stack.addWidget(self.welcome)
         v.addWidget(self.stack, 1)
         h.addWidget(content, 1)
         self.setCentralWidget(root)
@@ -142,6 +150,24 @@ class MainWindow(QMainWindow):
 
     def current_page(self) -> str:
         return self.stack.currentWidget().key
+
+    def show_welcome(self, config_path=None) -> None:
+        """No configuration and no demo: the first start's page, instead of an error."""
+        self.welcome.set_config_path(config_path)
+        self.nav.setCurrentRow(-1)
+        self.stack.setCurrentWidget(self.welcome)
+        self.workspace_label.setText("No workspace open")
+        self.welcome.focus_target().setFocus(Qt.OtherFocusReason)
+        self._settle()
+
+    def open_demo(self) -> None:
+        self.workspace_label.setText("Opening the demo workspace…")
+        self.show_page("overview")
+        self.ctx.open_workspace(lambda: open_workspace(Namespace(demo=True, reset=False)))
+
+    def add_connection(self) -> None:
+        self.show_notice("info", f"Add a [sources.cart], [sources.dispatch] or [sources.orders] table with a url "
+                                 f"to {default_config_path()}, then start the console again.")
 
     def _page_changed(self, row: int) -> None:
         if row < 0:
