@@ -70,6 +70,17 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def log_dir() -> Path:
+    """Where the console writes its log file: NC_LOG_DIR, else beside a moved data directory, else the
+    platform's log directory (``~/.local/state/notification-console/log`` on Linux)."""
+    override = os.environ.get("NC_LOG_DIR")
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("NC_DATA_DIR"):
+        return data_dir() / "log"
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
 def default_config_path() -> Path:
     override = os.environ.get("NC_CONFIG")
     if override:

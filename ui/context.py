@@ -24,6 +24,7 @@ class AppContext(QObject):
     workspace_ready = Signal(object)        # app.bootstrap.Workspace
     workspace_failed = Signal(object)       # TaskError
     notice = Signal(str, str)               # level (error|warning|info), one sentence
+    notice_detail = Signal(str, str, str)   # the same, with the detail behind it (a traceback, or "")
     released = Signal()                     # the workspace's connections were let go after close()
 
     def __init__(self, parent: QObject | None = None, tasks: TaskManager | None = None):
@@ -33,7 +34,7 @@ class AppContext(QObject):
         self.error: TaskError | None = None
         self.closing = False
         self._release_timer: QTimer | None = None
-        self.tasks.task_failed.connect(lambda err: self.notify(err.message, "error"))
+        self.tasks.task_failed.connect(lambda err: self.notify(err.message, "error", err.detail))
 
     @property
     def role(self) -> str | None:
@@ -55,10 +56,15 @@ class AppContext(QObject):
 
     def _failed(self, error: TaskError) -> None:
         self.error = error
-        self.notify(error.message, "error")
+        self.notify(error.message, "error", error.detail)
         self.workspace_failed.emit(error)
 
-    def notify(self, text: str, level: str = "error") -> None:
+    def notify(self, text: str, level: str = "error", detail: str | None = None) -> None:
+        """A banner: one sentence; ``detail`` (else the failed task's behind that sentence) goes to the
+        log file and "Copy details"."""
+        if detail is None:
+            detail = self.tasks.detail_for(text) if level == "error" else ""
+        self.notice_detail.emit(level, text, detail)
         self.notice.emit(level, text)
 
     def close(self) -> None:

@@ -141,19 +141,6 @@ def take_screenshot(window, path: str, simulate: bool = False) -> int:
     return 0
 
 
-def _quiet_offscreen_warnings() -> None:
-    """The offscreen platform warns about window hints it cannot honour; they mean nothing here."""
-    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
-
-    def handler(mode, _context, message):
-        if "propagateSizeHints" in message:
-            return
-        if mode in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg, QtMsgType.QtWarningMsg):
-            print(message, file=sys.stderr)
-
-    qInstallMessageHandler(handler)
-
-
 def launch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -163,8 +150,9 @@ def launch(argv: list[str] | None = None) -> int:
         return exc.exit_code
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    if args.screenshot:
-        _quiet_offscreen_warnings()
+    from .log import install_qt_messages, setup_logging
+    setup_logging()
+    install_qt_messages(quiet_offscreen=bool(args.screenshot))
     # Before the QApplication: Qt aborts the process when its platform plugin cannot load.
     from .platform_check import platform_problem
     problem = platform_problem()

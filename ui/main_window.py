@@ -1,10 +1,11 @@
 """The main window: sidebar of pages, an error banner, and a status bar of sources."""
 from __future__ import annotations
 
+import logging
 from argparse import Namespace
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -12,7 +13,9 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -20,13 +23,21 @@ from PySide6.QtWidgets import (
 from app.cli import open_workspace
 from app.config import SOURCE_NAMES, default_config_path
 
+from .about import AboutDialog
+from .action_process import cancel_running, running_actions
 from .context import AppContext
 from .icons import icon
+from .log import setup_logging
 from .pages import PAGES, Page
 from .status_monitor import SourceMonitor
 from .traffic import traffic_button
 from .welcome import WelcomePage
 from .widgets import Banner, SourceIndicator, repolish
+
+log = logging.getLogger(__name__)
+LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+# While the window waits for a running action to reach a safe point before it closes.
+CLOSE_POLL_MS = 200
 
 
 class MainWindow(QMainWindow):
@@ -39,6 +50,10 @@ class MainWindow(QMainWindow):
         self.ctx = ctx or AppContext(self)
         self.monitor = SourceMonitor(self.ctx, self)
         self.settled = False
+        self.log_file = setup_logging()
+        self.close_question: QMessageBox | None = None
+        self.closing_after_actions = False
+        self.about: AboutDialog | None = None
         self.setWindowTitle("Notification Console")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 800)
@@ -71,7 +86,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(root)
         self._build_status_bar()
 
-        self.ctx.notice.connect(self.show_notice)
+        self.ctx.notice_detail.connect(self.show_notice)
         self.ctx.workspace_ready.connect(self._workspace_ready)
         self.ctx.workspace_failed.connect(self._workspace_failed)
         self.monitor.checks_started.connect(self._checks_started)
@@ -92,6 +107,17 @@ class MainWindow(QMainWindow):
             sc = QShortcut(QKeySequence(f"Ctrl+{n}"), self)
             sc.setContext(Qt.WindowShortcut)
             sc.activated.connect(lambda key=cls.key: self.show_page(key))
+        # Ctrl+Q quits from anywhere in the application (a dialog in front included).
+        self.quit_action = QAction("Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setShortcutContext(Qt.ApplicationShortcut)
+        self.quit_action.triggered.connect(self.close)
+        self.addAction(self.quit_action)
+        self.about_action = QAction("About", self)
+        self.about_action.setShortcut(QKeySequence("F1"))
+        self.about_action.setShortcutContext(Qt.ApplicationShortcut)
+        self.about_action.triggered.connect(self.show_about)
+        self.addAction(self.about_action)
         self.nav.setCurrentRow(0)
 
     # Layout ----------------------------------------------------------------
@@ -125,6 +151,22 @@ class MainWindow(QMainWindow):
         self.workspace_label.setObjectName("sideFoot")
         self.workspace_label.setWordWrap(True)
         v.addWidget(self.workspace_label)
+        foot = QHBoxLayout()
+        foot.setSpacing(6)
+        self.connections_button = QToolButton()
+        self.connections_button.setObjectName("sideButton")
+        self.connections_button.setText("Connections…")
+        self.connections_button.setToolTip("The databases this console watches, their users and passwords")
+        self.connections_button.clicked.connect(self.add_connection)
+        self.about_button = QToolButton()
+        self.about_button.setObjectName("sideButton")
+        self.about_button.setText("About")
+        self.about_button.setToolTip("Versions and the log file (F1)")
+        self.about_button.clicked.connect(self.show_about)
+        foot.addWidget(self.connections_button)
+        foot.addWidget(self.about_button)
+        foot.addStretch(1)
+        v.addLayout(foot)
         return side
 
     def _build_status_bar(self) -> None:
@@ -180,8 +222,9 @@ class MainWindow(QMainWindow):
             target.setFocus(Qt.OtherFocusReason)
 
     # Events ------------------------------------------------------------------
-    def show_notice(self, level: str, text: str) -> None:
-        self.banner.show_message(text, level)
+    def show_notice(self, level: str, text: str, detail: str = "") -> None:
+        log.log(LOG_LEVELS.get(level, logging.INFO), "banner: %s%s", text, f"\n{detail}" if detail else "")
+        self.banner.show_message(text, level, detail)
 
     def _workspace_ready(self, ws) -> None:
         cfg = ws.config
@@ -232,8 +275,59 @@ class MainWindow(QMainWindow):
         if report.running and self.monitor.timer.isActive():
             self.monitor.refresh()
 
+    def show_about(self) -> AboutDialog:
+        if self.about is None:
+            self.about = AboutDialog(self)
+        self.about.show()
+        self.about.raise_()
+        return self.about
+
     def closeEvent(self, event) -> None:
+        running = running_actions()
+        if running:
+            event.ignore()
+            if not self.closing_after_actions and self.close_question is None:
+                self._ask_close(running)
+            return
         self.monitor.timer.stop()
         self.traffic.stop()
         self.ctx.close()
         super().closeEvent(event)
+
+    def _ask_close(self, running: list[str]) -> None:
+        """An action runs: quit only once it has reached its next safe point and recorded itself."""
+        what = " and ".join(dict.fromkeys(running))
+        box = QMessageBox(self)
+        box.setObjectName("closeWhileRunning")
+        box.setIcon(QMessageBox.Warning)
+        box.setWindowTitle("An action is running")
+        box.setText(f"A {what} is running. Quit when it has stopped?")
+        box.setInformativeText("It stops at its next safe point (the items in hand finish) and the audit "
+                               "log records what it did; the window closes right after.")
+        go = box.addButton("Stop it and quit", QMessageBox.AcceptRole)
+        box.addButton("Keep working", QMessageBox.RejectRole)
+        box.setDefaultButton(go)
+        self.close_question = box
+
+        def answered(_result: int) -> None:
+            self.close_question = None
+            if box.clickedButton() is go:
+                self.close_after_actions()
+        box.finished.connect(answered)
+        box.open()
+
+    def close_after_actions(self) -> None:
+        self.closing_after_actions = True
+        cancel_running()
+        self.show_notice("warning", "Stopping the running action at its next safe point; the console quits "
+                                    "once it has recorded what it did.")
+        timer = QTimer(self)
+        timer.setInterval(CLOSE_POLL_MS)
+
+        def check() -> None:
+            # The action's own task delivers its outcome first (the page records it), then the window goes.
+            if not running_actions() and not self.ctx.tasks.busy:
+                timer.stop()
+                self.close()
+        timer.timeout.connect(check)
+        timer.start()
