@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from sqlalchemy import func, inspect, literal, select, text
 from sqlalchemy.engine import make_url
@@ -59,6 +59,10 @@ class SourceStatus:
     counts: dict[str, int] = field(default_factory=dict)
     elapsed_ms: int = 0
     estimated: tuple[str, ...] = ()  # tables whose count is the database's estimate
+    # The read replica (``read_url``), where one is configured: the counts above were read there.
+    replica_target: str | None = None
+    replica_reachable: bool | None = None
+    replica_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,6 +78,11 @@ class SourceStatus:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["estimated"] = list(self.estimated)
+        for key in ("replica_target", "replica_reachable", "replica_reason"):
+            del d[key]
+        if self.replica_target is not None:   # only where a read replica is configured
+            d["replica"] = {"target": self.replica_target, "reachable": self.replica_reachable,
+                            "reason": self.replica_reason}
         d["ok"] = self.ok
         d["state"] = self.state
         return d
@@ -87,7 +96,7 @@ class StatusReport:
 
     @property
     def all_reachable(self) -> bool:
-        return all(s.reachable for s in self.sources)
+        return all(s.reachable and s.replica_reachable is not False for s in self.sources)
 
     def to_dict(self) -> dict:
         return {"ok": self.all_reachable and all(s.ok for s in self.sources),
@@ -132,10 +141,34 @@ TOTAL_DEADLINE_S = 60.0
 
 def check_source(workspace, name: str, connect_timeout: float = CONNECT_DEADLINE_S,
                  total_timeout: float = TOTAL_DEADLINE_S, exact: bool = False) -> SourceStatus:
-    """Check one configured source; never raises for a database problem.
+    """Check one configured source, and its read replica if it has one; never raises for a database problem.
 
-    Row counts of big tables are estimates unless ``exact`` (see the module).
+    Row counts of big tables are estimates unless ``exact`` (see the module). With a replica
+    (``read_url``) both are checked at once and the counts are the replica's, where the lists read.
     """
+    source = workspace.config.source(name)
+    if not source.read_url:
+        return _check_within(workspace, name, connect_timeout, total_timeout, exact)
+    box: list[SourceStatus] = []
+    reader = workspace.reader()
+    side = threading.Thread(target=lambda: box.append(_check_within(reader, name, connect_timeout,
+                                                                    total_timeout, exact)),
+                            name=f"status-replica-{name}", daemon=True)
+    side.start()
+    primary = _check_within(workspace, name, connect_timeout, total_timeout, exact)
+    side.join()
+    replica = box[0]
+    counts = replica.counts if replica.reachable else primary.counts
+    estimated = replica.estimated if replica.reachable else primary.estimated
+    return replace(primary, counts=counts, estimated=estimated, replica_target=replica.target,
+                   replica_reachable=replica.reachable,
+                   replica_reason=replica.reason and replica.reason.replace(
+                       f"The {name} database", f"The {name} read replica", 1).replace(
+                       f"sources.{name}.url", f"sources.{name}.read_url"))
+
+
+def _check_within(workspace, name: str, connect_timeout: float, total_timeout: float,
+                  exact: bool) -> SourceStatus:
     source = workspace.config.source(name)
     box: list[SourceStatus] = []
     connected = threading.Event()

@@ -34,15 +34,43 @@ class AppContext(QObject):
         self.error: TaskError | None = None
         self.closing = False
         self._release_timer: QTimer | None = None
+        self._retiring: list = []
+        self._retire_timer: QTimer | None = None
         self.tasks.task_failed.connect(lambda err: self.notify(err.message, "error", err.detail))
 
     @property
     def role(self) -> str | None:
         return self.workspace.role if self.workspace is not None else None
 
+    @property
+    def reader(self):
+        """Where lists, counts and charts read: the read replicas where configured, else the workspace.
+        Actions take ``workspace`` (the primaries)."""
+        return self.workspace.reader() if self.workspace is not None else None
+
     def open_workspace(self, opener: Callable[[], object]) -> None:
         """Build the workspace with ``opener`` (may create the demo) on a worker."""
         self.tasks.submit(opener, on_done=self._opened, on_error=self._failed, key="workspace")
+
+    def replace_workspace(self, opener: Callable[[], object]) -> None:
+        """Open another workspace (new connections saved); the old one is let go once no task uses it."""
+        old, self.workspace = self.workspace, None
+        self.error = None
+        if old is not None:
+            self._retiring.append(old)
+            if self._retire_timer is None:
+                self._retire_timer = QTimer(self)
+                self._retire_timer.setInterval(RELEASE_POLL_MS)
+                self._retire_timer.timeout.connect(self._retire_when_idle)
+            self._retire_timer.start()
+        self.open_workspace(opener)
+
+    def _retire_when_idle(self) -> None:
+        if self.tasks.busy:
+            return
+        self._retire_timer.stop()
+        while self._retiring:
+            self._retiring.pop().close()
 
     def _opened(self, workspace) -> None:
         # Everything made so far (Qt wrappers, SQLAlchemy's and the driver's
@@ -96,6 +124,8 @@ class AppContext(QObject):
         self._release()
 
     def _release(self) -> None:
+        while self._retiring:
+            self._retiring.pop().close()
         if self.workspace is not None:
             self.workspace.close()
         self.released.emit()

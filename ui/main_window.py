@@ -20,11 +20,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.bootstrap import bootstrap
 from app.cli import open_workspace
-from app.config import SOURCE_NAMES, default_config_path
+from app.config import SOURCE_NAMES, default_config_path, load_config
 
 from .about import AboutDialog
 from .action_process import cancel_running, running_actions
+from .connections import ConnectionsDialog
 from .context import AppContext
 from .icons import icon
 from .log import setup_logging
@@ -54,6 +56,7 @@ class MainWindow(QMainWindow):
         self.close_question: QMessageBox | None = None
         self.closing_after_actions = False
         self.about: AboutDialog | None = None
+        self.connections: ConnectionsDialog | None = None
         self.setWindowTitle("Notification Console")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 800)
@@ -207,9 +210,23 @@ class MainWindow(QMainWindow):
         self.show_page("overview")
         self.ctx.open_workspace(lambda: open_workspace(Namespace(demo=True, reset=False)))
 
-    def add_connection(self) -> None:
-        self.show_notice("info", f"Add a [sources.cart], [sources.dispatch] or [sources.orders] table with a url "
-                                 f"to {default_config_path()}, then start the console again.")
+    def add_connection(self) -> ConnectionsDialog:
+        """The Connections dialog; once saved, the console reopens on the configuration written."""
+        ws = self.ctx.workspace
+        path = ws.config.path if ws is not None and not ws.config.demo and ws.config.path else None
+        dialog = ConnectionsDialog(self.ctx, path or default_config_path(), self)
+        dialog.sig_saved.connect(self._connections_saved)
+        self.connections = dialog
+        dialog.open()
+        return dialog
+
+    def _connections_saved(self, config) -> None:
+        self.workspace_label.setText("Opening workspace…")
+        if self.current_page() == "welcome":
+            self.show_page("overview")
+        for ind in self.indicators.values():
+            ind.set_state("checking")
+        self.ctx.replace_workspace(lambda: bootstrap(load_config(config.path)))
 
     def _page_changed(self, row: int) -> None:
         if row < 0:
@@ -255,12 +272,13 @@ class MainWindow(QMainWindow):
 
     def _checks_finished(self, results: list) -> None:
         self.pages["overview"].on_checks_finished(results)
-        problems = [s for s in results if not s.reachable or not s.ok]
+        problems = [s for s in results if not s.reachable or not s.ok or s.replica_reachable is False]
         if problems:
             first = problems[0]
             more = f" ({len(problems) - 1} more on the Overview)" if len(problems) > 1 else ""
             level = "error" if not first.reachable else "warning"
-            self.show_notice(level, (first.reason or f"The {first.name} source has a problem.") + more)
+            reason = first.reason or first.replica_reason or f"The {first.name} source has a problem."
+            self.show_notice(level, reason + more)
         elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None:
             self.banner.hide()
         self._settle()

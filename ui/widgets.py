@@ -268,8 +268,12 @@ class SourceCard(Card):
                 self._row(r, table, f"{n:,}", "cardCount")
                 r += 1
         self._row(r, "Checked in", f"{status.elapsed_ms:,} ms")
-        if status.reason:
-            self.reason.setText(status.reason)
+        if status.replica_target is not None:
+            self._row(r + 1, "Read replica", ("reachable · " if status.replica_reachable else "unreachable · ")
+                      + status.replica_target)
+        reason = " ".join(t for t in (status.reason, status.replica_reason) if t)
+        if reason:
+            self.reason.setText(reason)
             self.reason.setProperty("state", status.state)
             repolish(self.reason)
             self.reason.show()

@@ -45,6 +45,12 @@ def format_report(report) -> str:
                     + ("   (~ estimated; status --exact counts every row)" if estimated else ""))
         if s.reason:
             lines.append(f"          {s.reason}")
+        if s.replica_target is not None:
+            rstate = "reachable" if s.replica_reachable else "UNREACHABLE"
+            lines.append(f"          read replica: {rstate}  {s.replica_target}"
+                         + ("   (the rows above were counted there)" if s.replica_reachable and s.counts else ""))
+            if s.replica_reason:
+                lines.append(f"          {s.replica_reason}")
     return "\n".join(lines)
 
 

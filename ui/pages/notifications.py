@@ -143,7 +143,7 @@ class NotificationsPage(ListPage):
 
     # Live ---------------------------------------------------------------------
     def poll(self) -> None:
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
         if ws is None or self.cursor is None or self.pause_button.isChecked() or self.model.loading:
             return
         if not self.isVisible():   # another page is open: catch up from the same cursor when this one is back
