@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import migrate
 from .config import SOURCE_NAMES, SourceConfig
 from .errors import ConsoleError
+from .grants import database_role, lower_role
 from .schema import PRODUCTION_TABLES
 from .schema_setup import order_schema_ready
 from .sources import check_order_store, describe_db_error
@@ -63,6 +64,9 @@ class SourceStatus:
     replica_target: str | None = None
     replica_reachable: bool | None = None
     replica_reason: str | None = None
+    # The highest console role the database user may act as here (SQL sources), and why not higher.
+    database_role: str | None = None
+    database_role_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,7 +82,8 @@ class SourceStatus:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["estimated"] = list(self.estimated)
-        for key in ("replica_target", "replica_reachable", "replica_reason"):
+        for key in ("replica_target", "replica_reachable", "replica_reason", "database_role",
+                    "database_role_reason"):
             del d[key]
         if self.replica_target is not None:   # only where a read replica is configured
             d["replica"] = {"target": self.replica_target, "reachable": self.replica_reachable,
@@ -88,6 +93,24 @@ class SourceStatus:
         return d
 
 
+def effective_role(configured: str, statuses) -> tuple[str, str | None]:
+    """The lower of the configured role and what the database users may do, with the note that says
+    why it is lower: ``("operator", "config says admin; the cart database user cannot delete")``."""
+    role, why = configured, None
+    for s in statuses:
+        if s.database_role is not None and lower_role(s.database_role, role) != role:
+            role, why = s.database_role, s.database_role_reason
+    if role == configured:
+        return role, None
+    return role, f"config says {configured}; {why or 'the database user may not do more'}"
+
+
+def role_line(configured: str, statuses) -> str:
+    """``role: operator (config says admin; the cart database user cannot delete)``."""
+    role, note = effective_role(configured, statuses)
+    return f"role: {role}" + (f" ({note})" if note else "")
+
+
 @dataclass(frozen=True)
 class StatusReport:
     role: str
@@ -95,12 +118,18 @@ class StatusReport:
     sources: tuple[SourceStatus, ...]
 
     @property
+    def effective_role(self) -> str:
+        return effective_role(self.role, self.sources)[0]
+
+    @property
     def all_reachable(self) -> bool:
         return all(s.reachable and s.replica_reachable is not False for s in self.sources)
 
     def to_dict(self) -> dict:
+        role, note = effective_role(self.role, self.sources)
         return {"ok": self.all_reachable and all(s.ok for s in self.sources),
-                "all_reachable": self.all_reachable, "role": self.role, "demo": self.demo,
+                "all_reachable": self.all_reachable, "role": self.role, "effective_role": role,
+                "role_note": note, "demo": self.demo,
                 "sources": [s.to_dict() for s in self.sources]}
 
 
@@ -267,6 +296,10 @@ def _check_sql(workspace, name: str, connected: threading.Event, exact: bool = F
                 if guessed:
                     estimated.append(table)
         production = not missing
+        try:
+            db_role, db_role_reason = database_role(conn, name)
+        except (DBAPIError, SQLAlchemyError):
+            db_role, db_role_reason = None, None   # the privileges cannot be read: the configured role holds
     console = production and migrate.console_schema_ready(engine)
     reason = None
     if missing:
@@ -275,7 +308,8 @@ def _check_sql(workspace, name: str, connected: threading.Event, exact: bool = F
     elif not console:
         reason = f"The {name} database lacks the console's own tables: run `{migrate.UPGRADE_HINT}`."
     return {"reachable": True, "reason": reason, "production_schema": production,
-            "console_schema": console, "counts": counts, "estimated": tuple(estimated)}
+            "console_schema": console, "counts": counts, "estimated": tuple(estimated),
+            "database_role": db_role, "database_role_reason": db_role_reason}
 
 
 def _count_collection(coll, exact: bool) -> tuple[int, bool]:

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from app.grants import lower_role
+
 from .tasks import TaskError, TaskManager
 
 # How long closing the window may hold the GUI thread for tasks to finish.
@@ -35,12 +37,19 @@ class AppContext(QObject):
         self.closing = False
         self._release_timer: QTimer | None = None
         self._retiring: list = []
+        self.database_role: str | None = None   # what the database users allow, from the latest checks
         self._retire_timer: QTimer | None = None
         self.tasks.task_failed.connect(lambda err: self.notify(err.message, "error", err.detail))
 
     @property
     def role(self) -> str | None:
-        return self.workspace.role if self.workspace is not None else None
+        """The effective role: the configured one, lowered to what the database users may do once the
+        connection checks have read their privileges. Buttons follow it; the service layer checks too."""
+        if self.workspace is None:
+            return None
+        if self.database_role is None:
+            return self.workspace.role
+        return lower_role(self.workspace.role, self.database_role)
 
     @property
     def reader(self):
@@ -79,6 +88,7 @@ class AppContext(QObject):
         # the GUI thread 80-95 ms whenever a list or a retry made many rows.
         gc.freeze()
         self.workspace = workspace
+        self.database_role = None
         self.error = None
         self.workspace_ready.emit(workspace)
 

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from app.bootstrap import bootstrap
 from app.cli import open_workspace
 from app.config import SOURCE_NAMES, default_config_path, load_config
+from app.status import effective_role, role_line
 
 from .about import AboutDialog
 from .action_process import cancel_running, running_actions
@@ -272,6 +273,7 @@ class MainWindow(QMainWindow):
 
     def _checks_finished(self, results: list) -> None:
         self.pages["overview"].on_checks_finished(results)
+        self._show_role(results)
         problems = [s for s in results if not s.reachable or not s.ok or s.replica_reachable is False]
         if problems:
             first = problems[0]
@@ -282,6 +284,22 @@ class MainWindow(QMainWindow):
         elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None:
             self.banner.hide()
         self._settle()
+
+    def _show_role(self, results: list) -> None:
+        """The effective role in the status bar; the pages' buttons follow it."""
+        ws = self.ctx.workspace
+        if ws is None:
+            return
+        role, _note = effective_role(ws.role, results)
+        changed = role != self.ctx.role
+        self.ctx.database_role = role
+        self.role_label.setText(role_line(ws.role, results))
+        self.role_label.setProperty("role", role)
+        repolish(self.role_label)
+        if changed:
+            for page in self.pages.values():
+                if hasattr(page, "selected_rows"):     # a list page: its action buttons
+                    page.selection_changed(page.selected_rows())
 
     def _settle(self) -> None:
         if not self.settled:

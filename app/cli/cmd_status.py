@@ -28,7 +28,8 @@ def _yes(flag: bool) -> str:
 
 
 def format_report(report) -> str:
-    lines = [f"role: {report.role}" + ("   (demo workspace)" if report.demo else "")]
+    from ..status import role_line
+    lines = [role_line(report.role, report.sources) + ("   (demo workspace)" if report.demo else "")]
     if not report.sources:
         lines.append("no sources are configured: add [sources.orders], [sources.cart] or [sources.dispatch].")
     for s in report.sources:
