@@ -32,10 +32,10 @@ from .context import AppContext
 from .icons import icon
 from .log import setup_logging
 from .pages import PAGES, Page
-from .status_monitor import SourceMonitor
+from .status_monitor import SourceMonitor, source_named
 from .traffic import traffic_button
 from .welcome import WelcomePage
-from .widgets import Banner, SourceIndicator, repolish
+from .widgets import SOURCE_TITLES, Banner, SourceIndicator, repolish
 
 log = logging.getLogger(__name__)
 LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
@@ -96,6 +96,9 @@ class MainWindow(QMainWindow):
         self.monitor.checks_started.connect(self._checks_started)
         self.monitor.source_checked.connect(self._source_checked)
         self.monitor.checks_finished.connect(self._checks_finished)
+        self.monitor.source_down.connect(self._source_down)
+        self.monitor.source_back.connect(self._source_back)
+        self.dropped_banner: str | None = None     # the source the banner is about, while it is down
         overview = self.pages["overview"]
         overview.refresh_button.clicked.connect(self.monitor.refresh)
         # While traffic runs, every round re-polls the counts (skipped while a poll still runs).
@@ -242,6 +245,8 @@ class MainWindow(QMainWindow):
     # Events ------------------------------------------------------------------
     def show_notice(self, level: str, text: str, detail: str = "") -> None:
         log.log(LOG_LEVELS.get(level, logging.INFO), "banner: %s%s", text, f"\n{detail}" if detail else "")
+        if level != "info" and self.dropped_banner is not None and source_named(text) in self.monitor.down:
+            return   # the banner already says that source is not answering and is being reconnected
         self.banner.show_message(text, level, detail)
 
     def _workspace_ready(self, ws) -> None:
@@ -281,9 +286,23 @@ class MainWindow(QMainWindow):
             level = "error" if not first.reachable else "warning"
             reason = first.reason or first.replica_reason or f"The {first.name} source has a problem."
             self.show_notice(level, reason + more)
-        elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None:
+        elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None \
+                and not self.monitor.down:
             self.banner.hide()
         self._settle()
+
+    def _source_down(self, name: str, reason: str, delay_s: float) -> None:
+        self.dropped_banner = name
+        text = (f"{SOURCE_TITLES.get(name, name)} is not answering: {reason} The rest of the console carries "
+                f"on; it reconnects by itself (next try in {max(1, round(delay_s))} s).")
+        log.warning("banner: %s", text)
+        self.banner.show_message(text, "error", self.ctx.tasks.detail_for(reason) if reason else "")
+
+    def _source_back(self, name: str) -> None:
+        if self.dropped_banner == name:
+            self.dropped_banner = next(iter(self.monitor.down), None)
+            if self.dropped_banner is None:
+                self.show_notice("info", f"{SOURCE_TITLES.get(name, name)} is back: reconnected.")
 
     def _show_role(self, results: list) -> None:
         """The effective role in the status bar; the pages' buttons follow it."""
