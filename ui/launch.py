@@ -34,8 +34,12 @@ def make_application():
 def build_window(args):
     """The window, with the workspace opening in the background."""
     from .main_window import MainWindow
+    from .settings import restore_window
     window = MainWindow()
     window.show_page(args.page or "overview")
+    if not args.screenshot:    # a screenshot shows what was asked, not what was left
+        window.remember = True
+        restore_window(window)
     if getattr(args, "simulate", None):
         mode = args.simulate
 

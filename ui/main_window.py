@@ -32,6 +32,7 @@ from .context import AppContext
 from .icons import icon
 from .log import setup_logging
 from .pages import PAGES, Page
+from .settings import save_window
 from .status_monitor import SourceMonitor, source_named
 from .traffic import traffic_button
 from .welcome import WelcomePage
@@ -57,6 +58,7 @@ class MainWindow(QMainWindow):
         self.close_question: QMessageBox | None = None
         self.closing_after_actions = False
         self.about: AboutDialog | None = None
+        self.remember = False      # save geometry, pages, filters on close (the launched console does)
         self.connections: ConnectionsDialog | None = None
         self.setWindowTitle("Notification Console")
         self.setWindowIcon(icon("app"))
@@ -344,6 +346,8 @@ class MainWindow(QMainWindow):
             if not self.closing_after_actions and self.close_question is None:
                 self._ask_close(running)
             return
+        if self.remember:
+            save_window(self)
         self.monitor.timer.stop()
         self.traffic.stop()
         self.ctx.close()
