@@ -20,6 +20,7 @@ class Workspace:
     _engines: dict[str, Engine] = field(default_factory=dict)
     _orders: OrderStore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _reader: Workspace | None = None
 
     @property
     def role(self) -> str:
@@ -40,8 +41,24 @@ class Workspace:
     def orders(self) -> OrderStore:
         with self._lock:
             if self._orders is None:
-                self._orders = open_order_store(self.config.source("orders").url)
+                source = self.config.source("orders")
+                # The password of a real server: typed for a test, NC_ORDERS_PASSWORD, or the keyring.
+                password = source.password() if source.scheme.startswith("mongodb") else None
+                self._orders = open_order_store(source.url, password)
             return self._orders
+
+    def reader(self) -> Workspace:
+        """Where lists, counts and charts read: the read replicas (``read_url``), else this workspace.
+
+        Its engines and order store are its own (the replicas'), made on first use and closed with
+        this workspace. Actions never run on it: they take this workspace, the primaries.
+        """
+        if not self.config.has_replicas:
+            return self
+        with self._lock:
+            if self._reader is None:
+                self._reader = Workspace(config=self.config.for_reading())
+            return self._reader
 
     def with_role(self, role: str) -> Workspace:
         """The same workspace as another console's ``role`` sees it: same config otherwise, same databases.
@@ -53,10 +70,15 @@ class Workspace:
         """
         if self.has("orders"):
             self.orders()  # open it now, so that there is one store to share
+        reader = self.reader() if self.config.has_replicas else None
         return Workspace(config=self.config.with_role(role), _engines=self._engines, _orders=self._orders,
-                         _lock=self._lock)
+                         _lock=self._lock, _reader=reader)
 
     def close(self) -> None:
+        with self._lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         with self._lock:
             for engine in self._engines.values():
                 engine.dispose()

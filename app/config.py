@@ -5,6 +5,7 @@
 url = "mongodb://host:27017/orders"
 [sources.cart]
 url = "mysql+pymysql://user@host:3306/cart"
+read_url = "mysql+pymysql://user@replica:3306/cart"   # optional: lists, counts and charts read here
 [sources.dispatch]
 url = "mysql+pymysql://user@host:3306/dispatch"
 [console]
@@ -34,7 +35,8 @@ window_hours = 24
 ```
 
 Passwords never live in the file: they come from ``NC_<SOURCE>_PASSWORD`` or
-the OS keyring (service ``notification-console``, user = source name).
+the OS keyring (service ``notification-console``, user = source name). A
+source's ``read_url`` (a read replica) logs in with the same password.
 """
 from __future__ import annotations
 
@@ -70,6 +72,17 @@ def data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
+def log_dir() -> Path:
+    """Where the console writes its log file: NC_LOG_DIR, else beside a moved data directory, else the
+    platform's log directory (``~/.local/state/notification-console/log`` on Linux)."""
+    override = os.environ.get("NC_LOG_DIR")
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("NC_DATA_DIR"):
+        return data_dir() / "log"
+    return Path(platformdirs.user_log_dir(APP_NAME, appauthor=False))
+
+
 def default_config_path() -> Path:
     override = os.environ.get("NC_CONFIG")
     if override:
@@ -81,6 +94,10 @@ def default_config_path() -> Path:
 class SourceConfig:
     name: str
     url: str
+    # A read replica: every list, count and chart reads there; actions always use ``url``.
+    read_url: str | None = None
+    # A password typed into the Connections dialog, for its Test button (never written anywhere).
+    secret: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def scheme(self) -> str:
@@ -91,7 +108,9 @@ class SourceConfig:
         return "mongo" if self.scheme in MONGO_SCHEMES else "sql"
 
     def password(self) -> str | None:
-        """The password from NC_<SOURCE>_PASSWORD, else the OS keyring, else None."""
+        """The password typed for a test, else NC_<SOURCE>_PASSWORD, else the OS keyring, else None."""
+        if self.secret is not None:
+            return self.secret
         env = os.environ.get(f"NC_{self.name.upper()}_PASSWORD")
         if env is not None:
             return env
@@ -176,6 +195,15 @@ class Config:
             raise ConfigError(f"Unknown role '{role}': choose viewer, operator or admin.")
         return replace(self, role=role)
 
+    @property
+    def has_replicas(self) -> bool:
+        return any(s.read_url for s in self.sources.values())
+
+    def for_reading(self) -> Config:
+        """The same configuration with each source's read replica (where it has one) as its URL."""
+        return replace(self, sources={name: replace(s, url=s.read_url, read_url=None) if s.read_url else s
+                                      for name, s in self.sources.items()})
+
 
 def _where(path: Path, key: str) -> str:
     return f"{path}: key '{key}'"
@@ -196,8 +224,8 @@ def _number(path: Path, section: dict, key: str, default: float, dotted: str) ->
     return value
 
 
-def validate_url(path: Path | None, name: str, url: object) -> str:
-    where = f"{path}: key 'sources.{name}.url'" if path else f"source '{name}'"
+def validate_url(path: Path | None, name: str, url: object, key: str = "url") -> str:
+    where = f"{path}: key 'sources.{name}.{key}'" if path else f"source '{name}'"
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(f"{where} must be a URL such as mysql+pymysql://user@host:3306/{name}, not {url!r}.")
     scheme = url.split("://", 1)[0].lower()
@@ -257,10 +285,18 @@ def parse_config(raw: dict, p: Path | None) -> Config:
                               f"the sources are {', '.join(SOURCE_NAMES)}.")
         if not isinstance(entry, dict) or "url" not in entry:
             raise ConfigError(f"{_where(p, 'sources.' + name)} must be a table with a url.")
-        extra = set(entry) - {"url"}
+        extra = set(entry) - {"url", "read_url"}
         if extra:
-            raise ConfigError(f"{_where(p, 'sources.' + name + '.' + sorted(extra)[0])} is unknown: a source has only a url.")
-        sources[name] = SourceConfig(name, validate_url(p, name, entry["url"]))
+            raise ConfigError(f"{_where(p, 'sources.' + name + '.' + sorted(extra)[0])} is unknown: "
+                              "a source has a url and optionally a read_url.")
+        url = validate_url(p, name, entry["url"])
+        read_url = entry.get("read_url") or None
+        if read_url is not None:
+            read_url = validate_url(p, name, read_url, "read_url")
+            if (read_url.split("://", 1)[0].lower() in MONGO_SCHEMES) != (url.split("://", 1)[0].lower() in MONGO_SCHEMES):
+                raise ConfigError(f"{_where(p, 'sources.' + name + '.read_url')} must be the same kind of "
+                                  "database as its url.")
+        sources[name] = SourceConfig(name, url, read_url)
 
     console = raw.get("console", {})
     # Fail closed: without a role the console only reads (the demo workspace alone defaults to admin).

@@ -109,3 +109,104 @@ def grant_statements(source: str, role: str, user: str, database: str,
     writes += [(t, CACHE_PRIVILEGES) for t in console_tables() if t in CACHE_TABLES]
     out += [f"GRANT {privs} ON {db}.`{t}` TO {user};" for t, privs in writes]
     return out
+
+
+# --------------------------------------------------------------------------
+# The other way round: what the database user of a running console may do
+
+# What each role's first writes need, per source: (privilege, table, words for "cannot ...").
+# A role is open to the user when it holds every one (a column grant counts for UPDATE and INSERT).
+ROLE_NEEDS: dict[str, dict[str, list[tuple[str, str, str]]]] = {
+    "operator": {
+        "cart": [("UPDATE", "cart_abandonment_log", "update cart_abandonment_log"),
+                 ("INSERT", "nc_cart_claim", "insert claims"), ("UPDATE", "nc_action", "record actions")],
+        "dispatch": [("UPDATE", "notification_dispatch_log", "update notification_dispatch_log"),
+                     ("INSERT", "notifications", "insert notifications"), ("UPDATE", "nc_action", "record actions")],
+    },
+    "admin": {
+        "cart": [("DELETE", "cart_abandonment_log", "delete"), ("INSERT", "nc_archive", "archive")],
+        "dispatch": [("DELETE", "notifications", "delete"), ("INSERT", "nc_archive", "archive")],
+    },
+}
+
+
+def database_role(conn, source: str) -> tuple[str, str | None]:
+    """The highest console role the connection's database user may act as on ``source``, and why not
+    higher (``"cannot delete"``; None when nothing is missing).
+
+    MySQL/MariaDB: the user's privileges as ``information_schema`` shows them (global, database,
+    table and column grants) and ``@@read_only``; PostgreSQL: ``has_table_privilege`` /
+    ``has_any_column_privilege`` and recovery or read-only transactions; SQLite: whether the file
+    may be written.
+    """
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        may = _mysql_checker(conn)
+    elif dialect == "postgresql":
+        may = _postgres_checker(conn)
+    elif dialect == "sqlite":
+        may = _sqlite_checker(conn)
+    else:
+        return "admin", None
+    if isinstance(may, str):       # the whole database refuses writes: one reason for all
+        return "viewer", may
+    role, why = "viewer", None
+    for candidate in ("operator", "admin"):
+        missing = [words for priv, table, words in ROLE_NEEDS[candidate][source] if not may(priv, table)]
+        if missing:
+            why = f"the {source} database user cannot {missing[0]}"
+            break
+        role = candidate
+    return role, why
+
+
+def lower_role(a: str, b: str) -> str:
+    return a if ROLES.index(a) <= ROLES.index(b) else b
+
+
+def _mysql_checker(conn):
+    from sqlalchemy import text
+    read_only = conn.execute(text("SELECT @@global.read_only")).scalar()
+    grantee = conn.execute(text("SELECT CURRENT_USER()")).scalar() or ""
+    user, _, host = grantee.rpartition("@")
+    quoted = f"'{user}'@'{host}'"
+    privs = {p for (p,) in conn.execute(text(
+        "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = :g"), {"g": quoted})}
+    if read_only and not privs & {"SUPER", "READ_ONLY ADMIN"}:
+        return "the database is read-only (read_only=ON)"
+    schema = {p for (p,) in conn.execute(text(
+        "SELECT PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = :g "
+        "AND TABLE_SCHEMA = DATABASE()"), {"g": quoted})}
+    tables: set[tuple[str, str]] = set()
+    for q in ("SELECT TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+              "WHERE GRANTEE = :g AND TABLE_SCHEMA = DATABASE()",
+              "SELECT DISTINCT TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.COLUMN_PRIVILEGES "
+              "WHERE GRANTEE = :g AND TABLE_SCHEMA = DATABASE()"):
+        tables |= {(t, p) for t, p in conn.execute(text(q), {"g": quoted})}
+
+    def may(priv: str, table: str) -> bool:
+        return priv in privs or priv in schema or (table, priv) in tables
+    return may
+
+
+def _postgres_checker(conn):
+    from sqlalchemy import text
+    if conn.execute(text("SELECT pg_is_in_recovery()")).scalar():
+        return "the database is a standby (read-only)"
+    if conn.execute(text("SHOW transaction_read_only")).scalar() == "on":
+        return "the database's transactions are read-only"
+
+    def may(priv: str, table: str) -> bool:
+        if not conn.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": table}).scalar():
+            return False
+        fn = "has_table_privilege" if priv == "DELETE" else "has_any_column_privilege"
+        return bool(conn.execute(text(f"SELECT {fn}(:t, :p)"), {"t": table, "p": priv}).scalar())
+    return may
+
+
+def _sqlite_checker(conn):
+    import os
+    path = conn.engine.url.database
+    if path and path != ":memory:" and not os.access(path, os.W_OK):
+        return "the database file is read-only"
+    return lambda _priv, _table: True

@@ -410,7 +410,7 @@ def _index_specs(coll) -> list[dict]:
     return specs
 
 
-def open_order_store(url: str) -> OrderStore:
+def open_order_store(url: str, password: str | None = None) -> OrderStore:
     """The one factory for the order database.
 
     ``mongodb://host/db`` and ``mongodb+srv://`` → pymongo; ``mongomock://name``
@@ -423,7 +423,8 @@ def open_order_store(url: str) -> OrderStore:
         import pymongo
         parts = urlsplit(url)
         dbname = unquote(parts.path.lstrip("/")) or "orders"
-        password = os.environ.get("NC_ORDERS_PASSWORD")
+        if password is None:
+            password = os.environ.get("NC_ORDERS_PASSWORD")
         kwargs: dict[str, Any] = {}
         if password is not None and parts.username and not parts.password:
             kwargs["password"] = password

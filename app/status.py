@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from sqlalchemy import func, inspect, literal, select, text
 from sqlalchemy.engine import make_url
@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import migrate
 from .config import SOURCE_NAMES, SourceConfig
 from .errors import ConsoleError
+from .grants import database_role, lower_role
 from .schema import PRODUCTION_TABLES
 from .schema_setup import order_schema_ready
 from .sources import check_order_store, describe_db_error
@@ -59,6 +60,13 @@ class SourceStatus:
     counts: dict[str, int] = field(default_factory=dict)
     elapsed_ms: int = 0
     estimated: tuple[str, ...] = ()  # tables whose count is the database's estimate
+    # The read replica (``read_url``), where one is configured: the counts above were read there.
+    replica_target: str | None = None
+    replica_reachable: bool | None = None
+    replica_reason: str | None = None
+    # The highest console role the database user may act as here (SQL sources), and why not higher.
+    database_role: str | None = None
+    database_role_reason: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -74,9 +82,33 @@ class SourceStatus:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["estimated"] = list(self.estimated)
+        for key in ("replica_target", "replica_reachable", "replica_reason", "database_role",
+                    "database_role_reason"):
+            del d[key]
+        if self.replica_target is not None:   # only where a read replica is configured
+            d["replica"] = {"target": self.replica_target, "reachable": self.replica_reachable,
+                            "reason": self.replica_reason}
         d["ok"] = self.ok
         d["state"] = self.state
         return d
+
+
+def effective_role(configured: str, statuses) -> tuple[str, str | None]:
+    """The lower of the configured role and what the database users may do, with the note that says
+    why it is lower: ``("operator", "config says admin; the cart database user cannot delete")``."""
+    role, why = configured, None
+    for s in statuses:
+        if s.database_role is not None and lower_role(s.database_role, role) != role:
+            role, why = s.database_role, s.database_role_reason
+    if role == configured:
+        return role, None
+    return role, f"config says {configured}; {why or 'the database user may not do more'}"
+
+
+def role_line(configured: str, statuses) -> str:
+    """``role: operator (config says admin; the cart database user cannot delete)``."""
+    role, note = effective_role(configured, statuses)
+    return f"role: {role}" + (f" ({note})" if note else "")
 
 
 @dataclass(frozen=True)
@@ -86,12 +118,18 @@ class StatusReport:
     sources: tuple[SourceStatus, ...]
 
     @property
+    def effective_role(self) -> str:
+        return effective_role(self.role, self.sources)[0]
+
+    @property
     def all_reachable(self) -> bool:
-        return all(s.reachable for s in self.sources)
+        return all(s.reachable and s.replica_reachable is not False for s in self.sources)
 
     def to_dict(self) -> dict:
+        role, note = effective_role(self.role, self.sources)
         return {"ok": self.all_reachable and all(s.ok for s in self.sources),
-                "all_reachable": self.all_reachable, "role": self.role, "demo": self.demo,
+                "all_reachable": self.all_reachable, "role": self.role, "effective_role": role,
+                "role_note": note, "demo": self.demo,
                 "sources": [s.to_dict() for s in self.sources]}
 
 
@@ -132,10 +170,34 @@ TOTAL_DEADLINE_S = 60.0
 
 def check_source(workspace, name: str, connect_timeout: float = CONNECT_DEADLINE_S,
                  total_timeout: float = TOTAL_DEADLINE_S, exact: bool = False) -> SourceStatus:
-    """Check one configured source; never raises for a database problem.
+    """Check one configured source, and its read replica if it has one; never raises for a database problem.
 
-    Row counts of big tables are estimates unless ``exact`` (see the module).
+    Row counts of big tables are estimates unless ``exact`` (see the module). With a replica
+    (``read_url``) both are checked at once and the counts are the replica's, where the lists read.
     """
+    source = workspace.config.source(name)
+    if not source.read_url:
+        return _check_within(workspace, name, connect_timeout, total_timeout, exact)
+    box: list[SourceStatus] = []
+    reader = workspace.reader()
+    side = threading.Thread(target=lambda: box.append(_check_within(reader, name, connect_timeout,
+                                                                    total_timeout, exact)),
+                            name=f"status-replica-{name}", daemon=True)
+    side.start()
+    primary = _check_within(workspace, name, connect_timeout, total_timeout, exact)
+    side.join()
+    replica = box[0]
+    counts = replica.counts if replica.reachable else primary.counts
+    estimated = replica.estimated if replica.reachable else primary.estimated
+    return replace(primary, counts=counts, estimated=estimated, replica_target=replica.target,
+                   replica_reachable=replica.reachable,
+                   replica_reason=replica.reason and replica.reason.replace(
+                       f"The {name} database", f"The {name} read replica", 1).replace(
+                       f"sources.{name}.url", f"sources.{name}.read_url"))
+
+
+def _check_within(workspace, name: str, connect_timeout: float, total_timeout: float,
+                  exact: bool) -> SourceStatus:
     source = workspace.config.source(name)
     box: list[SourceStatus] = []
     connected = threading.Event()
@@ -234,6 +296,10 @@ def _check_sql(workspace, name: str, connected: threading.Event, exact: bool = F
                 if guessed:
                     estimated.append(table)
         production = not missing
+        try:
+            db_role, db_role_reason = database_role(conn, name)
+        except (DBAPIError, SQLAlchemyError):
+            db_role, db_role_reason = None, None   # the privileges cannot be read: the configured role holds
     console = production and migrate.console_schema_ready(engine)
     reason = None
     if missing:
@@ -242,7 +308,8 @@ def _check_sql(workspace, name: str, connected: threading.Event, exact: bool = F
     elif not console:
         reason = f"The {name} database lacks the console's own tables: run `{migrate.UPGRADE_HINT}`."
     return {"reachable": True, "reason": reason, "production_schema": production,
-            "console_schema": console, "counts": counts, "estimated": tuple(estimated)}
+            "console_schema": console, "counts": counts, "estimated": tuple(estimated),
+            "database_role": db_role, "database_role_reason": db_role_reason}
 
 
 def _count_collection(coll, exact: bool) -> tuple[int, bool]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -82,6 +83,29 @@ class _ChildFailed(ConsoleError):
         self.exit_code = exit_code
 
 
+# The actions running now, so that closing the window can ask first and let them reach a safe point.
+_RUNNING: dict[int, tuple[ActionProcess, str]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+ACTION_WORDS = {"retry_plan": "retry", "count_matching": "count of the matching items", "undo": "undo",
+                "cleanup": "cleanup"}
+
+
+def running_actions() -> list[str]:
+    """What runs now, in words ("retry", "cleanup", ...)."""
+    with _RUNNING_LOCK:
+        return [ACTION_WORDS.get(name, name.replace("_", " ")) for _proc, name in _RUNNING.values()]
+
+
+def cancel_running() -> None:
+    """Ask every running action to stop at its next safe point (a retry: after the items in hand)."""
+    with _RUNNING_LOCK:
+        procs = [proc for proc, _name in _RUNNING.values()]
+    for proc in procs:
+        proc.cancel()
+
+
 class ActionProcess:
     """One action in a child process; ``run`` blocks (call it from a task), ``cancel`` from anywhere."""
 
@@ -102,6 +126,8 @@ class ActionProcess:
         child = self._ctx.Process(target=_child, args=(config, name, args, kwargs, out, self._cancel),
                                   name=f"nc-{name}", daemon=True)
         child.start()
+        with _RUNNING_LOCK:
+            _RUNNING[id(self)] = (self, name)
         try:
             while True:
                 try:
@@ -120,6 +146,8 @@ class ActionProcess:
                 else:
                     raise _ChildFailed(msg[1], msg[2], msg[3])
         finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(id(self), None)
             child.join(timeout=10)
             if child.is_alive():
                 child.terminate()

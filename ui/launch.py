@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from app.cli import build_parser, open_workspace
-from app.errors import ConsoleError
+from app.errors import EXIT_USAGE, ConsoleError
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 SCREENSHOT_TIMEOUT_MS = 60_000
@@ -34,8 +34,12 @@ def make_application():
 def build_window(args):
     """The window, with the workspace opening in the background."""
     from .main_window import MainWindow
+    from .settings import restore_window
     window = MainWindow()
     window.show_page(args.page or "overview")
+    if not args.screenshot:    # a screenshot shows what was asked, not what was left
+        window.remember = True
+        restore_window(window)
     if getattr(args, "simulate", None):
         mode = args.simulate
 
@@ -44,8 +48,18 @@ def build_window(args):
                 reason = window.traffic.unavailable_reason() or "the banner in the window says why."
                 print(f"warning: the traffic simulator did not start: {reason}", file=sys.stderr)
         window.ctx.workspace_ready.connect(start)
-    window.ctx.open_workspace(lambda: open_workspace(args))
+    if first_start(args):
+        from app.config import default_config_path
+        window.show_welcome(default_config_path())
+    else:
+        window.ctx.open_workspace(lambda: open_workspace(args))
     return window
+
+
+def first_start(args) -> bool:
+    """No --demo, no --config, and no configuration file where the console looks for one."""
+    from app.config import default_config_path
+    return not args.demo and not args.config and not default_config_path().exists()
 
 
 def wait_for(signals, done, timeout_ms: int = SCREENSHOT_TIMEOUT_MS) -> bool:
@@ -108,8 +122,8 @@ def take_screenshot(window, path: str, simulate: bool = False) -> int:
     if simulate and settled and not wait_for_traffic(window) and window.traffic.running:
         print("warning: the traffic simulator did not report in time; the screenshot shows it starting.",
               file=sys.stderr)
-    page = window.pages[window.current_page()]
-    if settled and window.ctx.workspace is not None and not wait_for([page.sig_loaded, window.ctx.notice],
+    page = window.pages.get(window.current_page())
+    if page is not None and settled and window.ctx.workspace is not None and not wait_for([page.sig_loaded, window.ctx.notice],
                                                                      page.is_loaded):
         print(f"warning: the {page.title} page did not load in time; the screenshot shows it loading.",
               file=sys.stderr)
@@ -131,19 +145,6 @@ def take_screenshot(window, path: str, simulate: bool = False) -> int:
     return 0
 
 
-def _quiet_offscreen_warnings() -> None:
-    """The offscreen platform warns about window hints it cannot honour; they mean nothing here."""
-    from PySide6.QtCore import QtMsgType, qInstallMessageHandler
-
-    def handler(mode, _context, message):
-        if "propagateSizeHints" in message:
-            return
-        if mode in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg, QtMsgType.QtWarningMsg):
-            print(message, file=sys.stderr)
-
-    qInstallMessageHandler(handler)
-
-
 def launch(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -153,8 +154,15 @@ def launch(argv: list[str] | None = None) -> int:
         return exc.exit_code
     if args.screenshot and not os.environ.get("QT_QPA_PLATFORM"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    if args.screenshot:
-        _quiet_offscreen_warnings()
+    from .log import install_qt_messages, setup_logging
+    setup_logging()
+    install_qt_messages(quiet_offscreen=bool(args.screenshot))
+    # Before the QApplication: Qt aborts the process when its platform plugin cannot load.
+    from .platform_check import platform_problem
+    problem = platform_problem()
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     app = make_application()
     window = build_window(args)
     if args.screenshot:

@@ -120,6 +120,7 @@ class ListPage(Page):
         self.generation = 0          # bumps with every new query: late pages of an old one are dropped
         self.filters: dict[str, Any] = {}
         self.loaded_generation = 0
+        self.stale = False           # a new workspace opened while hidden: query again when shown
         self.confirm: QMessageBox | None = None
 
         self.filter_row = QHBoxLayout()
@@ -283,6 +284,8 @@ class ListPage(Page):
         # A page queries when it is shown: hidden pages cost the window (and the databases) nothing.
         if self.isVisible():
             self.reload()
+        else:
+            self.stale = True    # another workspace (new connections): its rows, once shown
 
     def focus_target(self) -> QWidget | None:
         return self.table
@@ -291,18 +294,19 @@ class ListPage(Page):
         return self.ctx.workspace is None or (self.generation > 0 and self.loaded_generation == self.generation)
 
     def _load_once(self) -> None:
-        if self.generation == 0:
+        if self.generation == 0 or self.stale:
             self.reload()
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
         # The window may open on this page before the workspace is ready, or the workspace before the page.
-        if self.ctx.workspace is not None and self.generation == 0:
+        if self.ctx.workspace is not None and (self.generation == 0 or self.stale):
             QTimer.singleShot(0, self._load_once)
 
     def reload(self) -> None:
         """Run the query from the top: the filter (or the data) changed."""
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
+        self.stale = False
         if ws is None:
             return
         self.filters = self.current_filters()
@@ -327,7 +331,7 @@ class ListPage(Page):
         self.sig_loaded.emit()
 
     def _fetch_more(self) -> None:
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
         if ws is None or not self.has_more(self.cursor):
             self.model.loading = False
             return
@@ -435,7 +439,7 @@ class ListPage(Page):
             self.export_csv(path)
 
     def export_csv(self, path: str) -> None:
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
         if ws is None:
             return
         filters = self.current_filters()
@@ -456,5 +460,5 @@ class ListPage(Page):
         self.ctx.tasks.submit(work, on_done=done, on_error=failed, key=f"export-{self.key}")
 
     def on_activated(self) -> None:
-        if self.ctx.workspace is not None and self.generation == 0:
+        if self.ctx.workspace is not None and (self.generation == 0 or self.stale):
             QTimer.singleShot(0, self._load_once)

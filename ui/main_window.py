@@ -1,8 +1,11 @@
 """The main window: sidebar of pages, an error banner, and a status bar of sources."""
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+import logging
+from argparse import Namespace
+
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -10,19 +13,35 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QStackedWidget,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from app.config import SOURCE_NAMES
+from app.bootstrap import bootstrap
+from app.cli import open_workspace
+from app.config import SOURCE_NAMES, default_config_path, load_config
+from app.status import effective_role, role_line
 
+from .about import AboutDialog
+from .action_process import cancel_running, running_actions
+from .connections import ConnectionsDialog
 from .context import AppContext
 from .icons import icon
+from .log import setup_logging
 from .pages import PAGES, Page
-from .status_monitor import SourceMonitor
+from .settings import save_window
+from .status_monitor import SourceMonitor, source_named
 from .traffic import traffic_button
-from .widgets import Banner, SourceIndicator, repolish
+from .welcome import WelcomePage
+from .widgets import SOURCE_TITLES, Banner, SourceIndicator, repolish
+
+log = logging.getLogger(__name__)
+LOG_LEVELS = {"error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO}
+# While the window waits for a running action to reach a safe point before it closes.
+CLOSE_POLL_MS = 200
 
 
 class MainWindow(QMainWindow):
@@ -35,6 +54,12 @@ class MainWindow(QMainWindow):
         self.ctx = ctx or AppContext(self)
         self.monitor = SourceMonitor(self.ctx, self)
         self.settled = False
+        self.log_file = setup_logging()
+        self.close_question: QMessageBox | None = None
+        self.closing_after_actions = False
+        self.about: AboutDialog | None = None
+        self.remember = False      # save geometry, pages, filters on close (the launched console does)
+        self.connections: ConnectionsDialog | None = None
         self.setWindowTitle("Notification Console")
         self.setWindowIcon(icon("app"))
         self.resize(1280, 800)
@@ -58,17 +83,24 @@ class MainWindow(QMainWindow):
             page = cls(self.ctx)
             self.pages[cls.key] = page
             self.stack.addWidget(page)
+        self.welcome = WelcomePage()
+        self.welcome.sig_open_demo.connect(self.open_demo)
+        self.welcome.sig_add_connection.connect(self.add_connection)
+        self.stack.addWidget(self.welcome)
         v.addWidget(self.stack, 1)
         h.addWidget(content, 1)
         self.setCentralWidget(root)
         self._build_status_bar()
 
-        self.ctx.notice.connect(self.show_notice)
+        self.ctx.notice_detail.connect(self.show_notice)
         self.ctx.workspace_ready.connect(self._workspace_ready)
         self.ctx.workspace_failed.connect(self._workspace_failed)
         self.monitor.checks_started.connect(self._checks_started)
         self.monitor.source_checked.connect(self._source_checked)
         self.monitor.checks_finished.connect(self._checks_finished)
+        self.monitor.source_down.connect(self._source_down)
+        self.monitor.source_back.connect(self._source_back)
+        self.dropped_banner: str | None = None     # the source the banner is about, while it is down
         overview = self.pages["overview"]
         overview.refresh_button.clicked.connect(self.monitor.refresh)
         # While traffic runs, every round re-polls the counts (skipped while a poll still runs).
@@ -84,6 +116,17 @@ class MainWindow(QMainWindow):
             sc = QShortcut(QKeySequence(f"Ctrl+{n}"), self)
             sc.setContext(Qt.WindowShortcut)
             sc.activated.connect(lambda key=cls.key: self.show_page(key))
+        # Ctrl+Q quits from anywhere in the application (a dialog in front included).
+        self.quit_action = QAction("Quit", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setShortcutContext(Qt.ApplicationShortcut)
+        self.quit_action.triggered.connect(self.close)
+        self.addAction(self.quit_action)
+        self.about_action = QAction("About", self)
+        self.about_action.setShortcut(QKeySequence("F1"))
+        self.about_action.setShortcutContext(Qt.ApplicationShortcut)
+        self.about_action.triggered.connect(self.show_about)
+        self.addAction(self.about_action)
         self.nav.setCurrentRow(0)
 
     # Layout ----------------------------------------------------------------
@@ -117,6 +160,22 @@ class MainWindow(QMainWindow):
         self.workspace_label.setObjectName("sideFoot")
         self.workspace_label.setWordWrap(True)
         v.addWidget(self.workspace_label)
+        foot = QHBoxLayout()
+        foot.setSpacing(6)
+        self.connections_button = QToolButton()
+        self.connections_button.setObjectName("sideButton")
+        self.connections_button.setText("Connections…")
+        self.connections_button.setToolTip("The databases this console watches, their users and passwords")
+        self.connections_button.clicked.connect(self.add_connection)
+        self.about_button = QToolButton()
+        self.about_button.setObjectName("sideButton")
+        self.about_button.setText("About")
+        self.about_button.setToolTip("Versions and the log file (F1)")
+        self.about_button.clicked.connect(self.show_about)
+        foot.addWidget(self.connections_button)
+        foot.addWidget(self.about_button)
+        foot.addStretch(1)
+        v.addLayout(foot)
         return side
 
     def _build_status_bar(self) -> None:
@@ -143,6 +202,38 @@ class MainWindow(QMainWindow):
     def current_page(self) -> str:
         return self.stack.currentWidget().key
 
+    def show_welcome(self, config_path=None) -> None:
+        """No configuration and no demo: the first start's page, instead of an error."""
+        self.welcome.set_config_path(config_path)
+        self.nav.setCurrentRow(-1)
+        self.stack.setCurrentWidget(self.welcome)
+        self.workspace_label.setText("No workspace open")
+        self.welcome.focus_target().setFocus(Qt.OtherFocusReason)
+        self._settle()
+
+    def open_demo(self) -> None:
+        self.workspace_label.setText("Opening the demo workspace…")
+        self.show_page("overview")
+        self.ctx.open_workspace(lambda: open_workspace(Namespace(demo=True, reset=False)))
+
+    def add_connection(self) -> ConnectionsDialog:
+        """The Connections dialog; once saved, the console reopens on the configuration written."""
+        ws = self.ctx.workspace
+        path = ws.config.path if ws is not None and not ws.config.demo and ws.config.path else None
+        dialog = ConnectionsDialog(self.ctx, path or default_config_path(), self)
+        dialog.sig_saved.connect(self._connections_saved)
+        self.connections = dialog
+        dialog.open()
+        return dialog
+
+    def _connections_saved(self, config) -> None:
+        self.workspace_label.setText("Opening workspace…")
+        if self.current_page() == "welcome":
+            self.show_page("overview")
+        for ind in self.indicators.values():
+            ind.set_state("checking")
+        self.ctx.replace_workspace(lambda: bootstrap(load_config(config.path)))
+
     def _page_changed(self, row: int) -> None:
         if row < 0:
             return
@@ -154,8 +245,11 @@ class MainWindow(QMainWindow):
             target.setFocus(Qt.OtherFocusReason)
 
     # Events ------------------------------------------------------------------
-    def show_notice(self, level: str, text: str) -> None:
-        self.banner.show_message(text, level)
+    def show_notice(self, level: str, text: str, detail: str = "") -> None:
+        log.log(LOG_LEVELS.get(level, logging.INFO), "banner: %s%s", text, f"\n{detail}" if detail else "")
+        if level != "info" and self.dropped_banner is not None and source_named(text) in self.monitor.down:
+            return   # the banner already says that source is not answering and is being reconnected
+        self.banner.show_message(text, level, detail)
 
     def _workspace_ready(self, ws) -> None:
         cfg = ws.config
@@ -186,15 +280,47 @@ class MainWindow(QMainWindow):
 
     def _checks_finished(self, results: list) -> None:
         self.pages["overview"].on_checks_finished(results)
-        problems = [s for s in results if not s.reachable or not s.ok]
+        self._show_role(results)
+        problems = [s for s in results if not s.reachable or not s.ok or s.replica_reachable is False]
         if problems:
             first = problems[0]
             more = f" ({len(problems) - 1} more on the Overview)" if len(problems) > 1 else ""
             level = "error" if not first.reachable else "warning"
-            self.show_notice(level, (first.reason or f"The {first.name} source has a problem.") + more)
-        elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None:
+            reason = first.reason or first.replica_reason or f"The {first.name} source has a problem."
+            self.show_notice(level, reason + more)
+        elif self.banner.property("level") in ("error", "warning") and self.ctx.error is None \
+                and not self.monitor.down:
             self.banner.hide()
         self._settle()
+
+    def _source_down(self, name: str, reason: str, delay_s: float) -> None:
+        self.dropped_banner = name
+        text = (f"{SOURCE_TITLES.get(name, name)} is not answering: {reason} The rest of the console carries "
+                f"on; it reconnects by itself (next try in {max(1, round(delay_s))} s).")
+        log.warning("banner: %s", text)
+        self.banner.show_message(text, "error", self.ctx.tasks.detail_for(reason) if reason else "")
+
+    def _source_back(self, name: str) -> None:
+        if self.dropped_banner == name:
+            self.dropped_banner = next(iter(self.monitor.down), None)
+            if self.dropped_banner is None:
+                self.show_notice("info", f"{SOURCE_TITLES.get(name, name)} is back: reconnected.")
+
+    def _show_role(self, results: list) -> None:
+        """The effective role in the status bar; the pages' buttons follow it."""
+        ws = self.ctx.workspace
+        if ws is None:
+            return
+        role, _note = effective_role(ws.role, results)
+        changed = role != self.ctx.role
+        self.ctx.database_role = role
+        self.role_label.setText(role_line(ws.role, results))
+        self.role_label.setProperty("role", role)
+        repolish(self.role_label)
+        if changed:
+            for page in self.pages.values():
+                if hasattr(page, "selected_rows"):     # a list page: its action buttons
+                    page.selection_changed(page.selected_rows())
 
     def _settle(self) -> None:
         if not self.settled:
@@ -206,8 +332,61 @@ class MainWindow(QMainWindow):
         if report.running and self.monitor.timer.isActive():
             self.monitor.refresh()
 
+    def show_about(self) -> AboutDialog:
+        if self.about is None:
+            self.about = AboutDialog(self)
+        self.about.show()
+        self.about.raise_()
+        return self.about
+
     def closeEvent(self, event) -> None:
+        running = running_actions()
+        if running:
+            event.ignore()
+            if not self.closing_after_actions and self.close_question is None:
+                self._ask_close(running)
+            return
+        if self.remember:
+            save_window(self)
         self.monitor.timer.stop()
         self.traffic.stop()
         self.ctx.close()
         super().closeEvent(event)
+
+    def _ask_close(self, running: list[str]) -> None:
+        """An action runs: quit only once it has reached its next safe point and recorded itself."""
+        what = " and ".join(dict.fromkeys(running))
+        box = QMessageBox(self)
+        box.setObjectName("closeWhileRunning")
+        box.setIcon(QMessageBox.Warning)
+        box.setWindowTitle("An action is running")
+        box.setText(f"A {what} is running. Quit when it has stopped?")
+        box.setInformativeText("It stops at its next safe point (the items in hand finish) and the audit "
+                               "log records what it did; the window closes right after.")
+        go = box.addButton("Stop it and quit", QMessageBox.AcceptRole)
+        box.addButton("Keep working", QMessageBox.RejectRole)
+        box.setDefaultButton(go)
+        self.close_question = box
+
+        def answered(_result: int) -> None:
+            self.close_question = None
+            if box.clickedButton() is go:
+                self.close_after_actions()
+        box.finished.connect(answered)
+        box.open()
+
+    def close_after_actions(self) -> None:
+        self.closing_after_actions = True
+        cancel_running()
+        self.show_notice("warning", "Stopping the running action at its next safe point; the console quits "
+                                    "once it has recorded what it did.")
+        timer = QTimer(self)
+        timer.setInterval(CLOSE_POLL_MS)
+
+        def check() -> None:
+            # The action's own task delivers its outcome first (the page records it), then the window goes.
+            if not running_actions() and not self.ctx.tasks.busy:
+                timer.stop()
+                self.close()
+        timer.timeout.connect(check)
+        timer.start()

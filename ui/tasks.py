@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import traceback
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
@@ -20,6 +22,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from app.errors import ConsoleError
 
 log = logging.getLogger(__name__)
+DETAILS_KEPT = 50
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class TaskError:
     message: str
     kind: str = "error"           # the ConsoleError class name, or "unexpected"
     exit_code: int = 1
+    # The traceback behind the sentence: for the log file and "Copy details", never the banner.
+    detail: str = field(default="", compare=False, repr=False)
 
 
 class _TaskSignals(QObject):
@@ -54,11 +59,14 @@ class Task(QRunnable):
         try:
             result = self.fn(*self.args, **self.kwargs)
         except ConsoleError as exc:
-            self.signals.failed.emit(self.token, TaskError(exc.message, type(exc).__name__, exc.exit_code))
+            detail = traceback.format_exc()
+            log.info("task %s: %s", self.key or getattr(self.fn, "__name__", self.fn), exc.message)
+            self.signals.failed.emit(self.token, TaskError(exc.message, type(exc).__name__, exc.exit_code, detail))
         except Exception as exc:  # a worker never dies silently: the GUI gets one sentence
-            log.debug("task %s failed", self.key or self.fn, exc_info=True)
+            detail = traceback.format_exc()
+            log.warning("task %s failed\n%s", self.key or getattr(self.fn, "__name__", self.fn), detail)
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.signals.failed.emit(self.token, TaskError(f"Unexpected error: {text}.", "unexpected", 1))
+            self.signals.failed.emit(self.token, TaskError(f"Unexpected error: {text}.", "unexpected", 1, detail))
         else:
             try:
                 self.signals.finished.emit(self.token, result)
@@ -79,6 +87,8 @@ class TaskManager(QObject):
         self._running: dict[int, Task] = {}
         self._tokens = itertools.count(1)
         self.accepting = True
+        # The detail behind the latest failures' sentences, for whoever shows one of them.
+        self._details: OrderedDict[str, str] = OrderedDict()
 
     def submit(self, fn: Callable[..., Any], *args, on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[TaskError], None] | None = None, key: str | None = None,
@@ -135,11 +145,23 @@ class TaskManager(QObject):
         finally:
             self._maybe_idle()
 
+    def detail_for(self, text: str) -> str:
+        """The detail of the latest failure whose sentence is (or is part of) ``text``; "" if none."""
+        for message, detail in reversed(self._details.items()):
+            if message and message in text:
+                return detail
+        return ""
+
     @Slot(int, object)
     def _failed(self, token: int, error: object) -> None:
         task = self._running.pop(token, None)
         if task is None:
             return
+        if isinstance(error, TaskError) and error.detail:
+            self._details.pop(error.message, None)
+            self._details[error.message] = error.detail
+            while len(self._details) > DETAILS_KEPT:
+                self._details.popitem(last=False)
         try:
             if task.on_error is not None:
                 task.on_error(error)

@@ -2,8 +2,18 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from PySide6.QtGui import QColor, QGuiApplication, QPainter
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.registry import SOURCES
 from app.status import SourceStatus
@@ -49,7 +59,11 @@ class Dot(QWidget):
 
 
 class Banner(QFrame):
-    """A dismissible message across the top of the window; never a traceback."""
+    """A dismissible message across the top of the window; never a traceback.
+
+    The detail behind an error (its traceback, the versions, the log file)
+    goes to the clipboard with "Copy details", not onto the screen.
+    """
 
     dismissed = Signal()
 
@@ -57,6 +71,7 @@ class Banner(QFrame):
         super().__init__(parent)
         self.setObjectName("banner")
         self.setProperty("level", "error")
+        self.detail = ""
         lay = QHBoxLayout(self)
         lay.setContentsMargins(16, 10, 10, 10)
         self.title = QLabel()
@@ -71,12 +86,20 @@ class Banner(QFrame):
         close.setIconSize(QSize(14, 14))
         close.setToolTip("Dismiss")
         close.clicked.connect(self.dismiss)
+        self.copy_button = QPushButton("Copy details")
+        self.copy_button.setObjectName("bannerCopy")
+        self.copy_button.setToolTip("The message, what lies behind it, the log file and the versions, "
+                                    "to the clipboard")
+        self.copy_button.clicked.connect(self.copy_details)
         lay.addWidget(self.title, 0, Qt.AlignTop)
         lay.addWidget(self.text, 1)
+        lay.addWidget(self.copy_button, 0, Qt.AlignTop)
         lay.addWidget(close, 0, Qt.AlignTop)
         self.hide()
 
-    def show_message(self, text: str, level: str = "error") -> None:
+    def show_message(self, text: str, level: str = "error", detail: str = "") -> None:
+        self.detail = detail
+        self.copy_button.setVisible(level == "error")
         self.setProperty("level", level)
         self.title.setText({"error": "Error", "warning": "Warning", "info": "Note"}.get(level, level))
         self.text.setText(text)
@@ -86,6 +109,12 @@ class Banner(QFrame):
 
     def message(self) -> str:
         return "" if self.isHidden() else self.text.text()
+
+    def copy_details(self) -> str:
+        from .about import details_report
+        report = details_report(self.text.text(), self.detail)
+        QGuiApplication.clipboard().setText(report)
+        return report
 
     def dismiss(self) -> None:
         self.hide()
@@ -239,8 +268,12 @@ class SourceCard(Card):
                 self._row(r, table, f"{n:,}", "cardCount")
                 r += 1
         self._row(r, "Checked in", f"{status.elapsed_ms:,} ms")
-        if status.reason:
-            self.reason.setText(status.reason)
+        if status.replica_target is not None:
+            self._row(r + 1, "Read replica", ("reachable · " if status.replica_reachable else "unreachable · ")
+                      + status.replica_target)
+        reason = " ".join(t for t in (status.reason, status.replica_reason) if t)
+        if reason:
+            self.reason.setText(reason)
             self.reason.setProperty("state", status.state)
             repolish(self.reason)
             self.reason.show()

@@ -28,7 +28,8 @@ def _yes(flag: bool) -> str:
 
 
 def format_report(report) -> str:
-    lines = [f"role: {report.role}" + ("   (demo workspace)" if report.demo else "")]
+    from ..status import role_line
+    lines = [role_line(report.role, report.sources) + ("   (demo workspace)" if report.demo else "")]
     if not report.sources:
         lines.append("no sources are configured: add [sources.orders], [sources.cart] or [sources.dispatch].")
     for s in report.sources:
@@ -45,6 +46,12 @@ def format_report(report) -> str:
                     + ("   (~ estimated; status --exact counts every row)" if estimated else ""))
         if s.reason:
             lines.append(f"          {s.reason}")
+        if s.replica_target is not None:
+            rstate = "reachable" if s.replica_reachable else "UNREACHABLE"
+            lines.append(f"          read replica: {rstate}  {s.replica_target}"
+                         + ("   (the rows above were counted there)" if s.replica_reachable and s.counts else ""))
+            if s.replica_reason:
+                lines.append(f"          {s.replica_reason}")
     return "\n".join(lines)
 
 

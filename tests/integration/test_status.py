@@ -70,7 +70,8 @@ def test_status_json_on_the_demo(tmp_path):
     proc = run_main(["--demo", "status", "--json"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert set(report) == {"ok", "all_reachable", "role", "demo", "sources"}
+    assert set(report) == {"ok", "all_reachable", "role", "effective_role", "role_note", "demo", "sources"}
+    assert report["effective_role"] == "admin" and report["role_note"] is None
     assert report["ok"] is True and report["role"] == "admin" and report["demo"] is True
     assert [s["name"] for s in report["sources"]] == ["orders", "cart", "dispatch"]
     for s in report["sources"]:

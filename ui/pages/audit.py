@@ -144,7 +144,7 @@ class AuditPage(ListPage):
             items = full.items if full is not None else []
             self.items.reset(items, False)
             self.items_note.setText(f"{len(items):,} items" if items else "This action recorded no items.")
-        self.ctx.tasks.submit(find_action, self.ctx.workspace, entry.action_id, key="audit-items", on_done=shown,
+        self.ctx.tasks.submit(find_action, self.ctx.reader, entry.action_id, key="audit-items", on_done=shown,
                               on_error=lambda err: self.items_note.setText(err.message))
 
     # Undo ----------------------------------------------------------------------------

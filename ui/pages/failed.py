@@ -354,7 +354,7 @@ class FailedPage(ListPage):
 
     def refresh_top(self) -> None:
         """New failures appear at the top; shown rows change in place (selection and scroll stay)."""
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
         if ws is None or not self.isVisible() or self.model.loading:
             return
         gen = self.generation

@@ -204,7 +204,7 @@ class NotificationsPage(ListPage):
 
     # Live ---------------------------------------------------------------------
     def poll(self) -> None:
-        ws = self.ctx.workspace
+        ws = self.ctx.reader
         if ws is None or self.cursor is None or self.pause_button.isChecked() or self.model.loading \
                 or not is_live(self.filters):
             return
@@ -267,5 +267,5 @@ class NotificationsPage(ListPage):
         def shown(raw) -> None:
             if self.selected_rows() == [item]:
                 self.detail.setPlainText(pretty({"entry": item.to_json(), "stored": raw}))
-        self.ctx.tasks.submit(raw_record, self.ctx.workspace, item.link, key="feed-raw", on_done=shown,
+        self.ctx.tasks.submit(raw_record, self.ctx.reader, item.link, key="feed-raw", on_done=shown,
                               on_error=lambda _e: None)
