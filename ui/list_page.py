@@ -129,7 +129,6 @@ class ListPage(Page):
         self.filter_edit.setObjectName("filterEdit")
         self.filter_edit.setPlaceholderText(self.filter_hint)
         self.filter_edit.setClearButtonEnabled(True)
-        self.filter_edit.setMinimumWidth(260)
         self.filter_edit.returnPressed.connect(self._filter_entered)
         self.filter_row.addWidget(self.filter_edit, 1)
         self.build_filters(self.filter_row)
