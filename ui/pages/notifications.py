@@ -128,10 +128,6 @@ class NotificationsPage(ListPage):
         self.type_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.type_box.setMinimumContentsLength(10)   # the list itself shows the whole names
         self.range_box = self.add_choice(row, "rangeFilter", RANGES)
-        self.sort_box = self.add_choice(row, "sortChoice", SORTS)
-        self.sort_box.setToolTip("The order the database returns the entries in; a click on a column's header "
-                                 "sorts by it too. New entries arrive live in the newest-first order.")
-        self.sort_box.currentIndexChanged.connect(self._sync_indicator)
 
     def build_lower(self, splitter) -> None:
         # Called once the table exists: its header sorts (in the database) and shows the order.
@@ -168,6 +164,11 @@ class NotificationsPage(ListPage):
         self.new_button.setToolTip("Scroll to the newest entries")
         self.new_button.clicked.connect(self.scroll_to_newest)
         self.new_button.hide()
+        # The order sits with the live controls: only newest first is live.
+        self.sort_box = self.add_choice(row, "sortChoice", SORTS)
+        self.sort_box.setToolTip("The order the database returns the entries in; a click on a column's header "
+                                 "sorts by it too. New entries arrive live in the newest-first order.")
+        self.sort_box.currentIndexChanged.connect(self._sync_indicator)
         row.addWidget(self.pause_button)
         row.addWidget(self.new_button)
         self.unseen = 0
