@@ -213,6 +213,8 @@ class ListPage(Page):
         for label, data in items:
             box.addItem(label, data)
         box.setCurrentIndex(index)
+        # Its whole text when there is room; a narrow window may squeeze it (the list still shows every choice).
+        box.setMinimumWidth(min(box.sizeHint().width(), 72))
         box.currentIndexChanged.connect(self.reload)
         row.addWidget(box)
         return box

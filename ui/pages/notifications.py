@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QPushButton
+from PySide6.QtWidgets import QHBoxLayout, QPushButton
 
 from app import registry
 from app.read.feeds import (
@@ -125,8 +125,6 @@ class NotificationsPage(ListPage):
     def build_filters(self, row: QHBoxLayout) -> None:
         self.source_box = self.add_source_filter(row)
         self.type_box = self.add_choice(row, "typeFilter", TYPES)
-        self.type_box.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.type_box.setMinimumContentsLength(10)   # the list itself shows the whole names
         self.range_box = self.add_choice(row, "rangeFilter", RANGES)
 
     def build_lower(self, splitter) -> None:
