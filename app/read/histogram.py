@@ -22,7 +22,8 @@ NBINS = 300
 HIST_RELATIVE_ERROR = math.sqrt(BIN_RATIO) - 1
 HIST_ABSOLUTE_ERROR_MS = 0.5
 _LOG_RATIO = math.log(BIN_RATIO)
-_SPARSE = np.dtype([("bin", "<u2"), ("count", "<u4")])
+# A stored histogram: its non-empty bins as (bin, count) pairs, little-endian.
+SPARSE_DTYPE = np.dtype([("bin", "<u2"), ("count", "<u4")])
 QUANTILES = (0.50, 0.95, 0.99)
 
 
@@ -47,7 +48,7 @@ def bin_value(idx: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 def encode_hist(counts: npt.NDArray[np.integer]) -> bytes:
     nz = np.nonzero(counts)[0]
-    arr = np.empty(len(nz), dtype=_SPARSE)
+    arr = np.empty(len(nz), dtype=SPARSE_DTYPE)
     arr["bin"] = nz
     arr["count"] = counts[nz]
     return arr.tobytes()
@@ -56,7 +57,7 @@ def encode_hist(counts: npt.NDArray[np.integer]) -> bytes:
 def decode_hist(blob: bytes, out: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
     counts = out if out is not None else np.zeros(NBINS, dtype=np.int64)
     if blob:
-        arr = np.frombuffer(bytes(blob), dtype=_SPARSE)
+        arr = np.frombuffer(bytes(blob), dtype=SPARSE_DTYPE)
         np.add.at(counts, arr["bin"].astype(np.int64), arr["count"].astype(np.int64))
     return counts
 
