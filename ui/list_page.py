@@ -216,6 +216,15 @@ class ListPage(Page):
         row.addWidget(box)
         return box
 
+    def set_choices(self, choices: dict[QComboBox, Any]) -> None:
+        """Choose the entries whose data are the values given (None: the first, "All …"), then query once."""
+        for box, value in choices.items():
+            index = 0 if value is None else box.findData(value)
+            box.blockSignals(True)
+            box.setCurrentIndex(max(0, index))
+            box.blockSignals(False)
+        self.reload()
+
     def add_source_filter(self, row: QHBoxLayout) -> QComboBox:
         return self.add_choice(row, "sourceFilter", [("All sources", None)] + [(s.label, s.name) for s in SOURCES])
 
