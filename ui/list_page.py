@@ -219,7 +219,8 @@ class ListPage(Page):
     def set_choices(self, choices: dict[QComboBox, Any]) -> None:
         """Choose the entries whose data are the values given (None: the first, "All …"), then query once."""
         for box, value in choices.items():
-            index = 0 if value is None else box.findData(value)
+            # Compared here: findData cannot match every Python value (a timedelta) the boxes hold.
+            index = next((i for i in range(box.count()) if value is not None and box.itemData(i) == value), 0)
             box.blockSignals(True)
             box.setCurrentIndex(max(0, index))
             box.blockSignals(False)

@@ -485,8 +485,7 @@ class ChartsPage(Page):
         for key, buf in self.chart.buffers.items():
             st = res.stats.get(key[0])
             buf.load(res.window, st.series.get(key[1]) if st else None)
-        self.chart.set_x_range(*self._x_bounds(res.window))
-        self.chart.redraw()
+        self.chart.draw_staged(self._x_bounds(res.window))
         self._status(res, duplicates=False)
         if res.errors:
             self.ctx.notify(" ".join(res.errors.values()), "error")
@@ -507,7 +506,11 @@ class ChartsPage(Page):
             values = per.get(key[1])
             buf.put_field(res.window, "duplicates", values if values is not None else np.zeros(res.window.n))
         self.stats = {s: (st.with_duplicates(dups[s]) if s in dups else st) for s, st in self.stats.items()}
-        self.chart.redraw()
+        self.chart.draw_staged(fields=("duplicates",), done=lambda: self._drawn(gen, res))
+
+    def _drawn(self, gen: int, res: Loaded) -> None:
+        if gen != self.generation:
+            return
         self.loading = False
         self.loaded_generation = gen
         self._status(res, duplicates=True)
@@ -538,11 +541,12 @@ class ChartsPage(Page):
             if not buf.update(res.window, st.series.get(key[1]) if st else None):
                 self.reload()
                 return
+        x_range = None
         if moved > 0:
             self.window = Window(self.window.start_b + moved, self.window.n, self.window.bucket_seconds)
-            self.chart.set_x_range(*self._x_bounds(self.window))
-        self.chart.redraw()
-        self.live_label.setText(f"Live · updated {dt.datetime.now():%H:%M:%S}")
+            x_range = self._x_bounds(self.window)
+        self.chart.draw_staged(x_range, done=lambda: self.live_label.setText(
+            f"Live · updated {dt.datetime.now():%H:%M:%S}"))
 
     # Crosshair ------------------------------------------------------------------------
     def crosshair_at(self, t: dt.datetime | float) -> list[tuple[str, str]]:
