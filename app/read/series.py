@@ -390,12 +390,6 @@ SERIES: dict[str, tuple[str, ...]] = {"dispatch": DISPATCH_TYPES, "cart": ("cart
 _STAGE_OF_EVENT = {event: stage for stage, (event, _before, _after) in STAGES.items()}
 
 
-def series_names(source: str) -> tuple[str, ...]:
-    """The series a source always charts (``registry`` names the source)."""
-    registry.source(source)
-    return SERIES[source]
-
-
 def _dispatch_dup_series(g: DuplicateGroup) -> str:
     return str(g.key.get("type") or g.key.get("dispatch_type") or "other")
 

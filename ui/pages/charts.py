@@ -51,7 +51,7 @@ from app.read.series import (
     source_stats,
 )
 
-from ..charts import ChartView, report_rows, series_label, write_csv, write_png, write_report_pdf
+from ..charts import ChartView, report_rows, write_csv, write_png, write_report_pdf
 from ..tasks import TaskError
 from .base import Page
 
@@ -149,6 +149,7 @@ class ChartsPage(Page):
     def build(self) -> None:
         self.generation = 0
         self.loaded_generation = 0
+        self.drawn_generation = 0          # the load whose first step (all but duplicates) is drawn
         self.loading = False
         self.window: Window | None = None
         self.stats: dict[str, SourceStats] = {}
@@ -485,7 +486,7 @@ class ChartsPage(Page):
         for key, buf in self.chart.buffers.items():
             st = res.stats.get(key[0])
             buf.load(res.window, st.series.get(key[1]) if st else None)
-        self.chart.draw_staged(self._x_bounds(res.window))
+        self.chart.draw_staged(self._x_bounds(res.window), done=lambda: setattr(self, "drawn_generation", gen))
         self._status(res, duplicates=False)
         if res.errors:
             self.ctx.notify(" ".join(res.errors.values()), "error")
@@ -614,6 +615,3 @@ class ChartsPage(Page):
 
     def focus_target(self) -> QWidget | None:
         return self.range_button[self.range_key]
-
-    def series_names_shown(self) -> list[str]:
-        return [series_label(*k) for k in sorted(self.chart.selected)]
