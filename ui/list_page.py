@@ -219,6 +219,16 @@ class ListPage(Page):
         row.addWidget(box)
         return box
 
+    def set_choices(self, choices: dict[QComboBox, Any]) -> None:
+        """Choose the entries whose data are the values given (None: the first, "All …"), then query once."""
+        for box, value in choices.items():
+            # Compared here: findData cannot match every Python value (a timedelta) the boxes hold.
+            index = next((i for i in range(box.count()) if value is not None and box.itemData(i) == value), 0)
+            box.blockSignals(True)
+            box.setCurrentIndex(max(0, index))
+            box.blockSignals(False)
+        self.reload()
+
     def add_source_filter(self, row: QHBoxLayout) -> QComboBox:
         return self.add_choice(row, "sourceFilter", [("All sources", None)] + [(s.label, s.name) for s in SOURCES])
 

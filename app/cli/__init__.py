@@ -18,10 +18,10 @@ from sqlalchemy.exc import SQLAlchemyError
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 from ..errors import EXIT_FAILED, EXIT_USAGE, ConsoleError, UsageError
-from . import cmd_actions, cmd_db, cmd_read, cmd_simulate, cmd_status
+from . import cmd_actions, cmd_db, cmd_read, cmd_simulate, cmd_stats, cmd_status
 
 # Each registers its subcommands, in this order in --help.
-COMMAND_MODULES = (cmd_status, cmd_db, cmd_read, cmd_actions, cmd_simulate)
+COMMAND_MODULES = (cmd_status, cmd_db, cmd_read, cmd_stats, cmd_actions, cmd_simulate)
 GUI_PAGES = ("overview", "notifications", "duplicates", "failed", "charts", "audit")
 
 

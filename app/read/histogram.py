@@ -22,7 +22,8 @@ NBINS = 300
 HIST_RELATIVE_ERROR = math.sqrt(BIN_RATIO) - 1
 HIST_ABSOLUTE_ERROR_MS = 0.5
 _LOG_RATIO = math.log(BIN_RATIO)
-_SPARSE = np.dtype([("bin", "<u2"), ("count", "<u4")])
+# A stored histogram: its non-empty bins as (bin, count) pairs, little-endian.
+SPARSE_DTYPE = np.dtype([("bin", "<u2"), ("count", "<u4")])
 QUANTILES = (0.50, 0.95, 0.99)
 
 
@@ -47,7 +48,7 @@ def bin_value(idx: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 def encode_hist(counts: npt.NDArray[np.integer]) -> bytes:
     nz = np.nonzero(counts)[0]
-    arr = np.empty(len(nz), dtype=_SPARSE)
+    arr = np.empty(len(nz), dtype=SPARSE_DTYPE)
     arr["bin"] = nz
     arr["count"] = counts[nz]
     return arr.tobytes()
@@ -56,22 +57,29 @@ def encode_hist(counts: npt.NDArray[np.integer]) -> bytes:
 def decode_hist(blob: bytes, out: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
     counts = out if out is not None else np.zeros(NBINS, dtype=np.int64)
     if blob:
-        arr = np.frombuffer(bytes(blob), dtype=_SPARSE)
+        arr = np.frombuffer(bytes(blob), dtype=SPARSE_DTYPE)
         np.add.at(counts, arr["bin"].astype(np.int64), arr["count"].astype(np.int64))
     return counts
 
 
 def hist_percentiles(hists: npt.NDArray[np.integer],
                      quantiles: Sequence[float] = QUANTILES) -> npt.NDArray[np.float64]:
-    """Inverted-CDF percentiles of each row of ``hists`` (rows × NBINS) → rows × len(q); NaN if empty."""
+    """Inverted-CDF percentiles of each row of ``hists`` (rows × NBINS) → rows × len(q); NaN if empty.
+
+    One cumulative sum over the rows laid end to end and one binary search for every (row, q): a week
+    of minutes (10,080 rows) takes a few ms, not one pass over every bin per quantile."""
     hists = np.atleast_2d(hists)
-    cum = np.cumsum(hists, axis=1)
-    total = cum[:, -1]
-    out = np.full((hists.shape[0], len(quantiles)), np.nan)
+    rows, width = hists.shape
+    flat = np.cumsum(hists.reshape(-1), dtype=np.int64)
+    ends = flat[width - 1::width]                     # cumulative count at the end of each row
+    starts = np.concatenate(([0], ends[:-1]))
+    total = ends - starts
+    out = np.full((rows, len(quantiles)), np.nan)
     for j, q in enumerate(quantiles):
-        rank = np.maximum(np.ceil(q * total - 1e-9), 1)
-        idx = (cum < rank[:, None]).sum(axis=1)
-        vals = bin_value(np.minimum(idx, NBINS - 1))
+        rank = np.maximum(np.ceil(q * total - 1e-9), 1).astype(np.int64)
+        # The first bin of the row whose cumulative count reaches the rank.
+        pos = np.searchsorted(flat, starts + rank, side="left") - np.arange(rows, dtype=np.int64) * width
+        vals = bin_value(np.clip(pos, 0, width - 1))
         out[:, j] = np.where(total > 0, vals, np.nan)
     return out
 

@@ -174,6 +174,10 @@ class DuplicatesPage(ListPage):
         self.source_box = self.add_source_filter(row)
         self.range_box = self.add_choice(row, "rangeFilter", RANGES, index=2)   # the last 24 hours
 
+    def show_filtered(self, source: str | None = None, since: dt.timedelta | None = None) -> None:
+        """The groups of one source over ``since``, as the Overview's links open them."""
+        self.set_choices({self.source_box: source, self.range_box: since})
+
     def build_actions(self, row: QHBoxLayout) -> None:
         self.clean_button = QPushButton("Clean up selected…")
         self.clean_button.setObjectName("primary")

@@ -314,6 +314,10 @@ class FailedPage(ListPage):
         return {"text": self.filter_edit.text().strip() or None, "source": self.source_box.currentData(),
                 "kind": self.kind_box.currentData()}
 
+    def show_filtered(self, source: str | None = None, kind: str | None = None) -> None:
+        """The list of one source (and kind), as the Overview's links open it."""
+        self.set_choices({self.source_box: source, self.kind_box: kind})
+
     def detail_of(self, row: FailedRow) -> dict[str, Any]:
         out = row.item.to_json()
         out["error_class"] = error_class(row.item.error)

@@ -1,0 +1,479 @@
+"""The numbers the Charts page, the Overview and ``stats`` show: per source, series and time bucket.
+
+A *series* is a dispatch type (dispatch), an order stage (orders: first image
+of the stage → its admin email) or ``cart`` (abandonment created → email
+sent). Per bucket of a ``Window`` (aligned on whole multiples of the bucket
+since 1970, UTC) each series has:
+
+* ``count``: items settled (completed, sent, emailed), bucketed by their
+  creation (first image, for orders) — the throughput;
+* ``p50_ms``/``p95_ms``/``p99_ms``: their latency percentiles, read from
+  per-minute latency histograms (``app.read.histogram``: within
+  ``HIST_RELATIVE_ERROR``, 4.9 %, of the exact inverted-CDF value, or 0.5 ms
+  below 1 ms). Cart and dispatch read the console's rollup
+  (``app.read.rollup``); the order store has none, so its histograms are
+  built in memory from the orders touched in the window (``order_stats``);
+* ``failed`` (given up, or for orders a missed stage email), ``stuck``
+  (still pending past its threshold) and ``failure_rate`` = failed /
+  (settled + failed);
+* ``duplicates``: extra copies (every member of a duplicate group but the
+  kept one) at the copy's own time, from the same scan as the Duplicates page.
+
+Everything here runs off the GUI thread and returns plain values (numpy
+arrays in frozen dataclasses); ``points`` flattens them into the rows
+``stats --json`` prints and the Charts page exports.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from .. import registry
+from ..errors import UsageError
+from ..schema import DISPATCH_TYPES, cart_log, dispatch_log
+from ..sqlutil import backend, db_now, is_permission_denied
+from .common import epoch_seconds
+from .duplicates import scan_duplicates
+from .failures import STAGES
+from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, NBINS, QUANTILES, hist_percentiles
+from .models import DuplicateGroup
+from .order_stats import order_stage_hists
+from .rollup import advance_rollup, read_hists
+from .stats import bucket_expr
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+EPOCH = dt.datetime(1970, 1, 1)
+# The named ranges and bucket sizes of the charts and ``stats`` (seconds).
+RANGES: dict[str, dt.timedelta] = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24),
+                                   "7d": dt.timedelta(days=7)}
+BUCKETS: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
+DEFAULT_BUCKET: dict[str, str] = {"1h": "1m", "24h": "5m", "7d": "1h"}
+# At most seven days of minutes (the rollup keeps eight days).
+MAX_BUCKETS = 7 * 24 * 60 + 1
+ERROR_NOTE = (f"percentiles from latency histograms: within {HIST_RELATIVE_ERROR:.1%} of the exact value, "
+              f"or {HIST_ABSOLUTE_ERROR_MS} ms below 1 ms")
+# The JSON fields of one point, in the order the CSV writes them.
+POINT_FIELDS = ("source", "series", "bucket_start", "count", "p50_ms", "p95_ms", "p99_ms", "failed",
+                "failure_rate", "stuck", "duplicates")
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+def parse_range(text: str) -> dt.timedelta:
+    """``1h``, ``24h`` or ``7d``; anything else is one sentence (exit 2)."""
+    try:
+        return RANGES[str(text).strip()]
+    except KeyError:
+        raise UsageError(f"--range takes 1h, 24h or 7d, not {text!r}.") from None
+
+
+def parse_bucket(text: str) -> int:
+    """``1m``, ``5m`` or ``1h`` as seconds; anything else is one sentence (exit 2)."""
+    try:
+        return BUCKETS[str(text).strip()]
+    except KeyError:
+        raise UsageError(f"--bucket takes 1m, 5m or 1h, not {text!r}.") from None
+
+
+def auto_bucket(span: dt.timedelta) -> int:
+    """The bucket a span is drawn with: minutes up to 3 h, 5 minutes up to 3 days, else hours."""
+    if span <= dt.timedelta(hours=3):
+        return 60
+    if span <= dt.timedelta(days=3):
+        return 300
+    return 3600
+
+
+def bucket_label(seconds: int) -> str:
+    return {60: "1 min", 300: "5 min", 3600: "1 h"}.get(seconds, f"{seconds} s")
+
+
+@dataclass(frozen=True)
+class Window:
+    """``n`` buckets of ``bucket_seconds``, the first numbered ``start_b`` (epoch seconds // bucket)."""
+
+    start_b: int
+    n: int
+    bucket_seconds: int
+
+    def __post_init__(self) -> None:
+        if self.bucket_seconds < 60 or self.bucket_seconds % 60:
+            raise UsageError("Chart buckets are whole minutes.")
+        if not 1 <= self.n <= MAX_BUCKETS:
+            raise UsageError(f"A chart holds 1 to {MAX_BUCKETS:,} buckets, not {self.n:,}: choose a larger bucket.")
+
+    @classmethod
+    def ending(cls, now: dt.datetime, span: dt.timedelta, bucket_seconds: int) -> Window:
+        """The last ``span`` up to ``now``: its last bucket is the one holding ``now``."""
+        end_b = epoch_seconds(now) // bucket_seconds + 1
+        n = max(1, math.ceil(span.total_seconds() / bucket_seconds))
+        return cls(end_b - n, n, bucket_seconds)
+
+    @classmethod
+    def covering(cls, start: dt.datetime, end: dt.datetime, bucket_seconds: int) -> Window:
+        """The buckets that cover ``start``..``end`` (at least one)."""
+        start_b = epoch_seconds(start) // bucket_seconds
+        end_b = max(start_b + 1, -(-epoch_seconds(end) // bucket_seconds))
+        return cls(start_b, end_b - start_b, bucket_seconds)
+
+    @property
+    def start(self) -> dt.datetime:
+        return EPOCH + dt.timedelta(seconds=self.start_b * self.bucket_seconds)
+
+    @property
+    def end(self) -> dt.datetime:
+        return EPOCH + dt.timedelta(seconds=(self.start_b + self.n) * self.bucket_seconds)
+
+    def bucket_start(self, i: int) -> dt.datetime:
+        return EPOCH + dt.timedelta(seconds=(self.start_b + i) * self.bucket_seconds)
+
+    def epochs(self) -> F64:
+        """Each bucket's start as epoch seconds (the charts' x values)."""
+        return (np.arange(self.n, dtype=np.float64) + self.start_b) * self.bucket_seconds
+
+    def index(self, t: dt.datetime) -> int | None:
+        b = epoch_seconds(t) // self.bucket_seconds - self.start_b
+        return b if 0 <= b < self.n else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bucket_seconds": self.bucket_seconds}
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """One bucket of one series: a row of ``stats --json`` and of the chart's CSV."""
+
+    source: str
+    series: str
+    bucket_start: dt.datetime
+    count: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    failed: int
+    stuck: int
+    duplicates: int
+
+    @property
+    def failure_rate(self) -> float | None:
+        total = self.count + self.failed
+        return self.failed / total if total else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "series": self.series, "bucket_start": self.bucket_start.isoformat(),
+                "count": self.count, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms, "p99_ms": self.p99_ms,
+                "failed": self.failed, "failure_rate": self.failure_rate, "stuck": self.stuck,
+                "duplicates": self.duplicates}
+
+
+@dataclass(frozen=True)
+class SeriesData:
+    """One series over a window: arrays of ``window.n`` values (``pcts`` is n × 3, NaN where empty)."""
+
+    name: str
+    count: I64
+    failed: I64
+    stuck: I64
+    duplicates: I64
+    pcts: F64
+    hist: I64          # every latency of the window, NBINS counts (the range's percentiles)
+
+    @property
+    def failure_rate(self) -> F64:
+        """Per bucket, in [0, 1]; NaN where nothing settled or failed."""
+        total = (self.count + self.failed).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(total > 0, self.failed / np.where(total > 0, total, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A source (or series) over the whole window: the report's table row."""
+
+    source: str
+    settled: int
+    failed: int
+    stuck: int
+    duplicates: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def failure_rate(self) -> float | None:
+        total = self.settled + self.failed
+        return self.failed / total if total else None
+
+    @property
+    def duplicate_rate(self) -> float | None:
+        """Extra copies per settled item."""
+        return self.duplicates / self.settled if self.settled else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "settled": self.settled, "failed": self.failed, "stuck": self.stuck,
+                "duplicates": self.duplicates, "p50_ms": self.p50_ms, "p95_ms": self.p95_ms,
+                "p99_ms": self.p99_ms, "failure_rate": self.failure_rate, "duplicate_rate": self.duplicate_rate}
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """A source's series over one window, and the same for all its series together (``overall``)."""
+
+    source: str
+    window: Window
+    series: dict[str, SeriesData]
+    overall: SeriesData
+    duplicates_loaded: bool = True
+    error_note: str = ERROR_NOTE
+
+    def points(self, names: Iterable[str] | None = None) -> list[SeriesPoint]:
+        """Every bucket of every series (or of ``names``), series by series, oldest bucket first."""
+        out: list[SeriesPoint] = []
+        for name in (self.series if names is None else names):
+            s = self.series[name]
+            for i in range(self.window.n):
+                p = s.pcts[i]
+                out.append(SeriesPoint(
+                    source=self.source, series=name, bucket_start=self.window.bucket_start(i),
+                    count=int(s.count[i]), p50_ms=_num(p[0]), p95_ms=_num(p[1]), p99_ms=_num(p[2]),
+                    failed=int(s.failed[i]), stuck=int(s.stuck[i]), duplicates=int(s.duplicates[i])))
+        return out
+
+    def summary(self, names: Iterable[str] | None = None) -> Summary:
+        """The window as one row: totals, and percentiles of every latency of ``names`` (default: all)."""
+        chosen = [self.series[n] for n in (self.series if names is None else names)]
+        if not chosen:
+            return Summary(self.source, 0, 0, 0, 0, None, None, None)
+        hist = np.sum([s.hist for s in chosen], axis=0)
+        p = hist_percentiles(hist)[0]
+        return Summary(self.source, settled=int(sum(int(s.count.sum()) for s in chosen)),
+                       failed=int(sum(int(s.failed.sum()) for s in chosen)),
+                       stuck=int(sum(int(s.stuck.sum()) for s in chosen)),
+                       duplicates=int(sum(int(s.duplicates.sum()) for s in chosen)),
+                       p50_ms=_num(p[0]), p95_ms=_num(p[1]), p99_ms=_num(p[2]))
+
+    def with_duplicates(self, dups: dict[str, I64]) -> SourceStats:
+        """The same window with the duplicate counts of a later scan (``source_duplicates``)."""
+        series = {name: _replace_dups(s, dups.get(name)) for name, s in self.series.items()}
+        for name, d in dups.items():
+            if name not in series:
+                series[name] = _series(name, self.window.n, np.zeros((self.window.n, NBINS), np.int64), None, None, d)
+        total = np.sum([s.duplicates for s in series.values()], axis=0).astype(np.int64) if series else \
+            np.zeros(self.window.n, np.int64)
+        return SourceStats(self.source, self.window, series, _replace_dups(self.overall, total), True,
+                           self.error_note)
+
+
+def _num(v: float) -> float | None:
+    return None if math.isnan(v) else float(v)
+
+
+def _replace_dups(s: SeriesData, dups: I64 | None) -> SeriesData:
+    d = np.zeros_like(s.count) if dups is None else dups
+    return SeriesData(s.name, s.count, s.failed, s.stuck, d.astype(np.int64), s.pcts, s.hist)
+
+
+def _series(name: str, n: int, hists: I64 | None, failed: I64 | None, stuck: I64 | None,
+            dups: I64 | None) -> SeriesData:
+    zeros = np.zeros(n, dtype=np.int64)
+    if hists is None:
+        count = zeros
+        pcts = np.full((n, len(QUANTILES)), np.nan)
+        hist = np.zeros(NBINS, dtype=np.int64)
+    else:
+        count = hists.sum(axis=1).astype(np.int64)
+        pcts = hist_percentiles(hists)
+        hist = hists.sum(axis=0).astype(np.int64)
+    return SeriesData(name, count, zeros if failed is None else failed, zeros if stuck is None else stuck,
+                      zeros if dups is None else dups, pcts, hist)
+
+
+# --------------------------------------------------------------------------
+# What each source's statistics read
+
+@dataclass
+class _Raw:
+    """Per series: latency histograms (n × NBINS), failed and stuck counts (n)."""
+
+    hists: dict[str, I64] = field(default_factory=dict)
+    failed: dict[str, I64] = field(default_factory=dict)
+    stuck: dict[str, I64] = field(default_factory=dict)
+
+
+def _counts_into(target: dict[str, I64], series: str, b: int, n: int, c: int) -> None:
+    arr = target.get(series)
+    if arr is None:
+        arr = target[series] = np.zeros(n, dtype=np.int64)
+    if 0 <= b < n:
+        arr[b] += c
+
+
+def _dispatch_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime, raw: _Raw) -> None:
+    """Failed rows, and pending ones older than the stuck threshold, per dispatch type and bucket."""
+    t = dispatch_log.c
+    stuck_before = now - dt.timedelta(minutes=workspace.config.thresholds.dispatch_stuck_minutes)
+    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
+    old = (t.created_at < stuck_before).label("old")
+    stmt = select(t.status, t.dispatch_type, old, b, func.count()).where(
+        t.status.in_(("failed", "pending")), t.created_at >= window.start, t.created_at < window.end) \
+        .group_by(t.status, t.dispatch_type, old, b)
+    for status, dtype, is_old, bucket, c in conn.execute(stmt):
+        i = int(bucket) - window.start_b
+        if status == "failed":
+            _counts_into(raw.failed, str(dtype), i, window.n, int(c))
+        elif is_old:
+            _counts_into(raw.stuck, str(dtype), i, window.n, int(c))
+
+
+def _cart_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime, raw: _Raw) -> None:
+    """Unsent rows past the in-progress window: failed with an error message, stuck without one.
+
+    A failed send counts as failed even when a later row of the same cart
+    was emailed (the Failed & Stuck list calls that row superseded): the
+    attempt did fail, and the failure rate is about attempts.
+    """
+    t = cart_log.c
+    until = now - dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
+    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
+    has_error = t.error_message.is_not(None).label("has_error")
+    stmt = select(has_error, b, func.count()).where(
+        and_(t.email_sent == 0, t.created_at < until, t.created_at >= window.start, t.created_at < window.end)) \
+        .group_by(has_error, b)
+    for err, bucket, c in conn.execute(stmt):
+        _counts_into(raw.failed if err else raw.stuck, "cart", int(bucket) - window.start_b, window.n, int(c))
+
+
+def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime | None, advance: bool) -> _Raw:
+    persisted = True
+    if advance:
+        try:
+            advance_rollup(workspace, source)
+        except DBAPIError as exc:
+            if not is_permission_denied(exc):
+                raise
+            persisted = False  # this database user may not write the rollup: add the tail in memory
+    raw = _Raw()
+    with workspace.engine(source).connect() as conn:
+        now = now or db_now(conn)
+        raw.hists = read_hists(conn, source, window.start, window.end, window.bucket_seconds, window.start_b,
+                               window.n, tail=not persisted)
+        _UNSETTLED[source](conn, workspace, window, now, raw)
+    return raw
+
+
+def _orders_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime | None, advance: bool) -> _Raw:
+    store = workspace.orders()
+    grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+    hists, missed = order_stage_hists(store.db, window.start, window.end, window.bucket_seconds, window.start_b,
+                                      window.n, now or store.now(), grace)
+    return _Raw(hists=hists, failed=missed)
+
+
+_Unsettled = Callable[[Connection, "Workspace", Window, dt.datetime, _Raw], None]
+_UNSETTLED: dict[str, _Unsettled] = {"dispatch": _dispatch_unsettled, "cart": _cart_unsettled}
+_RawReader = Callable[["Workspace", str, Window, "dt.datetime | None", bool], _Raw]
+# Each source's reader, and the series it always has (more appear when the data holds others).
+_READERS: dict[str, _RawReader] = {"dispatch": _sql_raw, "cart": _sql_raw, "orders": _orders_raw}
+SERIES: dict[str, tuple[str, ...]] = {"dispatch": DISPATCH_TYPES, "cart": ("cart",), "orders": tuple(STAGES)}
+_STAGE_OF_EVENT = {event: stage for stage, (event, _before, _after) in STAGES.items()}
+
+
+def _dispatch_dup_series(g: DuplicateGroup) -> str:
+    return str(g.key.get("type") or g.key.get("dispatch_type") or "other")
+
+
+def _order_dup_series(g: DuplicateGroup) -> str:
+    event = str(g.key.get("event") or "")
+    return _STAGE_OF_EVENT.get(event, event or "other")
+
+
+# The series a duplicate group's copies count under.
+_DUP_SERIES: dict[str, Callable[[DuplicateGroup], str]] = {
+    "dispatch": _dispatch_dup_series, "cart": lambda _g: "cart", "orders": _order_dup_series}
+
+
+def _member_time(source: str, member: dict[str, Any]) -> dt.datetime | None:
+    field_name = "created_at" if registry.source(source).is_sql else "sent_at"
+    at = member.get(field_name)
+    if not isinstance(at, dt.datetime):  # config rules: their own time column
+        at = next((v for v in member.values() if isinstance(v, dt.datetime)), None)
+    return at
+
+
+def source_duplicates(workspace: Workspace, source: str, window: Window) -> dict[str, I64]:
+    """Extra copies per series and bucket: every member of a duplicate group but the kept one, at its time."""
+    out: dict[str, I64] = {}
+    series_of = _DUP_SERIES[source]
+    for g in scan_duplicates(workspace, source, since=window.start):
+        name = series_of(g)
+        for member in g.evidence[1:]:
+            at = _member_time(source, member)
+            i = window.index(at) if at is not None else None
+            if i is not None:
+                _counts_into(out, name, i, window.n, 1)
+    return out
+
+
+def source_stats(workspace: Workspace, source: str, window: Window, *, now: dt.datetime | None = None,
+                 duplicates: bool = True, advance: bool = True) -> SourceStats:
+    """Every series of ``source`` over ``window`` (duplicates too, unless ``duplicates`` is False)."""
+    raw = _READERS[registry.source(source).name](workspace, source, window, now, advance)
+    dups = source_duplicates(workspace, source, window) if duplicates else {}
+    names = list(SERIES[source]) + sorted((set(raw.hists) | set(raw.failed) | set(raw.stuck) | set(dups))
+                                          - set(SERIES[source]))
+    n = window.n
+    series = {name: _series(name, n, raw.hists.get(name), raw.failed.get(name), raw.stuck.get(name),
+                            dups.get(name)) for name in names}
+    merged = np.zeros((n, NBINS), dtype=np.int64)
+    for h in raw.hists.values():
+        merged += h
+    overall = _series("*", n, merged, _total(series.values(), "failed", n), _total(series.values(), "stuck", n),
+                      _total(series.values(), "duplicates", n))
+    return SourceStats(source, window, series, overall, duplicates_loaded=duplicates)
+
+
+def _total(series: Iterable[SeriesData], attr: str, n: int) -> I64:
+    total = np.zeros(n, dtype=np.int64)
+    for s in series:
+        total += getattr(s, attr)
+    return total
+
+
+def clock_now(workspace: Workspace, sources: Sequence[str]) -> dt.datetime:
+    """One clock for a chart's sources: the first SQL source's database, else the order store's."""
+    for name in sources:
+        if registry.source(name).is_sql:
+            with workspace.engine(name).connect() as conn:
+                return db_now(conn)
+    return workspace.orders().now()
+
+
+def configured_sources(workspace: Workspace, source: str | None = None) -> list[str]:
+    """The configured sources, in the console's order (or only ``source``)."""
+    if source is not None:
+        registry.source(source)
+        workspace.config.source(source)  # an unconfigured source is one sentence
+        return [source]
+    names = [s for s in registry.NAMES if workspace.has(s)]
+    if not names:
+        raise UsageError("No source is configured: add [sources.<name>] tables to the configuration.")
+    return names
+
+
+def range_stats(workspace: Workspace, sources: Sequence[str], span: dt.timedelta, bucket_seconds: int, *,
+                duplicates: bool = True) -> list[SourceStats]:
+    """The last ``span`` of every source in ``sources``, one window for all of them."""
+    window = Window.ending(clock_now(workspace, sources), span, bucket_seconds)
+    return [source_stats(workspace, s, window, duplicates=duplicates) for s in sources]
