@@ -191,6 +191,7 @@ class ChartsPage(Page):
             self.bucket_box.addItem(label, seconds)
         self.bucket_box.setToolTip("Bucket size: Auto is 1 min up to 3 h, 5 min up to 3 days, else 1 h")
         self.bucket_box.currentIndexChanged.connect(lambda _i: self.reload())
+        self.bucket_box.setMinimumWidth(72)   # may narrow in a small window
         controls.addWidget(self.bucket_box)
         self.from_edit = QDateTimeEdit()
         self.to_edit = QDateTimeEdit()
@@ -209,6 +210,7 @@ class ChartsPage(Page):
         controls.addStretch(1)
         self.live_label = QLabel("")
         self.live_label.setObjectName("muted")
+        self.live_label.setMinimumWidth(1)   # the first to give way in a narrow window
         controls.addWidget(self.live_label)
         self.png_button = QPushButton("PNG")
         self.csv_button = QPushButton("CSV")
@@ -220,7 +222,6 @@ class ChartsPage(Page):
             b.setObjectName("secondary")
             b.setToolTip(tip)
             b.clicked.connect(slot)
-            controls.addWidget(b)
         self.pdf_button.setObjectName("primary")
         self.body.addLayout(controls)
 
@@ -263,6 +264,14 @@ class ChartsPage(Page):
         self.readout_label.setAlignment(Qt.AlignTop | Qt.AlignLeft)
         self.readout_label.setTextFormat(Qt.RichText)
         sv.addWidget(self.readout_label, 3)
+        t3 = QLabel("Export")
+        t3.setObjectName("sectionTitle")
+        sv.addWidget(t3)
+        erow = QHBoxLayout()   # beside the series they export (the row above the plots stays narrow)
+        for b in (self.png_button, self.csv_button, self.pdf_button):
+            erow.addWidget(b)
+        erow.addStretch(1)
+        sv.addLayout(erow)
         self.note_label = QLabel(f"Times are UTC; {ERROR_NOTE}. Drag to pan, wheel to zoom; click a legend "
                                  "entry to hide its curve.")
         self.note_label.setObjectName("muted")
