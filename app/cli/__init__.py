@@ -112,6 +112,12 @@ def run(argv: list[str] | None = None) -> int:
         from ..sources import describe_db_error
         print(f"error: {describe_db_error('configured', exc)}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (``stats | head``): what it wanted it has; the rest goes nowhere,
+        # and Python's own flush at exit must not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # last resort: one sentence, never a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"error: unexpected {type(exc).__name__}{': ' + first if first else ''} "
@@ -119,7 +125,5 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("NC_DEBUG"):
             raise
         return EXIT_FAILED
-    except BrokenPipeError:
-        return 0
     except SystemExit as exc:  # argparse --help
         return int(exc.code or 0) if isinstance(exc.code, int) else EXIT_USAGE

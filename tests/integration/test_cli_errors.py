@@ -124,3 +124,17 @@ def test_database_without_any_tables_says_where_to_point(tmp_path):
     proc = run_main(["--config", str(path), "db", "upgrade"], tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert "has no users, issues, issue_watchers, notification_dispatch_log, notifications table" in proc.stdout
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(tmp_path):
+    """``stats | head -1``: the reader closes the pipe; the console stops writing, no error line, exit 0."""
+    env = {**os.environ, "NC_DATA_DIR": str(tmp_path / "data"), "NC_NO_KEYRING": "1"}
+    env.pop("NC_CONFIG", None)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "main.py"), "--demo", "stats", "--range", "7d",
+                             "--bucket", "1m"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert first.strip() and err.strip() == "", err
