@@ -39,8 +39,9 @@ from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_ro
 from ..sqlutil import db_now, insert_ignore, with_retry
 from . import idwindow
 from .common import LATE_COMMIT_MARGIN, epoch_seconds
-from .histogram import NBINS, SPARSE_DTYPE, bin_index, decode_hist, encode_hist, latency_ms
+from .histogram import NBINS, bin_index, decode_hist, encode_hist, latency_ms
 from .idwindow import IdWindow
+from .minute_rows import fetch_minute_hists
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -348,29 +349,16 @@ def read_hists(conn: Connection, source: str, start: dt.datetime, end: dt.dateti
     advance would add, computed in memory (``_unpersisted``), read on the same
     connection so the stored rollup and the tail come from one snapshot.
     """
-    m = nc_latency_minute.c
-    pattern = source_spec(source)["series_like"]
-    rows = conn.execute(select(m.series, m.minute, m.hist)
-                        .where(m.minute >= start, m.minute < end, m.series.like(pattern))).all()
     out: dict[str, npt.NDArray[np.int64]] = {}
-    # Decoded in one step per series (a week of minutes is ~10,000 rows a series): the sparse
-    # (bin, count) pairs of every row, each placed at its bucket's row of the n × NBINS array.
-    per_series: dict[str, tuple[list[int], list[bytes]]] = {}
     prefixed = source_spec(source)["prefixed"]
-    for series, minute, blob in rows:
-        b = (epoch_seconds(minute) // bucket_seconds) - start_b
-        if not 0 <= b < n or not blob:
-            continue
-        key = series.split(":", 1)[1] if prefixed else series
-        buckets, blobs = per_series.setdefault(key, ([], []))
-        buckets.append(b)
-        blobs.append(bytes(blob))
-    for key, (buckets, blobs) in per_series.items():
-        pairs = np.frombuffer(b"".join(blobs), dtype=SPARSE_DTYPE)
-        rows_of = np.repeat(np.asarray(buckets, dtype=np.int64), [len(x) // SPARSE_DTYPE.itemsize for x in blobs])
-        flat = rows_of * NBINS + pairs["bin"].astype(np.int64)
-        h = np.bincount(flat, weights=pairs["count"].astype(np.float64), minlength=n * NBINS)
-        out[key] = np.rint(h).astype(np.int64).reshape(n, NBINS)
+    # Each stored minute's (bin, count) pairs placed at its bucket's row of the n × NBINS array, one
+    # bincount per series (a week of minutes is ~10,000 histograms a series).
+    for series, (minutes, rows_of, bins, counts) in fetch_minute_hists(
+            conn, source_spec(source)["series_like"], start, end).items():
+        b = (minutes * 60 // bucket_seconds - start_b)[rows_of]
+        keep = (b >= 0) & (b < n)
+        h = np.bincount(b[keep] * NBINS + bins[keep], weights=counts[keep], minlength=n * NBINS)
+        out[series.split(":", 1)[1] if prefixed else series] = np.rint(h).astype(np.int64).reshape(n, NBINS)
     if tail:
         _add_acc(out, source, _unpersisted(conn, source, start), bucket_seconds, start_b, n)
     return out
