@@ -29,7 +29,7 @@ from .histogram import SPARSE_DTYPE
 I64 = npt.NDArray[np.int64]
 # Per series: each stored histogram's minute (minutes since 1970), and its non-empty
 # bins laid end to end with the histogram (row of ``minutes``) each pair belongs to.
-MinuteHists = dict[str, tuple[I64, I64, I64, npt.NDArray[np.float64]]]
+MinuteHists = dict[str, tuple[I64, I64, I64, I64]]
 
 
 
@@ -53,7 +53,7 @@ def _assemble(per: dict[str, tuple[list[I64], list[I64], list[bytes]]]) -> Minut
         if len(pairs) * SPARSE_DTYPE.itemsize != int(lengths.sum()):
             raise TruncatedRead(f"the stored histograms of {series} came back cut short")
         rows_of = np.repeat(np.arange(len(minutes), dtype=np.int64), lengths // SPARSE_DTYPE.itemsize)
-        out[series] = (minutes, rows_of, pairs["bin"].astype(np.int64), pairs["count"].astype(np.float64))
+        out[series] = (minutes, rows_of, pairs["bin"].astype(np.int64), pairs["count"].astype(np.int64))
     return out
 
 

@@ -357,8 +357,13 @@ def read_hists(conn: Connection, source: str, start: dt.datetime, end: dt.dateti
             conn, source_spec(source)["series_like"], start, end).items():
         b = (minutes * 60 // bucket_seconds - start_b)[rows_of]
         keep = (b >= 0) & (b < n)
-        h = np.bincount(b[keep] * NBINS + bins[keep], weights=counts[keep], minlength=n * NBINS)
-        out[series.split(":", 1)[1] if prefixed else series] = np.rint(h).astype(np.int64).reshape(n, NBINS)
+        flat = b[keep] * NBINS + bins[keep]
+        if bucket_seconds == 60:    # one stored minute per bucket: every (bucket, bin) occurs once
+            h = np.zeros(n * NBINS, dtype=np.int64)
+            h[flat] = counts[keep]
+        else:
+            h = np.rint(np.bincount(flat, weights=counts[keep].astype(np.float64), minlength=n * NBINS)).astype(np.int64)
+        out[series.split(":", 1)[1] if prefixed else series] = h.reshape(n, NBINS)
     if tail:
         _add_acc(out, source, _unpersisted(conn, source, start), bucket_seconds, start_b, n)
     return out
