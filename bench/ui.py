@@ -42,7 +42,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 
 from app.bootstrap import Workspace  # noqa: E402
 from app.config import Config, MailConfig, SourceConfig, Thresholds  # noqa: E402
@@ -82,11 +82,15 @@ def drop_databases() -> None:
     admin.dispose()
 
 
+def url_workspace(url: str, tmp: Path) -> Workspace:
+    return Workspace(config=Config(path=None, sources={"dispatch": SourceConfig("dispatch", url)}, role="admin",
+                                   thresholds=Thresholds(),
+                                   mail=MailConfig(transport="outbox", outbox_dir=str(tmp / "outbox"))))
+
+
 def dispatch_workspace(rows: int, tmp: Path) -> Workspace:
     url = fresh_database("dispatch")
-    config = Config(path=None, sources={"dispatch": SourceConfig("dispatch", url)}, role="admin",
-                    thresholds=Thresholds(), mail=MailConfig(transport="outbox", outbox_dir=str(tmp / "outbox")))
-    ws = Workspace(config=config)
+    ws = url_workspace(url, tmp)
     engine = ws.engine("dispatch")
     create_production_schema(engine, "dispatch")
     upgrade_sql_source(engine, "dispatch")
@@ -246,6 +250,8 @@ def main() -> int:
     p.add_argument("--only", choices=("feed", "charts"), help="run only the 1,000,000-row feed case, or only the "
                                                               "two chart cases")
     p.add_argument("--chart-rows", type=int, default=5_000_000)
+    p.add_argument("--chart-db", metavar="URL", help="a dispatch database an earlier run seeded and rolled up "
+                                                     "(its URL is printed): the 7-day case skips seeding")
     args = p.parse_args()
     import tempfile
 
@@ -270,7 +276,7 @@ def main() -> int:
     if args.only == "charts":
         try:
             chart_points_case(app, results)
-            chart_range_case(app, args.chart_rows, tmp, results)
+            chart_range_case(app, args.chart_rows, tmp, results, args.chart_db)
         finally:
             drop_databases()
         return report(results)
@@ -353,7 +359,7 @@ def main() -> int:
         ws.close()
         feed_case(app, args.feed, tmp, results)
         chart_points_case(app, results)
-        chart_range_case(app, args.chart_rows, tmp, results)
+        chart_range_case(app, args.chart_rows, tmp, results, args.chart_db)
     finally:
         drop_databases()
     return report(results)
@@ -363,6 +369,8 @@ def chart_points_case(app, results: list) -> None:
     """A 1,000,000-point curve in a 1280x720 plot: first frame and redraw, downsampled and clipped or not."""
     import numpy as np
     import pyqtgraph as pg
+
+    from ui.charts import light_curve
     n = 1_000_000
     x = np.arange(n, dtype=np.float64)
     rng = np.random.default_rng(1)
@@ -374,10 +382,10 @@ def chart_points_case(app, results: list) -> None:
         pump(app, 0.3)
         y = np.cumsum(rng.normal(size=n))
         t = time.perf_counter()
-        curve = widget.plot(x, y, pen=pg.mkPen("#2563eb", width=1))
-        if mode == "downsampled":
-            curve.setDownsampling(auto=True, method="peak")
-            curve.setClipToView(True)
+        if mode == "downsampled":   # as the Charts page's curves are
+            curve = light_curve(widget.getPlotItem(), x, y, pen=pg.mkPen("#2563eb", width=1))
+        else:
+            curve = widget.plot(x, y, pen=pg.mkPen("#2563eb", width=1))
         widget.viewport().repaint()
         first = (time.perf_counter() - t) * 1000
         redraws = []
@@ -417,22 +425,29 @@ def add_completed(engine, n: int, span: dt.timedelta) -> None:
                  "error_message": None} for i in range(lo, hi)])
 
 
-def chart_range_case(app, rows: int, tmp: Path, results: list) -> None:
+def chart_range_case(app, rows: int, tmp: Path, results: list, reuse: str | None = None) -> None:
     from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
     from app.read.rollup import catch_up
     from ui.stall import StallProbe
-    print(f"seeding {rows:,} completed dispatches over 7 days …", flush=True)
     t0 = time.perf_counter()
-    ws = dispatch_workspace(0, tmp)
-    engine = ws.engine("dispatch")
-    add_completed(engine, rows, dt.timedelta(days=7))
-    seeded = time.perf_counter() - t0
+    if reuse:
+        ws = url_workspace(reuse, tmp)
+        seeded = 0.0
+        with ws.engine("dispatch").connect() as conn:
+            rows = int(conn.execute(select(func.count()).select_from(dispatch_log)).scalar_one())
+        print(f"reusing {reuse} ({rows:,} dispatches)", flush=True)
+    else:
+        print(f"seeding {rows:,} completed dispatches over 7 days …", flush=True)
+        ws = dispatch_workspace(0, tmp)
+        add_completed(ws.engine("dispatch"), rows, dt.timedelta(days=7))
+        seeded = time.perf_counter() - t0
+        print(f"seeded {ws.config.source('dispatch').url} in {seeded:.0f} s", flush=True)
     t0 = time.perf_counter()
     read = catch_up(ws, "dispatch", max_seconds=3600)
     rolled = time.perf_counter() - t0
-    print(f"seeded in {seeded:.0f} s; rollup caught up on {read:,} rows in {rolled:.0f} s", flush=True)
+    print(f"rollup caught up on {read:,} rows in {rolled:.0f} s", flush=True)
     settle_server()
     from ui.main_window import MainWindow
     window = MainWindow()
@@ -464,7 +479,7 @@ def chart_range_case(app, rows: int, tmp: Path, results: list) -> None:
                     f"change to drawn median {med:.0f} ms (runs: {', '.join(f'{f[0]:.0f}' for f in figures)} ms; "
                     f"with the duplicate scan {', '.join(f'{f[1]:.0f}' for f in figures)} ms); max GUI stall "
                     f"{max(f[2] for f in figures):.1f} ms (busy at most {max(f[3] for f in figures):.1f} ms); "
-                    f"seeding {seeded:.0f} s, rollup catch-up {rolled:.0f} s", "<= 500 ms"))
+                    f"{'a reused database' if reuse else f'seeding {seeded:.0f} s'}, rollup catch-up {rolled:.0f} s", "<= 500 ms"))
     print(f"charts-7d: {figures}", flush=True)
     window.close()
     pump(app, 0.5)
