@@ -1,0 +1,110 @@
+"""What the read side reads of the cart database (the shop's abandonment log), as the
+functions the generic read modules look up through ``READS``.
+
+* Failed & Stuck: unsent rows older than ``thresholds.cart_in_progress_minutes``:
+  with an error message they failed, without one they are stuck — unless a
+  sent row of the same (user_id, cart_hash) already emailed the abandonment
+  (``cart_supersede``): then they are superseded, listed with that row's id
+  and never retried. Attempts = rows for the same (user_id, cart_hash).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, tuple_
+from sqlalchemy.engine import Connection
+
+from .. import registry
+from ..schema import cart_log
+from ..sqlutil import db_now
+from .cart_supersede import sent_rows_of, superseded_reason, superseding
+from .common import Since, resolve_since, text_filter
+from .failed_parts import age_seconds, error_class, newest_page
+from .hooks import SourceReads
+from .models import FailedItem
+
+if TYPE_CHECKING:
+    from ..bootstrap import Workspace
+
+
+# --------------------------------------------------------------------------
+# Failed & Stuck
+
+def _failed_list(workspace: Workspace, kinds: set[str], filter_text: str | None, since: Since, limit: int,
+                 before: tuple[dt.datetime, int] | None) -> list[FailedItem]:
+    """Unsent rows past the in-progress window: failed (with an error), stuck (without),
+    or superseded (another row of the cart already emailed this abandonment).
+
+    Superseded is decided per row in Python (``cart_supersede``), so a page
+    is read again from where it stopped until it holds ``limit`` rows of the
+    kinds asked for, or the log has no more.
+    """
+    cart_kinds = kinds & {"failed", "stuck", "superseded"}
+    if not cart_kinds:
+        return []
+    t = cart_log.c
+    th = workspace.config.thresholds
+    window = dt.timedelta(hours=th.duplicate_window_hours)
+    items: list[FailedItem] = []
+    with workspace.engine("cart").connect() as conn:
+        now = db_now(conn)
+        since_at = resolve_since(now, since)
+        in_progress_until = now - dt.timedelta(minutes=th.cart_in_progress_minutes)
+        stmt = select(t.id, t.user_id, t.cart_hash, t.cart_value, t.created_at, t.error_message) \
+            .where(t.email_sent == 0, t.created_at < in_progress_until)
+        # With an error message a row failed, without one it is stuck: each kind
+        # asked for returns exactly its rows, whatever else (e.g. "missed") is asked.
+        if "superseded" not in cart_kinds:
+            if cart_kinds == {"failed"}:
+                stmt = stmt.where(t.error_message.is_not(None))
+            elif cart_kinds == {"stuck"}:
+                stmt = stmt.where(t.error_message.is_(None))
+        if since_at is not None:
+            stmt = stmt.where(t.created_at >= since_at)
+        flt = text_filter((t.error_message, t.cart_hash), (t.id, t.user_id), filter_text)
+        if flt is not None:  # None exactly when there is no filter text
+            stmt = stmt.where(flt)
+        while len(items) < limit:
+            page = [dict(r._mapping) for r in conn.execute(newest_page(stmt, t.created_at, t.id, before, limit))]
+            if not page:
+                break
+            items.extend(i for i in _cart_items(conn, page, now, window) if i.kind in cart_kinds)
+            if len(page) < limit:
+                break
+            before = (page[-1]["created_at"], page[-1]["id"])
+    return items[:limit]
+
+
+def _cart_items(conn: Connection, page: list[dict[str, Any]], now: dt.datetime,
+                window: dt.timedelta) -> list[FailedItem]:
+    t = cart_log.c
+    attempts: dict[tuple[Any, Any], int] = {}
+    ever_sent: set[tuple[Any, Any]] = set()
+    keys = sorted({(r["user_id"], r["cart_hash"]) for r in page})
+    for i in range(0, len(keys), 400):
+        batch = keys[i:i + 400]
+        q = select(t.user_id, t.cart_hash, func.count(), func.max(t.email_sent)) \
+            .where(tuple_(t.user_id, t.cart_hash).in_(batch)).group_by(t.user_id, t.cart_hash)
+        for uid, h, n, any_sent in conn.execute(q):
+            attempts[(uid, h)] = int(n)
+            if any_sent:
+                ever_sent.add((uid, h))
+    sent = sent_rows_of(conn, keys, min(r["created_at"] for r in page), now, window)
+    items: list[FailedItem] = []
+    for r in page:
+        key = (r["user_id"], r["cart_hash"])
+        by = superseding(sent.get(key, ()), r["created_at"], now, window)
+        kind = "superseded" if by else "failed" if r["error_message"] else "stuck"
+        detail: dict[str, Any] = {"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
+                                  "cart_already_emailed": key in ever_sent, "error_class": error_class(r["error_message"])}
+        if by:
+            detail.update(superseded_by=by.id, emailed_at=by.emailed_at, reason=superseded_reason(by))
+        items.append(FailedItem(
+            source="cart", id=r["id"], kind=kind, status="failed" if r["error_message"] else "unsent",
+            age_seconds=age_seconds(now, r["created_at"]), error=r["error_message"],
+            attempts=attempts.get(key, 1), created_at=r["created_at"], detail=detail))
+    return items
+
+
+READS = SourceReads(source=registry.source("cart"), failed_list=_failed_list)
