@@ -6,23 +6,39 @@ functions the generic read modules look up through ``READS``.
   sent row of the same (user_id, cart_hash) already emailed the abandonment
   (``cart_supersede``): then they are superseded, listed with that row's id
   and never retried. Attempts = rows for the same (user_id, cart_hash).
+* The live cart log (``poll_cart_log``, by id) and, in the unified feed, the
+  sent abandonment emails (keyset on (sent_at, id), index ``nc_cart_sent_at``:
+  a row is inserted unsent and updated when sent, so its id alone would miss
+  the send).
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, literal, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .. import registry
-from ..schema import cart_log
+from ..schema import cart_log, cart_metadata, cart_users
 from ..sqlutil import db_now
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
 from .common import Since, resolve_since, text_filter
 from .failed_parts import age_seconds, error_class, newest_page
-from .hooks import SourceReads
-from .models import FailedItem
+from .feed_parts import (
+    LIVE_ORDER,
+    FeedMark,
+    FeedOrder,
+    FeedPosition,
+    SortPosition,
+    keyset,
+    poll_rows,
+    refresh_rows,
+    sql_raw_record,
+)
+from .hooks import FeedKeyset, SourceReads
+from .models import FailedItem, FeedItem, FeedPage
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -107,4 +123,71 @@ def _cart_items(conn: Connection, page: list[dict[str, Any]], now: dt.datetime,
     return items
 
 
-READS = SourceReads(source=registry.source("cart"), failed_list=_failed_list)
+# --------------------------------------------------------------------------
+# The live cart log (append order: oldest of the new rows first)
+
+_CART_COLS = (cart_log.c.id, cart_log.c.user_id, cart_log.c.cart_hash, cart_log.c.cart_value,
+              cart_log.c.email_sent, cart_log.c.created_at, cart_log.c.sent_at, cart_log.c.error_message)
+
+
+def _cart_row_item(r: dict[str, Any]) -> FeedItem:
+    return FeedItem(source="cart", kind="cart_row", id=r["id"], at=r["created_at"], recipient=None,
+                    subject=f"cart {r['cart_hash'][:12]} of user {r['user_id']}",
+                    status="sent" if r["email_sent"] else ("failed" if r["error_message"] else "unsent"),
+                    link={"source": "cart", "table": "cart_abandonment_log", "id": r["id"]},
+                    detail={"user_id": r["user_id"], "cart_hash": r["cart_hash"], "cart_value": r["cart_value"],
+                            "sent_at": r["sent_at"], "error": r["error_message"]})
+
+
+def poll_cart_log(workspace: Workspace, after_id: int | None = None, limit: int | None = 500) -> FeedPage:
+    """Cart log rows not delivered before ``after_id`` (a page's cursor), oldest first.
+
+    The newest ``limit`` on the first poll; then every row once, late commits included.
+    """
+    return poll_rows(workspace, "cart", _CART_COLS, _cart_row_item, after_id, limit)
+
+
+def refresh_cart_rows(workspace: Workspace, ids: Iterable[int]) -> list[FeedItem]:
+    return refresh_rows(workspace, "cart", _CART_COLS, _cart_row_item, ids)
+
+
+# --------------------------------------------------------------------------
+# The unified notification feed: sent abandonment emails
+
+# The kind of this source's feed entries, and what it is called; sorting by kind follows the words.
+FEED_KIND = ("cart_email", "cart email")
+# The feed's type filter: (type, what it is called).
+FEED_TYPES = (("cart_email", "Cart abandonment email"),)
+
+
+def _cart_emails(conn: Connection, *, before: FeedPosition | SortPosition | None,
+                 after: FeedMark | FeedPosition | None, since: dt.datetime | None, filter_text: str | None,
+                 limit: int, poll: bool = False, kind: str | None = None,
+                 order: FeedOrder = LIVE_ORDER) -> list[FeedItem]:
+    c = cart_log.c
+    u = cart_users.c
+    # Every cart entry is a sent abandonment email: its subject sorts as one, by time.
+    sort_value = {"at": c.sent_at, "source": literal(registry.source("cart").label.lower()),
+                  "kind": literal(FEED_KIND[1]), "recipient": func.lower(func.coalesce(u.email, "")),
+                  "subject": literal("cart abandonment"), "status": literal("sent"), "id": c.id}[order[0]]
+    stmt = select(c.id, c.user_id, c.cart_hash, c.cart_value, c.created_at, c.sent_at, u.email,
+                  sort_value.label("sort_value")).select_from(
+        cart_log.outerjoin(cart_users, u.id == c.user_id)).where(c.email_sent == 1, c.sent_at.is_not(None))
+    stmt = keyset(stmt, c.sent_at, c.id, before, after, since, limit, poll, order, sort_value)
+    flt = text_filter((c.cart_hash, u.email), (c.id, c.user_id), filter_text)
+    if flt is not None:  # None exactly when there is no filter text
+        stmt = stmt.where(flt)
+    return [FeedItem(source="cart", kind="cart_email", id=r.id, at=r.sent_at,
+                     recipient=r.email or f"user {r.user_id}", subject=f"Cart abandonment ({r.cart_value})",
+                     status="sent", link={"source": "cart", "table": "cart_abandonment_log", "id": r.id},
+                     detail={"user_id": r.user_id, "cart_hash": r.cart_hash, "created_at": r.created_at,
+                             "_sort": r.sort_value})
+            for r in conn.execute(stmt)]
+
+
+READS = SourceReads(
+    source=registry.source("cart"), failed_list=_failed_list,
+    feed=_cart_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
+    raw_record=sql_raw_record("cart", cart_metadata),
+    feed_keyset=FeedKeyset(cart_log, cart_log.c.sent_at, cart_log.c.id,
+                           (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))))

@@ -7,17 +7,23 @@
   back ``since`` or at most ``MISSED_LOOKBACK`` (7 days). Legacy documents (a
   single image object, or null, instead of a list) read the same. Attempts =
   the console's email claims.
+* The live orders (``poll_orders``: (updated_at, _id), index
+  ``nc_updated_at_id``: documents change) and, in the unified feed, the
+  admin emails of ``email_log`` ((sent_at, _id), index ``nc_sent_at``).
 """
 from __future__ import annotations
 
 import datetime as dt
 from typing import TYPE_CHECKING, Any, cast
 
+from bson import ObjectId
+
 from .. import registry
-from .common import Since, resolve_since
+from .common import Since, mongo_text_filter, resolve_since
 from .failed_parts import age_seconds, newest_first
+from .feed_parts import LIVE_ORDER, FeedMark, FeedOrder, FeedPosition, SortPosition, feed_limit
 from .hooks import SourceReads
-from .models import FailedItem
+from .models import FailedItem, FeedItem, FeedPage
 from .order_docs import STAGES, first_image_at, stage_images
 
 if TYPE_CHECKING:
@@ -152,4 +158,107 @@ def _missed_item(order: dict[str, Any], stage: str, event: str, now: dt.datetime
                 "claim_state": claim.get("state") if claim else None})
 
 
-READS = SourceReads(source=registry.source("orders"), failed_list=_failed_list)
+# --------------------------------------------------------------------------
+# The live orders (oldest change first)
+
+def poll_orders(workspace: Workspace, after: tuple[dt.datetime, Any] | None = None,
+                limit: int | None = 500) -> FeedPage:
+    """Orders changed after ``after`` = (updated_at, _id), oldest change first."""
+    limit = feed_limit(limit)
+    db = workspace.orders().db
+    proj = {"id": 1, "status": 1, "customer_email": 1, "updated_at": 1, "created_at": 1, "images": 1}
+    if after is None:
+        docs = list(db["orders"].find({}, projection=proj, sort=[("updated_at", -1), ("_id", -1)], limit=limit))
+        docs.reverse()
+        more = False
+    else:
+        at, oid = after
+        query = {"$or": [{"updated_at": {"$gt": at}}, {"updated_at": at, "_id": {"$gt": oid}}]}
+        docs = list(db["orders"].find(query, projection=proj, sort=[("updated_at", 1), ("_id", 1)],
+                                      limit=limit + 1))
+        more = len(docs) > limit
+        docs = docs[:limit]
+    items = [FeedItem(source="orders", kind="order", id=d.get("id"), at=d.get("updated_at"),
+                      recipient=d.get("customer_email"), subject=f"order {d.get('id')}", status=d.get("status"),
+                      link={"source": "orders", "table": "orders", "id": d.get("id"), "_id": str(d["_id"])},
+                      detail={s: len(stage_images(d, s)) for s in STAGES}) for d in docs]
+    cursor = (docs[-1].get("updated_at"), docs[-1]["_id"]) if docs else after
+    return FeedPage(items=items, cursor=cursor, has_more=more)
+
+
+# --------------------------------------------------------------------------
+# The unified notification feed: admin emails, and the documents behind them
+
+# The kind of this source's feed entries, and what it is called; sorting by kind follows the words.
+FEED_KIND = ("order_email", "admin email")
+# The feed's type filter: (email event, what it is called), one per image stage.
+FEED_TYPES = tuple((event, f"{stage.capitalize()} images email") for stage, (event, *_r) in STAGES.items())
+
+_ORDER_SORTS: dict[str, Any] = {
+    "at": "$sent_at", "source": {"$literal": registry.source("orders").label.lower()},
+    "kind": {"$literal": FEED_KIND[1]}, "recipient": {"$toLower": {"$ifNull": ["$to", ""]}},
+    "subject": {"$toLower": {"$ifNull": ["$subject", {"$ifNull": ["$event", ""]}]}},
+    "status": {"$literal": "sent"}, "id": "$_id"}
+
+
+def _order_emails(db: Any, *, before: FeedPosition | SortPosition | None, after: FeedMark | FeedPosition | None,
+                  since: dt.datetime | None, filter_text: str | None, limit: int,
+                  poll: bool = False, kind: str | None = None, order: FeedOrder = LIVE_ORDER) -> list[FeedItem]:
+    # ``db``: a pymongo or mongomock database (OrderStore.db; neither is typed).
+    conds: list[dict[str, Any]] = []
+    sorted_page = order != LIVE_ORDER and not poll
+    if before is not None and not sorted_page:
+        at, oid = cast(FeedPosition, before)
+        conds.append({"$or": [{"sent_at": {"$lt": at}}, {"sent_at": at, "_id": {"$lt": oid}}]})
+    if poll:
+        mark = cast("FeedMark | None", after)  # a poll passes the source's mark (_as_mark), never a bare position
+        if mark is not None and mark.low is not None:
+            conds.append({"sent_at": {"$gte": mark.low}})
+        if mark is not None and mark.floor is not None:
+            at, oid = mark.floor
+            conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
+    elif after is not None:
+        at, oid = cast(FeedPosition, after)  # a page (not a poll) is read after a (time, id) position
+        conds.append({"$or": [{"sent_at": {"$gt": at}}, {"sent_at": at, "_id": {"$gt": oid}}]})
+    if since is not None:
+        conds.append({"sent_at": {"$gte": since}})
+    if filter_text:
+        conds.append(mongo_text_filter(("to", "subject", "event"), ("order_id",), filter_text))
+    if kind is not None:
+        conds.append({"event": kind})
+    query = {"$and": conds} if conds else {}
+    if sorted_page:
+        # Any other order: the sort value computed in the store, and a keyset on (value, time, id).
+        way, op = (-1, "$lt") if order[1] else (1, "$gt")
+        pipeline: list[dict[str, Any]] = [{"$match": query}, {"$addFields": {"_nc_sort": _ORDER_SORTS[order[0]]}}]
+        if before is not None:
+            value, at, oid = cast("SortPosition", before)
+            pipeline.append({"$match": {"$or": [{"_nc_sort": {op: value}}, {"_nc_sort": value, "sent_at": {op: at}},
+                                                {"_nc_sort": value, "sent_at": at, "_id": {op: oid}}]}})
+        pipeline += [{"$sort": {"_nc_sort": way, "sent_at": way, "_id": way}}, {"$limit": limit}]
+        docs = list(db["email_log"].aggregate(pipeline))
+    else:
+        way = 1 if poll else -1
+        docs = db["email_log"].find(query, sort=[("sent_at", way), ("_id", way)], limit=limit)
+    return [FeedItem(source="orders", kind="order_email", id=str(d["_id"]), at=d.get("sent_at"),
+                     recipient=d.get("to"), subject=d.get("subject") or d.get("event"), status="sent",
+                     link={"source": "orders", "table": "email_log", "id": str(d["_id"]),
+                           "order_id": d.get("order_id")},
+                     detail={"event": d.get("event"), "transport": d.get("transport"),
+                             "message_id": d.get("message_id"), "_oid": d["_id"],
+                             "_sort": d.get("_nc_sort", d.get("sent_at"))})
+            for d in docs]
+
+
+def _raw_record(workspace: Workspace, link: dict[str, Any]) -> dict[str, Any] | None:
+    db = workspace.orders().db
+    if link.get("table") == "email_log":
+        doc = db["email_log"].find_one({"_id": ObjectId(str(link["id"]))})
+    else:
+        doc = db["orders"].find_one({"id": link.get("id")})
+    return {k: (str(v) if k == "_id" else v) for k, v in doc.items()} if doc else None
+
+
+READS = SourceReads(
+    source=registry.source("orders"), failed_list=_failed_list,
+    feed=_order_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES, raw_record=_raw_record)

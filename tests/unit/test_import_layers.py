@@ -1,5 +1,5 @@
 """The console's modules import one another as layers: no module reaches, through the imports it
-makes when it is loaded, back to itself.
+makes when it is loaded, back to itself, and the read side imports nothing inside a function.
 
 The graph holds every import a module runs when it is loaded (those under ``if TYPE_CHECKING:``
 only inform the type checker and are left out). ``from package import name`` counts as an
@@ -117,3 +117,12 @@ def test_the_cycle_finder_finds_a_cycle_it_is_shown():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "d": {"a", "c"}}) is None
 
+
+
+def test_the_read_side_imports_nothing_inside_a_function():
+    inside: list[str] = []
+    for path in sorted((APP / "read").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                inside += [f"{path.name}:{n.lineno}" for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    assert inside == []
