@@ -10,6 +10,9 @@ functions the generic read modules look up through ``READS``.
   sent abandonment emails (keyset on (sent_at, id), index ``nc_cart_sent_at``:
   a row is inserted unsent and updated when sent, so its id alone would miss
   the send).
+* Duplicates: the built-in rule's spec, and the console's member index of it
+  (``cart_members``), brought up to date by the services that change rows
+  and rebuilt on demand.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from sqlalchemy.engine import Connection
 from .. import registry
 from ..schema import cart_log, cart_metadata, cart_users
 from ..sqlutil import db_now
+from . import cart_members
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
 from .common import Since, resolve_since, text_filter
 from .failed_parts import age_seconds, error_class, newest_page
@@ -39,6 +43,8 @@ from .feed_parts import (
 )
 from .hooks import FeedKeyset, SourceReads
 from .models import FailedItem, FeedItem, FeedPage
+from .rule_specs import Key, SqlRuleSpec
+from .rules import CART_RULE, group_cart_rows
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -185,9 +191,54 @@ def _cart_emails(conn: Connection, *, before: FeedPosition | SortPosition | None
             for r in conn.execute(stmt)]
 
 
+# --------------------------------------------------------------------------
+# Duplicates: the built-in rule, and its member index
+
+def builtin_rule_spec(workspace: Workspace) -> SqlRuleSpec:
+    """How the built-in cart rule (``CART_RULE``) reads the cart log: its sent rows."""
+    t = cart_log.c
+    window = workspace.config.thresholds.duplicate_window_hours
+    return SqlRuleSpec(
+        source="cart", rule=CART_RULE, table=cart_log, key_cols=(t.user_id, t.cart_hash),
+        time_col=t.created_at, id_col=t.id,
+        fetch_cols=(t.id, t.user_id, t.cart_hash, t.created_at, t.sent_at, t.email_sent, t.cart_value),
+        where=(t.email_sent == 1,), group=lambda rows: group_cart_rows(rows, window),
+        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
+
+
+def refresh_cart_keys(conn: Connection, keys: Iterable[Key]) -> int:
+    """Bring the cart member index up to date for ``keys`` ((user_id, cart_hash) pairs).
+
+    For services that change cart rows by id (cleanup, undo): call it in the
+    same transaction, after the change. Returns the number of keys whose
+    members changed.
+    """
+    return cart_members.refresh_keys(conn, keys)
+
+
+def refresh_cart_ids(conn: Connection, ids: Iterable[int | str]) -> int:
+    """``refresh_cart_keys`` for the keys of the cart rows with these ids (e.g. rows restored)."""
+    return cart_members.refresh_ids(conn, ids)
+
+
+def rebuild_cart_members(workspace: Workspace) -> cart_members.RebuildReport:
+    """Recompute the cart duplicate member index from scratch and install it.
+
+    The index follows inserts, rows becoming sent, and the console's own
+    cleanups and undos by itself. Run a rebuild after rows were deleted or
+    edited in place by anything else (a manual DELETE of duplicates, a
+    back-dated ``sent_at``, a sent row set back to unsent), and on a schedule
+    as a safety net (nightly is plenty). It takes tens of seconds at 2 M rows
+    and holds the index's lock only for the final swap. Returns keys, members
+    and seconds.
+    """
+    return cart_members.rebuild(workspace.engine("cart"))
+
+
 READS = SourceReads(
     source=registry.source("cart"), failed_list=_failed_list,
     feed=_cart_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("cart", cart_metadata),
     feed_keyset=FeedKeyset(cart_log, cart_log.c.sent_at, cart_log.c.id,
-                           (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))))
+                           (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))),
+    sql_rule_spec=builtin_rule_spec)

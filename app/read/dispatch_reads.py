@@ -6,14 +6,19 @@ notifications), as the functions the generic read modules look up through ``READ
   ``nc_dispatch_attempt`` (0 when the console never retried the row).
 * The live dispatch log (``poll_dispatch_log``, by id) and, in the unified
   feed, the in-app notifications (keyset on (created_at, id)).
+* Duplicates: the built-in rule's spec, and the status timeline of the rows'
+  issues that can split a group (``fetch_status_timeline``, on index
+  ``nc_notif_issue_status``); an incremental scan that sees a new status
+  change re-examines the status keys of its issue that reach past it.
 """
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, and_, case, func, literal, select
+from sqlalchemy import String, and_, case, func, literal, or_, select
 from sqlalchemy import cast as cast_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
@@ -21,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from .. import registry
 from ..schema import dispatch_log, dispatch_metadata, dispatch_users, issues, nc_dispatch_attempt, notifications
 from ..sqlutil import db_now
-from .common import Since, resolve_since, text_filter
+from .common import KEY_BATCH, Since, as_time, batched, id_key, resolve_since, text_filter, time_key
 from .failed_parts import age_seconds, error_class, newest_first, newest_page
 from .feed_parts import (
     LIVE_ORDER,
@@ -35,7 +40,9 @@ from .feed_parts import (
     sql_raw_record,
 )
 from .hooks import FeedKeyset, SourceReads
-from .models import FailedItem, FeedItem, FeedPage
+from .models import DuplicateGroup, FailedItem, FeedItem, FeedPage
+from .rule_specs import Key, Point, SqlRuleSpec
+from .rules import DISPATCH_KEY, DISPATCH_RULE, STATUS_CHANGED, group_dispatch_rows
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -166,8 +173,126 @@ def _dispatch_notifications(conn: Connection, *, before: FeedPosition | SortPosi
     return out
 
 
+# --------------------------------------------------------------------------
+# Duplicates: the built-in rule, and the status timeline it reads
+
+def _status_spans(rows: Iterable[dict[str, Any]]) -> dict[Any, list[tuple[dt.datetime, ...]]]:
+    """issue_id -> merged [first, last] spans of the status keys with two or more rows."""
+    spans_of: dict[Key, tuple[dt.datetime, dt.datetime, int]] = {}
+    for r in rows:
+        if r.get("type") != STATUS_CHANGED:
+            continue
+        at = time_key(as_time(r.get("created_at")))
+        key = tuple(r.get(k) for k in DISPATCH_KEY) + (r.get("message"),)
+        lo, hi, n = spans_of.get(key, (at, at, 0))
+        spans_of[key] = (min(lo, at), max(hi, at), n + 1)
+    by_issue: dict[Any, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
+    for key, (lo, hi, n) in spans_of.items():
+        if n > 1 and lo < hi:   # nothing lies strictly between rows of one time
+            by_issue[key[2]].append((lo, hi))
+    merged: dict[Any, list[tuple[dt.datetime, ...]]] = {}
+    for issue_id, spans in by_issue.items():
+        spans.sort()
+        out = [list(spans[0])]
+        for lo, hi in spans[1:]:
+            if lo <= out[-1][1]:
+                out[-1][1] = max(out[-1][1], hi)
+            else:
+                out.append([lo, hi])
+        merged[issue_id] = [tuple(s) for s in out]
+    return merged
+
+
+def fetch_status_timeline(conn: Connection, rows: Iterable[dict[str, Any]], *,
+                          lock: bool = False) -> dict[Any, list[tuple[Any, Any, Any]]]:
+    """The status timeline ``group_dispatch_rows`` needs for ``rows``.
+
+    Only what can split a group: the status_changed notifications (any
+    recipient, any actor) of the issues of ``rows``' status keys with two or
+    more rows, within each key's [first, last] (overlapping spans of one
+    issue merged). One query per batch of ``KEY_BATCH`` spans, each an index
+    range on ``nc_notif_issue_status`` (issue_id, type, created_at).
+    ``lock`` (cleanup) reads with a share lock, so the changes read, and on
+    MariaDB the gaps between them, hold until the transaction ends: a status
+    change committing meanwhile cannot land unseen between two rows the
+    cleanup takes for one event.
+    """
+    spans = _status_spans(rows)
+    if not spans:
+        return {}
+    t = notifications.c
+    ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=id_key) for lo, hi in spans[issue_id]]
+    timeline: dict[Any, list[tuple[Any, Any, Any]]] = defaultdict(list)
+    for batch in batched(ranges, KEY_BATCH):
+        stmt = select(t.issue_id, t.created_at, t.actor_user_id, t.message).where(
+            t.type == STATUS_CHANGED,
+            or_(*[and_(t.issue_id == issue_id, t.created_at >= lo, t.created_at <= hi)
+                  for issue_id, lo, hi in batch]))
+        if lock and conn.dialect.name != "sqlite":
+            stmt = stmt.with_for_update(read=True)
+        for issue_id, at, actor, message in conn.execute(stmt):
+            timeline[issue_id].append((as_time(at), actor, message))
+    for changes in timeline.values():
+        changes.sort(key=lambda c: time_key(c[0]))
+    return dict(timeline)
+
+
+def group_dispatch_rows_in(conn: Connection, rows: Iterable[dict[str, Any]], *,
+                           lock: bool = False) -> list[DuplicateGroup]:
+    """``group_dispatch_rows`` of ``rows`` with their status timeline read on ``conn``.
+
+    The one way the scans and cleanup apply the dispatch rule to rows from
+    the database.
+    """
+    rows = list(rows)
+    return group_dispatch_rows(rows, status_timeline=fetch_status_timeline(conn, rows, lock=lock))
+
+
+def _status_keys_after(conn: Connection, points: list[Point]) -> set[Key]:
+    """Status keys of the issues of ``points`` ((key, time) of new or changed
+    rows) with a row after the earliest such time of their issue.
+
+    A new status change (any recipient, any actor) can split a group of its
+    issue only if the group has members on both sides of it; every such key
+    has a row after it. One query per batch of issues, index ranges on
+    ``nc_notif_issue_status``.
+    """
+    first: dict[Any, dt.datetime] = {}
+    for key, at in points:
+        if key[1] != STATUS_CHANGED:
+            continue
+        at = time_key(as_time(at))
+        if key[2] not in first or at < first[key[2]]:
+            first[key[2]] = at
+    if not first:
+        return set()
+    t = notifications.c
+    key_cols = (t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id)
+    keys: set[Key] = set()
+    for batch in batched(sorted(first.items(), key=lambda kv: id_key(kv[0])), KEY_BATCH):
+        stmt = select(*key_cols).distinct().where(
+            t.type == STATUS_CHANGED, or_(*[and_(t.issue_id == i, t.created_at > at) for i, at in batch]))
+        keys.update(tuple(r) for r in conn.execute(stmt))
+    return keys
+
+
+def builtin_rule_spec(workspace: Workspace) -> SqlRuleSpec:
+    """How the built-in dispatch rule (``DISPATCH_RULE``) reads ``notifications``."""
+    t = notifications.c
+    return SqlRuleSpec(
+        source="dispatch", rule=DISPATCH_RULE, table=notifications,
+        key_cols=(t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id),
+        time_col=t.created_at, id_col=t.id,
+        fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.message, t.created_at,
+                    t.dispatch_id, t.is_read),
+        group=group_dispatch_rows, group_in=group_dispatch_rows_in, related_keys=_status_keys_after,
+        filter_cols=(t.type, t.dispatch_id, t.message),
+        filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))
+
+
 READS = SourceReads(
     source=registry.source("dispatch"), failed_list=_failed_list,
     feed=_dispatch_notifications, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("dispatch", dispatch_metadata),
-    feed_keyset=FeedKeyset(notifications, notifications.c.created_at, notifications.c.id))
+    feed_keyset=FeedKeyset(notifications, notifications.c.created_at, notifications.c.id),
+    sql_rule_spec=builtin_rule_spec)

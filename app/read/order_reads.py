@@ -10,6 +10,7 @@
 * The live orders (``poll_orders``: (updated_at, _id), index
   ``nc_updated_at_id``: documents change) and, in the unified feed, the
   admin emails of ``email_log`` ((sent_at, _id), index ``nc_sent_at``).
+* Duplicates: the built-in rule's spec (``email_log`` by order and event).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from .feed_parts import LIVE_ORDER, FeedMark, FeedOrder, FeedPosition, SortPosit
 from .hooks import SourceReads
 from .models import FailedItem, FeedItem, FeedPage
 from .order_docs import STAGES, first_image_at, stage_images
+from .rule_specs import MongoRuleSpec
+from .rules import ORDER_KEY, ORDER_RULE, group_order_logs
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -259,6 +262,18 @@ def _raw_record(workspace: Workspace, link: dict[str, Any]) -> dict[str, Any] | 
     return {k: (str(v) if k == "_id" else v) for k, v in doc.items()} if doc else None
 
 
+# --------------------------------------------------------------------------
+# Duplicates: the built-in rule
+
+def builtin_rule_spec(workspace: Workspace) -> MongoRuleSpec:
+    """How the built-in order rule (``ORDER_RULE``) reads ``email_log``."""
+    return MongoRuleSpec(source="orders", rule=ORDER_RULE, collection="email_log", key_fields=ORDER_KEY,
+                         time_field="sent_at", group=group_order_logs,
+                         filter_fields=("event", "to", "subject", "message_id"),
+                         filter_int_fields=("order_id",))
+
+
 READS = SourceReads(
     source=registry.source("orders"), failed_list=_failed_list,
-    feed=_order_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES, raw_record=_raw_record)
+    feed=_order_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES, raw_record=_raw_record,
+    mongo_rule_spec=builtin_rule_spec)
