@@ -17,18 +17,19 @@ functions the generic read modules look up through ``READS``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, literal, select, tuple_
+from sqlalchemy import Select, func, literal, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .. import registry
 from ..schema import cart_log, cart_metadata, cart_users
-from ..sqlutil import db_now
+from ..sqlutil import backend, db_now
 from . import cart_members
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
-from .common import Since, resolve_since, text_filter
+from .common import Since, bucket_expr, resolve_since, text_filter
 from .failed_parts import age_seconds, error_class, newest_page
 from .feed_parts import (
     LIVE_ORDER,
@@ -41,7 +42,8 @@ from .feed_parts import (
     refresh_rows,
     sql_raw_record,
 )
-from .hooks import FeedKeyset, SourceReads
+from .histogram import latency_ms
+from .hooks import Counts, FeedKeyset, LatencyReads, SourceReads, SourceSpec
 from .models import FailedItem, FeedItem, FeedPage
 from .rule_specs import Key, SqlRuleSpec
 from .rules import CART_RULE, group_cart_rows
@@ -235,10 +237,49 @@ def rebuild_cart_members(workspace: Workspace) -> cart_members.RebuildReport:
     return cart_members.rebuild(workspace.engine("cart"))
 
 
+# --------------------------------------------------------------------------
+# Latency statistics: the rollup's log and settled rows, the exact rows, the failed and pending counts
+
+def _settled(row: Sequence[Any]) -> tuple[str, float] | None:
+    _id, created, sent, sent_at = row
+    if sent and sent_at is not None:
+        return "cart", latency_ms(sent_at, created)
+    return None
+
+
+_ROLLUP = SourceSpec(table=cart_log, id=cart_log.c.id, created=cart_log.c.created_at,
+                     cols=(cart_log.c.id, cart_log.c.created_at, cart_log.c.email_sent, cart_log.c.sent_at),
+                     settled=cart_log.c.email_sent == 1, series_like="cart", prefixed=False)
+
+
+def _exact_rows(start: dt.datetime, end: dt.datetime) -> Select[Any]:
+    t = cart_log.c
+    return select(literal("cart"), t.created_at, t.sent_at).where(
+        t.email_sent == 1, t.created_at >= start, t.created_at < end, t.sent_at.is_not(None))
+
+
+def _unsettled_counts(conn: Connection, workspace: Workspace, start: dt.datetime, end: dt.datetime,
+                      bucket_seconds: int, start_b: int, now: dt.datetime) -> tuple[Counts, Counts]:
+    """Failed and pending counts per series and bucket, counted in the database."""
+    dialect = backend(conn)
+    failed: Counts = defaultdict(dict)
+    pending: Counts = defaultdict(dict)
+    t = cart_log.c
+    in_progress = now - dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
+    bexpr = bucket_expr(t.created_at, bucket_seconds, dialect).label("b")
+    stmt = select((t.created_at < in_progress).label("old"), bexpr, func.count()).where(
+        t.email_sent == 0, t.created_at >= start, t.created_at < end).group_by("old", bexpr)
+    for old, b, c in conn.execute(stmt):
+        target = failed if old else pending
+        target["cart"][int(b) - start_b] = target["cart"].get(int(b) - start_b, 0) + int(c)
+    return failed, pending
+
+
 READS = SourceReads(
     source=registry.source("cart"), failed_list=_failed_list,
     feed=_cart_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("cart", cart_metadata),
     feed_keyset=FeedKeyset(cart_log, cart_log.c.sent_at, cart_log.c.id,
                            (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))),
-    sql_rule_spec=builtin_rule_spec)
+    sql_rule_spec=builtin_rule_spec,
+    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts))

@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, and_, case, func, literal, or_, select
+from sqlalchemy import Select, String, and_, case, func, literal, or_, select
 from sqlalchemy import cast as cast_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import registry
 from ..schema import dispatch_log, dispatch_metadata, dispatch_users, issues, nc_dispatch_attempt, notifications
-from ..sqlutil import db_now
-from .common import KEY_BATCH, Since, as_time, batched, id_key, resolve_since, text_filter, time_key
+from ..sqlutil import backend, db_now
+from .common import KEY_BATCH, Since, as_time, batched, bucket_expr, id_key, resolve_since, text_filter, time_key
 from .failed_parts import age_seconds, error_class, newest_first, newest_page
 from .feed_parts import (
     LIVE_ORDER,
@@ -39,7 +39,8 @@ from .feed_parts import (
     refresh_rows,
     sql_raw_record,
 )
-from .hooks import FeedKeyset, SourceReads
+from .histogram import latency_ms
+from .hooks import Counts, FeedKeyset, LatencyReads, SourceReads, SourceSpec
 from .models import DuplicateGroup, FailedItem, FeedItem, FeedPage
 from .rule_specs import Key, Point, SqlRuleSpec
 from .rules import DISPATCH_KEY, DISPATCH_RULE, STATUS_CHANGED, group_dispatch_rows
@@ -290,9 +291,49 @@ def builtin_rule_spec(workspace: Workspace) -> SqlRuleSpec:
         filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))
 
 
+# --------------------------------------------------------------------------
+# Latency statistics: the rollup's log and settled rows, the exact rows, the failed and pending counts
+
+def _settled(row: Sequence[Any]) -> tuple[str, float] | None:
+    _id, created, dtype, status, completed = row
+    if status == "completed" and completed is not None:
+        return f"dispatch:{dtype}", latency_ms(completed, created)
+    return None
+
+
+_ROLLUP = SourceSpec(table=dispatch_log, id=dispatch_log.c.id, created=dispatch_log.c.created_at,
+                     cols=(dispatch_log.c.id, dispatch_log.c.created_at, dispatch_log.c.dispatch_type,
+                           dispatch_log.c.status, dispatch_log.c.completed_at),
+                     settled=dispatch_log.c.status == "completed", series_like="dispatch:%", prefixed=True)
+
+
+def _exact_rows(start: dt.datetime, end: dt.datetime) -> Select[Any]:
+    t = dispatch_log.c
+    return select(t.dispatch_type, t.created_at, t.completed_at).where(
+        t.status == "completed", t.created_at >= start, t.created_at < end, t.completed_at.is_not(None))
+
+
+def _unsettled_counts(conn: Connection, workspace: Workspace, start: dt.datetime, end: dt.datetime,
+                      bucket_seconds: int, start_b: int, now: dt.datetime) -> tuple[Counts, Counts]:
+    """Failed and pending counts per series and bucket, counted in the database."""
+    dialect = backend(conn)
+    failed: Counts = defaultdict(dict)
+    pending: Counts = defaultdict(dict)
+    t = dispatch_log.c
+    bexpr = bucket_expr(t.created_at, bucket_seconds, dialect).label("b")
+    stmt = select(t.status, t.dispatch_type, bexpr, func.count()).where(
+        t.status.in_(("failed", "pending")), t.created_at >= start, t.created_at < end) \
+        .group_by(t.status, t.dispatch_type, bexpr)
+    for status, dtype, b, c in conn.execute(stmt):
+        target = failed if status == "failed" else pending
+        target[dtype][int(b) - start_b] = int(c)
+    return failed, pending
+
+
 READS = SourceReads(
     source=registry.source("dispatch"), failed_list=_failed_list,
     feed=_dispatch_notifications, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("dispatch", dispatch_metadata),
     feed_keyset=FeedKeyset(notifications, notifications.c.created_at, notifications.c.id),
-    sql_rule_spec=builtin_rule_spec)
+    sql_rule_spec=builtin_rule_spec,
+    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts))
