@@ -126,3 +126,31 @@ def test_the_read_side_imports_nothing_inside_a_function():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 inside += [f"{path.name}:{n.lineno}" for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))]
     assert inside == []
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_read_side_is_layered_bottom_modules_then_per_source_modules_then_the_lookup_then_the_public_ones():
+    graph = import_graph()
+    per_source = {m for m in graph if m.startswith("app.read.") and m.endswith("_reads")}
+    assert per_source == {"app.read.dispatch_reads", "app.read.cart_reads", "app.read.order_reads"}
+    lookup = "app.read.by_source"
+    generic = {m for m in graph if m.startswith("app.read.") and lookup in _reach(graph, m)}
+    assert {"app.read.failures", "app.read.feeds", "app.read.duplicates", "app.read.rollup",
+            "app.read.stats"} <= generic
+    for module in per_source:
+        below = _reach(graph, module)
+        assert lookup not in below and not (below & (per_source | generic)), module
+    assert per_source <= graph[lookup]
+    for module in ("app.read.hooks", "app.read.failed_parts", "app.read.feed_parts", "app.read.rule_specs",
+                   "app.read.order_docs", "app.read.common", "app.read.models", "app.read.rules"):
+        assert not (_reach(graph, module) & (per_source | {lookup})), module
