@@ -10,6 +10,9 @@ notifications), as the functions the generic read modules look up through ``READ
   issues that can split a group (``fetch_status_timeline``, on index
   ``nc_notif_issue_status``); an incremental scan that sees a new status
   change re-examines the status keys of its issue that reach past it.
+* Latency statistics: ``completed_at − created_at`` of completed rows, one
+  series per dispatch_type (``dispatch:<type>``); failed and pending rows
+  counted per bucket.
 """
 from __future__ import annotations
 

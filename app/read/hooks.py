@@ -2,10 +2,10 @@
 
 The registry (``app.registry``) states what the console knows of a source;
 this record adds how the read side reads it, so the generic read modules
-(``failures``, ``feeds``, ``duplicates``, ``rollup``, ``stats``) look a source's readers up
-(``app.read.by_source.reads_for``) instead of naming sources. Each per-source
-read module (``app.read.dispatch_reads``, ``.cart_reads``, ``.order_reads``)
-builds its own record as ``READS``.
+(``failures``, ``feeds``, ``duplicates``, ``rollup``, ``stats``) look a
+source's readers up (``app.read.by_source.reads_for``) instead of naming
+sources. Each per-source read module (``app.read.dispatch_reads``,
+``.cart_reads``, ``.order_reads``) builds its own record as ``READS``.
 """
 from __future__ import annotations
 
