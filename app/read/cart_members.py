@@ -34,7 +34,7 @@ and its members replaced (or dropped below two), so re-reading an overlap is
 harmless. The cleanup and undo services refresh the keys they change in their
 own transaction (``refresh_keys``).
 
-Not seen by an advance, and repaired by ``rebuild`` (``app.read.duplicates.
+Not seen by an advance, and repaired by ``rebuild`` (``app.read.cart_reads.
 rebuild_cart_members``): rows deleted in the middle of the id range by
 something other than the console, sent rows whose key or times are edited in
 place, rows marked sent without ``sent_at`` (or with a ``sent_at`` older than

@@ -1,6 +1,6 @@
 """What every read query shares: the ``--filter`` and ``--since`` clauses, the late-commit
 margin, key batching, the sort keys for ids and times that may be of mixed types, and
-epoch seconds.
+epoch seconds and the chart buckets numbered by them.
 
 Nothing here knows a source or a rule; the scans (``duplicates``), the member
 index (``cart_members``), the lists (``failures``), the feeds and the rollup
@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import and_, or_, tuple_
+from sqlalchemy import Integer, and_, cast, func, or_, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -63,6 +63,15 @@ def as_time(value: _T) -> _T | dt.datetime:
 def epoch_seconds(t: dt.datetime) -> int:
     """Whole seconds since 1970 of a naive-UTC time (chart buckets are numbered by it)."""
     return int((t - dt.datetime(1970, 1, 1)).total_seconds())
+
+
+def bucket_expr(col: ColumnElement[Any], seconds: int, dialect: str) -> ColumnElement[Any]:
+    """Integer bucket number of a timestamp column: floor(epoch seconds / bucket), in SQL."""
+    if dialect in ("mysql", "mariadb"):
+        return func.floor(func.unix_timestamp(col) / seconds)
+    if dialect == "postgresql":
+        return func.floor(func.extract("epoch", col) / seconds)
+    return cast(func.strftime("%s", col), Integer) / seconds
 
 
 def batched(items: list[_T], size: int) -> Iterator[list[_T]]:

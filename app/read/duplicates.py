@@ -3,7 +3,10 @@ incremental scans that re-examine only the keys touched since a cursor.
 
 The rules themselves are pure functions in ``app.read.rules``; this module
 fetches their rows (and, for dispatch, the status timeline of the rows'
-issues) and hands them over.
+issues) and hands them over. Each source's built-in rule is its read
+record's spec (``app.read.by_source.reads_for``: ``dispatch_reads``,
+``cart_reads``, ``order_reads``); the config-defined rules' specs are built
+here.
 
 Scans are two-phase, so they stay fast at production size: phase 1 finds the
 candidate keys with a GROUP BY on an index (``db upgrade`` creates them);
@@ -25,22 +28,23 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnClause, ColumnElement, DateTime, TableClause, and_, case, column, func, or_, select, table
+from sqlalchemy import ColumnClause, ColumnElement, DateTime, case, column, func, or_, select, table
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .. import registry
 from ..config import DuplicateRule
-from ..schema import cart_log, nc_action, nc_archive, notifications
+from ..schema import cart_log, nc_action, nc_archive
 from ..sqlutil import db_now, is_permission_denied
 from . import cart_members
+from .by_source import reads_for
+from .cart_reads import rebuild_cart_members as rebuild_cart_members  # re-exported for bench/read_side.py and tests
 from .common import (
     KEY_BATCH,
     LATE_COMMIT_MARGIN,
@@ -54,136 +58,18 @@ from .common import (
     time_key,
 )
 from .models import DuplicateGroup
-from .rules import (
-    CART_RULE,
-    DISPATCH_KEY,
-    DISPATCH_RULE,
-    ORDER_KEY,
-    ORDER_RULE,
-    STATUS_CHANGED,
-    group_cart_rows,
-    group_dispatch_rows,
-    group_order_logs,
-    group_rule_rows,
-)
-from .rules import StatusChanges as StatusChanges  # re-exported for app.services.dispatch (outside app/read)
+from .rule_specs import Key, MongoRuleSpec, OrderDb, Point, SqlRuleSpec
+from .rules import CART_RULE, group_rule_rows
+
+# The built-in rules' names, re-exported for the tests that check them against the config's.
+from .rules import DISPATCH_RULE as DISPATCH_RULE
+from .rules import ORDER_RULE as ORDER_RULE
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 
-# A rule's key values, as the database hands them back.
-Key = tuple[Any, ...]
-# (key, time) of a row an incremental scan finds new or changed.
-Point = tuple[Key, Any]
 # What a cursor keeps of one rule: {(column, id): change time} and {("action", id): state}.
 Seen = dict[tuple[str, Any], Any]
-# A rule's grouping: rows (or documents) -> groups.
-GroupRows = Callable[[list[dict[str, Any]]], list[DuplicateGroup]]
-# The order store's database: pymongo's or mongomock's (``OrderStore.db``; neither is typed).
-OrderDb = Any
-
-# --------------------------------------------------------------------------
-# The dispatch rule's status timeline
-
-def _status_spans(rows: Iterable[dict[str, Any]]) -> dict[Any, list[tuple[dt.datetime, ...]]]:
-    """issue_id -> merged [first, last] spans of the status keys with two or more rows."""
-    spans_of: dict[Key, tuple[dt.datetime, dt.datetime, int]] = {}
-    for r in rows:
-        if r.get("type") != STATUS_CHANGED:
-            continue
-        at = time_key(as_time(r.get("created_at")))
-        key = tuple(r.get(k) for k in DISPATCH_KEY) + (r.get("message"),)
-        lo, hi, n = spans_of.get(key, (at, at, 0))
-        spans_of[key] = (min(lo, at), max(hi, at), n + 1)
-    by_issue: dict[Any, list[tuple[dt.datetime, dt.datetime]]] = defaultdict(list)
-    for key, (lo, hi, n) in spans_of.items():
-        if n > 1 and lo < hi:   # nothing lies strictly between rows of one time
-            by_issue[key[2]].append((lo, hi))
-    merged: dict[Any, list[tuple[dt.datetime, ...]]] = {}
-    for issue_id, spans in by_issue.items():
-        spans.sort()
-        out = [list(spans[0])]
-        for lo, hi in spans[1:]:
-            if lo <= out[-1][1]:
-                out[-1][1] = max(out[-1][1], hi)
-            else:
-                out.append([lo, hi])
-        merged[issue_id] = [tuple(s) for s in out]
-    return merged
-
-
-def fetch_status_timeline(conn: Connection, rows: Iterable[dict[str, Any]], *,
-                          lock: bool = False) -> dict[Any, list[tuple[Any, Any, Any]]]:
-    """The status timeline ``group_dispatch_rows`` needs for ``rows``.
-
-    Only what can split a group: the status_changed notifications (any
-    recipient, any actor) of the issues of ``rows``' status keys with two or
-    more rows, within each key's [first, last] (overlapping spans of one
-    issue merged). One query per batch of ``KEY_BATCH`` spans, each an index
-    range on ``nc_notif_issue_status`` (issue_id, type, created_at).
-    ``lock`` (cleanup) reads with a share lock, so the changes read, and on
-    MariaDB the gaps between them, hold until the transaction ends: a status
-    change committing meanwhile cannot land unseen between two rows the
-    cleanup takes for one event.
-    """
-    spans = _status_spans(rows)
-    if not spans:
-        return {}
-    t = notifications.c
-    ranges = [(issue_id, lo, hi) for issue_id in sorted(spans, key=id_key) for lo, hi in spans[issue_id]]
-    timeline: dict[Any, list[tuple[Any, Any, Any]]] = defaultdict(list)
-    for batch in batched(ranges, KEY_BATCH):
-        stmt = select(t.issue_id, t.created_at, t.actor_user_id, t.message).where(
-            t.type == STATUS_CHANGED,
-            or_(*[and_(t.issue_id == issue_id, t.created_at >= lo, t.created_at <= hi)
-                  for issue_id, lo, hi in batch]))
-        if lock and conn.dialect.name != "sqlite":
-            stmt = stmt.with_for_update(read=True)
-        for issue_id, at, actor, message in conn.execute(stmt):
-            timeline[issue_id].append((as_time(at), actor, message))
-    for changes in timeline.values():
-        changes.sort(key=lambda c: time_key(c[0]))
-    return dict(timeline)
-
-
-def group_dispatch_rows_in(conn: Connection, rows: Iterable[dict[str, Any]], *,
-                           lock: bool = False) -> list[DuplicateGroup]:
-    """``group_dispatch_rows`` of ``rows`` with their status timeline read on ``conn``.
-
-    The one way the scans and cleanup apply the dispatch rule to rows from
-    the database.
-    """
-    rows = list(rows)
-    return group_dispatch_rows(rows, status_timeline=fetch_status_timeline(conn, rows, lock=lock))
-
-
-def _status_keys_after(conn: Connection, points: list[Point]) -> set[Key]:
-    """Status keys of the issues of ``points`` ((key, time) of new or changed
-    rows) with a row after the earliest such time of their issue.
-
-    A new status change (any recipient, any actor) can split a group of its
-    issue only if the group has members on both sides of it; every such key
-    has a row after it. One query per batch of issues, index ranges on
-    ``nc_notif_issue_status``.
-    """
-    first: dict[Any, dt.datetime] = {}
-    for key, at in points:
-        if key[1] != STATUS_CHANGED:
-            continue
-        at = time_key(as_time(at))
-        if key[2] not in first or at < first[key[2]]:
-            first[key[2]] = at
-    if not first:
-        return set()
-    t = notifications.c
-    key_cols = (t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id)
-    keys: set[Key] = set()
-    for batch in batched(sorted(first.items(), key=lambda kv: id_key(kv[0])), KEY_BATCH):
-        stmt = select(*key_cols).distinct().where(
-            t.type == STATUS_CHANGED, or_(*[and_(t.issue_id == i, t.created_at > at) for i, at in batch]))
-        keys.update(tuple(r) for r in conn.execute(stmt))
-    return keys
-
 
 # --------------------------------------------------------------------------
 # Helpers shared by the scans
@@ -202,58 +88,6 @@ def _finish(groups: list[DuplicateGroup], since: dt.datetime | None, limit: int 
 
 # --------------------------------------------------------------------------
 # SQL scans
-
-@dataclass(frozen=True)
-class SqlRuleSpec:
-    """How one rule reads one SQL table: key, time and id columns, filter, grouping."""
-
-    source: str
-    rule: str
-    table: TableClause
-    key_cols: tuple[ColumnClause[Any], ...]
-    time_col: ColumnClause[Any]
-    id_col: ColumnClause[Any]
-    fetch_cols: tuple[ColumnClause[Any], ...]
-    where: tuple[ColumnElement[bool], ...] = ()   # always-on conditions (cart: sent rows only)
-    group: GroupRows | None = None       # rows -> groups (every spec has one)
-    filter_cols: tuple[ColumnClause[Any], ...] = ()
-    filter_int_cols: tuple[ColumnClause[Any], ...] = ()
-    changed_cols: tuple[ColumnClause[Any], ...] = ()   # indexed time columns re-read for late commits and late changes
-    # (conn, rows) -> groups, for a rule that reads more than the rows
-    group_in: Callable[[Connection, list[dict[str, Any]]], list[DuplicateGroup]] | None = None
-    # (conn, [(key, time)] of touched rows) -> more keys to re-examine
-    related_keys: Callable[[Connection, list[Point]], set[Key]] | None = None
-
-    def groups_of(self, conn: Connection, rows: list[dict[str, Any]]) -> list[DuplicateGroup]:
-        if self.group_in is not None:
-            return self.group_in(conn, rows)
-        assert self.group is not None   # the three spec builders below always set it
-        return self.group(rows)
-
-
-def _cart_spec(workspace: Workspace) -> SqlRuleSpec:
-    t = cart_log.c
-    window = workspace.config.thresholds.duplicate_window_hours
-    return SqlRuleSpec(
-        source="cart", rule=CART_RULE, table=cart_log, key_cols=(t.user_id, t.cart_hash),
-        time_col=t.created_at, id_col=t.id,
-        fetch_cols=(t.id, t.user_id, t.cart_hash, t.created_at, t.sent_at, t.email_sent, t.cart_value),
-        where=(t.email_sent == 1,), group=lambda rows: group_cart_rows(rows, window),
-        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
-
-
-def _dispatch_spec(workspace: Workspace) -> SqlRuleSpec:
-    t = notifications.c
-    return SqlRuleSpec(
-        source="dispatch", rule=DISPATCH_RULE, table=notifications,
-        key_cols=(t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id),
-        time_col=t.created_at, id_col=t.id,
-        fetch_cols=(t.id, t.user_id, t.type, t.issue_id, t.comment_id, t.actor_user_id, t.message, t.created_at,
-                    t.dispatch_id, t.is_read),
-        group=group_dispatch_rows, group_in=group_dispatch_rows_in, related_keys=_status_keys_after,
-        filter_cols=(t.type, t.dispatch_id, t.message),
-        filter_int_cols=(t.user_id, t.issue_id, t.comment_id, t.actor_user_id), changed_cols=(t.created_at,))
-
 
 def _config_sql_spec(rule: DuplicateRule) -> SqlRuleSpec:
     # Identifiers were validated by the config loader; they still only ever
@@ -346,27 +180,8 @@ def _scan_sql(conn: Connection, spec: SqlRuleSpec, *, since: dt.datetime | None,
 # --------------------------------------------------------------------------
 # Order store scans
 
-@dataclass(frozen=True)
-class MongoRuleSpec:
-    source: str
-    rule: str
-    collection: str
-    key_fields: tuple[str, ...]
-    time_field: str
-    group: GroupRows
-    filter_fields: tuple[str, ...] = ()
-    filter_int_fields: tuple[str, ...] = ()
-
-
-def _order_spec() -> MongoRuleSpec:
-    return MongoRuleSpec(source="orders", rule=ORDER_RULE, collection="email_log", key_fields=ORDER_KEY,
-                         time_field="sent_at", group=group_order_logs,
-                         filter_fields=("event", "to", "subject", "message_id"),
-                         filter_int_fields=("order_id",))
-
-
 def _config_mongo_spec(rule: DuplicateRule) -> MongoRuleSpec:
-    return MongoRuleSpec(source="orders", rule=rule.name, collection=rule.table, key_fields=tuple(rule.key),
+    return MongoRuleSpec(source=rule.source, rule=rule.name, collection=rule.table, key_fields=tuple(rule.key),
                          time_field=rule.time_column, group=lambda docs: group_rule_rows(docs, rule),
                          filter_fields=tuple(rule.key))
 
@@ -423,18 +238,11 @@ def _scan_mongo(db: OrderDb, spec: MongoRuleSpec, *, since: dt.datetime | None, 
 # --------------------------------------------------------------------------
 # Public entry points
 
-# The built-in rule of each SQL source, by name (the order store's is _order_spec).
-_BUILTIN_SQL_SPECS: dict[str, Callable[[Workspace], SqlRuleSpec]] = {
-    "cart": lambda workspace: _cart_spec(workspace),
-    "dispatch": lambda workspace: _dispatch_spec(workspace),
-}
-
-
-def _order_specs(workspace: Workspace, rules: str | None = None) -> list[MongoRuleSpec]:
-    """The specs of the order store: its built-in rule and the config-defined ones."""
-    specs = [_order_spec()]
-    specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules
-              if not registry.source(r.source).is_sql]
+def _mongo_specs(workspace: Workspace, source: str, rules: str | None = None) -> list[MongoRuleSpec]:
+    """The specs of order-store ``source``: its built-in rule and the config-defined ones."""
+    build = reads_for(source).mongo_rule_spec
+    specs = [build(workspace)] if build is not None else []
+    specs += [_config_mongo_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
     if rules is not None:
         specs = [s for s in specs if s.rule == rules]
     return specs
@@ -442,9 +250,10 @@ def _order_specs(workspace: Workspace, rules: str | None = None) -> list[MongoRu
 
 def _sql_specs(workspace: Workspace, source: str, rules: str | None = None) -> list[SqlRuleSpec]:
     """The specs of SQL ``source`` (cart or dispatch): its built-in rule and the config-defined ones."""
-    if not registry.source(source).is_sql:
+    build = reads_for(source).sql_rule_spec
+    if build is None:
         raise registry.unknown_source(source)
-    specs = [_BUILTIN_SQL_SPECS[source](workspace)]
+    specs = [build(workspace)]
     specs += [_config_sql_spec(r) for r in workspace.config.duplicate_rules if r.source == source]
     if rules is not None:
         specs = [s for s in specs if s.rule == rules]
@@ -464,7 +273,7 @@ def scan_duplicates(workspace: Workspace, source: str, *, since: dt.datetime | d
     if not registry.source(source).is_sql:
         db = workspace.orders().db
         since_at = resolve_since(workspace.orders().now(), since)
-        for order_spec in _order_specs(workspace, rule):
+        for order_spec in _mongo_specs(workspace, source, rule):
             groups.extend(_scan_mongo(db, order_spec, since=since_at, limit=limit, filter_text=filter_text))
     else:
         specs = _sql_specs(workspace, source, rule)
@@ -501,9 +310,10 @@ def _uses_member_index(spec: SqlRuleSpec, filter_text: str | None) -> bool:
 
 def _advance_member_index(workspace: Workspace, specs: Sequence[SqlRuleSpec], filter_text: str | None) -> bool:
     """Bring the member index up to date; False when this database user may not write it."""
-    if any(_uses_member_index(s, filter_text) for s in specs):
+    indexed = [s for s in specs if _uses_member_index(s, filter_text)]
+    if indexed:
         try:
-            cart_members.ensure_current(workspace.engine("cart"))
+            cart_members.ensure_current(workspace.engine(indexed[0].source))
         except DBAPIError as exc:
             if not is_permission_denied(exc):
                 raise
@@ -529,35 +339,6 @@ def _scan_spec(workspace: Workspace, conn: Connection, spec: SqlRuleSpec, *, sin
             return groups
         return _scan_sql(conn, spec, since=since, limit=None, filter_text=filter_text)
     return _scan_sql(conn, spec, since=since, limit=limit, filter_text=filter_text)
-
-
-def refresh_cart_keys(conn: Connection, keys: Iterable[Key]) -> int:
-    """Bring the cart member index up to date for ``keys`` ((user_id, cart_hash) pairs).
-
-    For services that change cart rows by id (cleanup, undo): call it in the
-    same transaction, after the change. Returns the number of keys whose
-    members changed.
-    """
-    return cart_members.refresh_keys(conn, keys)
-
-
-def refresh_cart_ids(conn: Connection, ids: Iterable[int | str]) -> int:
-    """``refresh_cart_keys`` for the keys of the cart rows with these ids (e.g. rows restored)."""
-    return cart_members.refresh_ids(conn, ids)
-
-
-def rebuild_cart_members(workspace: Workspace) -> cart_members.RebuildReport:
-    """Recompute the cart duplicate member index from scratch and install it.
-
-    The index follows inserts, rows becoming sent, and the console's own
-    cleanups and undos by itself. Run a rebuild after rows were deleted or
-    edited in place by anything else (a manual DELETE of duplicates, a
-    back-dated ``sent_at``, a sent row set back to unsent), and on a schedule
-    as a safety net (nightly is plenty). It takes tens of seconds at 2 M rows
-    and holds the index's lock only for the final swap. Returns keys, members
-    and seconds.
-    """
-    return cart_members.rebuild(workspace.engine("cart"))
 
 
 # --------------------------------------------------------------------------
@@ -746,7 +527,7 @@ def scan_duplicates_incremental(workspace: Workspace, source: str, cursor: ScanC
     seen here: only a full scan (no cursor) shows their effect.
     """
     if not registry.source(source).is_sql:
-        return _incremental_orders(workspace, cursor, filter_text)
+        return _incremental_mongo(workspace, source, cursor, filter_text)
     specs = _sql_specs(workspace, source)
     if cursor is None:
         # The marks come first: whatever lands during the scan is above them.
@@ -784,16 +565,17 @@ def scan_duplicates_incremental(workspace: Workspace, source: str, cursor: ScanC
                            cursor=ScanCursor(source, now, last_ids, recent))
 
 
-def _incremental_orders(workspace: Workspace, cursor: ScanCursor | None, filter_text: str | None) -> IncrementalScan:
+def _incremental_mongo(workspace: Workspace, source: str, cursor: ScanCursor | None,
+                       filter_text: str | None) -> IncrementalScan:
     db = workspace.orders().db
     now = workspace.orders().now()
-    specs = _order_specs(workspace)
+    specs = _mongo_specs(workspace, source)
     if cursor is None:
         groups: list[DuplicateGroup] = []
         for spec in specs:
             groups.extend(_scan_mongo(db, spec, since=None, limit=None, filter_text=filter_text))
         return IncrementalScan(groups=_finish(groups, None, None), touched=set(),
-                               cursor=ScanCursor("orders", now, {}), full=True)
+                               cursor=ScanCursor(source, now, {}), full=True)
     changed_since = cursor.scanned_at - LATE_COMMIT_MARGIN
     groups = []
     touched: set[tuple[str, Key]] = set()
@@ -814,7 +596,7 @@ def _incremental_orders(workspace: Workspace, cursor: ScanCursor | None, filter_
             found = [g for g in found if tuple(g.key.get(f) for f in spec.key_fields) in picked]
         groups.extend(found)
     return IncrementalScan(groups=_finish(groups, None, None), touched=touched,
-                           cursor=ScanCursor("orders", now, {}, recent))
+                           cursor=ScanCursor(source, now, {}, recent))
 
 
 def _mongo_keys_matching(db: OrderDb, spec: MongoRuleSpec, keys: list[Key], filter_text: str | None) -> set[Key]:

@@ -30,16 +30,20 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Column, Table, and_, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
+from .. import registry
 from ..errors import UsageError
-from ..schema import cart_log, dispatch_log, nc_cursor, nc_latency_minute, nc_rollup_unsettled
+from ..schema import nc_cursor, nc_latency_minute, nc_rollup_unsettled
 from ..sqlutil import db_now, insert_ignore, with_retry
 from . import idwindow
+from .by_source import reads_for
 from .common import LATE_COMMIT_MARGIN, epoch_seconds
-from .histogram import NBINS, bin_index, decode_hist, encode_hist, latency_ms
+from .histogram import NBINS, bin_index, decode_hist, encode_hist
+from .hooks import LatencyReads
+from .hooks import SourceSpec as SourceSpec  # re-exported: the log a rollup reads (app.read.stats)
 from .idwindow import IdWindow
 from .minute_rows import fetch_minute_hists
 
@@ -52,18 +56,6 @@ ROLLUP_BATCH = 20000
 RECHECK_SECONDS = 30.0
 # A transaction that took an id commits within this long (see app.read.idwindow).
 LAG = LATE_COMMIT_MARGIN
-
-
-class SourceSpec(TypedDict):
-    """The log a rollup reads (``source_spec``), and what a settled row of it is."""
-
-    table: Table
-    id: Column[Any]
-    created: Column[Any]
-    cols: tuple[Column[Any], ...]
-    settled: ColumnElement[bool]        # a settled row, in SQL
-    series_like: str                    # the LIKE pattern of the source's series in nc_latency_minute
-    prefixed: bool                      # series are "<source>:<kind>" (charted by kind), else the source's name
 
 
 class RollupProgress(TypedDict):
@@ -87,52 +79,29 @@ def _minute(t: dt.datetime) -> dt.datetime:
     return t.replace(second=0, microsecond=0)
 
 
-def _dispatch_settled(row: Sequence[Any]) -> tuple[str, float] | None:
-    _id, created, dtype, status, completed = row
-    if status == "completed" and completed is not None:
-        return f"dispatch:{dtype}", latency_ms(completed, created)
-    return None
-
-
-def _cart_settled(row: Sequence[Any]) -> tuple[str, float] | None:
-    _id, created, sent, sent_at = row
-    if sent and sent_at is not None:
-        return "cart", latency_ms(sent_at, created)
-    return None
-
-
-# The sources with latency statistics: what each one's rollup reads.
-_SPECS: dict[str, SourceSpec] = {
-    "dispatch": SourceSpec(table=dispatch_log, id=dispatch_log.c.id, created=dispatch_log.c.created_at,
-                           cols=(dispatch_log.c.id, dispatch_log.c.created_at, dispatch_log.c.dispatch_type,
-                                 dispatch_log.c.status, dispatch_log.c.completed_at),
-                           settled=dispatch_log.c.status == "completed", series_like="dispatch:%", prefixed=True),
-    "cart": SourceSpec(table=cart_log, id=cart_log.c.id, created=cart_log.c.created_at,
-                       cols=(cart_log.c.id, cart_log.c.created_at, cart_log.c.email_sent, cart_log.c.sent_at),
-                       settled=cart_log.c.email_sent == 1, series_like="cart", prefixed=False),
-}
-# (series, latency ms) of a settled row, or None while it is unsettled.
-_SETTLED = {"dispatch": _dispatch_settled, "cart": _cart_settled}
+def source_latency(source: str) -> LatencyReads:
+    """How the statistics of ``source`` read its log; a source without them is one sentence."""
+    try:
+        latency = reads_for(source).latency
+    except UsageError:
+        latency = None
+    if latency is None:
+        names = [r.source.name for r in map(reads_for, registry.NAMES) if r.latency is not None]
+        raise UsageError(f"Statistics exist for {', '.join(names[:-1])} and {names[-1]}, not '{source}'.")
+    return latency
 
 
 def source_spec(source: str) -> SourceSpec:
     """The log the rollup of ``source`` reads: table, id and creation columns, columns read."""
-    try:
-        return _SPECS[source]
-    except KeyError:
-        raise UsageError(f"Statistics exist for cart and dispatch, not '{source}'.") from None
-
-
-def _settled(source: str, row: Sequence[Any]) -> tuple[str, float] | None:
-    """(series, latency ms) of a settled row, or None while it is unsettled."""
-    return _SETTLED[source](row)
+    return source_latency(source).rollup
 
 
 def _add_rows(acc: _Acc, source: str, rows: Iterable[Sequence[Any]]) -> list[Sequence[Any]]:
     """Add settled rows into ``acc`` {(series, minute): [n, sum, [bins]]}; return the unsettled ones."""
     unsettled: list[Sequence[Any]] = []
+    settled = source_latency(source).settled
     for row in rows:
-        s = _settled(source, row)
+        s = settled(row)
         if s is None:
             unsettled.append(row)
             continue

@@ -22,7 +22,7 @@ it has locked.
   duplicate. A key's time-ordered chain is split wherever such a change lies
   between consecutive members; the issue's status changes (its *status
   timeline*, ``StatusChanges``) come from
-  ``app.read.duplicates.fetch_status_timeline``.
+  ``app.read.dispatch_reads.fetch_status_timeline``.
 * orders: more than one email_log document per (order_id, event).
 * config rules: more than one row/document per key within ``window_hours``
   (anchored like the cart rule).

@@ -18,27 +18,26 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import Integer, cast, func, literal, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql.elements import ColumnElement
 
 from .. import registry
 from ..errors import UsageError
-from ..schema import cart_log, dispatch_log
 from ..schema import nc_cursor as nc_cursor  # re-exported, see below
 from ..schema import nc_latency_minute as nc_latency_minute  # re-exported, see below
 from ..schema import nc_rollup_unsettled as nc_rollup_unsettled  # re-exported, see below
-from ..sqlutil import backend, db_now, is_permission_denied
+from ..sqlutil import db_now, is_permission_denied
+from .common import bucket_expr as bucket_expr  # re-exported for app.read.series
 from .common import epoch_seconds
 from .duplicates import scan_duplicates
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, exact_percentiles, hist_percentiles, latency_ms
+from .hooks import Counts, LatencyReads
 from .models import LatencyBucket, StatsSeries
-from .rollup import SourceSpec, advance_rollup, read_hists, source_spec
+from .rollup import advance_rollup, read_hists, source_latency
 from .rollup import catch_up as catch_up  # re-exported, see below
 
 # Re-exported (``X as X``) for callers outside app/read that reach them through this module:
@@ -48,22 +47,12 @@ from .rollup import catch_up as catch_up  # re-exported, see below
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 
-# {series: {bucket: [latency ms]}} (exact mode) and {series: {bucket: count}} (failed, pending).
+# {series: {bucket: [latency ms]}} (exact mode); the failed and pending counts are ``Counts``.
 _Values = dict[str, dict[int, list[float]]]
-_Counts = dict[str, dict[int, int]]
 
 EXACT_MAX_ROWS = 2_000_000
 PERIODS: dict[str, tuple[dt.timedelta, int]] = {
     "1h": (dt.timedelta(hours=1), 60), "24h": (dt.timedelta(hours=24), 300), "7d": (dt.timedelta(days=7), 3600)}
-
-
-def bucket_expr(col: ColumnElement[Any], seconds: int, dialect: str) -> ColumnElement[Any]:
-    """Integer bucket number of a timestamp column: floor(epoch seconds / bucket)."""
-    if dialect in ("mysql", "mariadb"):
-        return func.floor(func.unix_timestamp(col) / seconds)
-    if dialect == "postgresql":
-        return func.floor(func.extract("epoch", col) / seconds)
-    return cast(func.strftime("%s", col), Integer) / seconds
 
 
 def _window(now: dt.datetime, window: dt.timedelta, bucket_seconds: int) -> tuple[int, int, dt.datetime, dt.datetime]:
@@ -97,7 +86,7 @@ def latency_stats(workspace: Workspace, source: str, *, window: dt.timedelta | s
     if bucket_seconds < 60 or bucket_seconds % 60:
         raise UsageError("Statistics buckets are whole minutes (60 s, 300 s, 3600 s, ...).")
     engine = workspace.engine(source)
-    spec = source_spec(source)
+    latency = source_latency(source)
     persisted = True
     if advance and not exact:
         try:
@@ -112,10 +101,10 @@ def latency_stats(workspace: Workspace, source: str, *, window: dt.timedelta | s
         hists: dict[str, npt.NDArray[np.int64]]
         values: _Values
         if exact:
-            hists, values = {}, _exact_values(conn, source, spec, start, end, bucket_seconds, start_b, n)
+            hists, values = {}, _exact_values(conn, latency, start, end, bucket_seconds, start_b, n)
         else:
             hists = read_hists(conn, source, start, end, bucket_seconds, start_b, n, tail=not persisted)
-        failed, pending = _unsettled_counts(conn, workspace, source, start, end, bucket_seconds, start_b, n, now)
+        failed, pending = latency.unsettled_counts(conn, workspace, start, end, bucket_seconds, start_b, now)
     data = values if exact else hists
     series_names = sorted(set(data) | set(failed) | set(pending))
     if not by_type:
@@ -159,17 +148,10 @@ def _merge_hists(hists: dict[str, npt.NDArray[np.int64]]) -> npt.NDArray[np.int6
     return total
 
 
-def _exact_values(conn: Connection, source: str, spec: SourceSpec, start: dt.datetime, end: dt.datetime,
+def _exact_values(conn: Connection, latency: LatencyReads, start: dt.datetime, end: dt.datetime,
                   bucket_seconds: int, start_b: int, n: int) -> _Values:
     """{series: {bucket: [latency ms]}} from the rows (bounded)."""
-    if source == "dispatch":
-        t = dispatch_log.c
-        stmt = select(t.dispatch_type, t.created_at, t.completed_at).where(
-            t.status == "completed", t.created_at >= start, t.created_at < end, t.completed_at.is_not(None))
-    else:
-        t = cart_log.c
-        stmt = select(literal("cart"), t.created_at, t.sent_at).where(
-            t.email_sent == 1, t.created_at >= start, t.created_at < end, t.sent_at.is_not(None))
+    stmt = latency.exact_rows(start, end)
     rows = conn.execute(stmt.limit(EXACT_MAX_ROWS + 1)).all()
     if len(rows) > EXACT_MAX_ROWS:
         raise UsageError(f"The window holds more than {EXACT_MAX_ROWS} rows: use the rollup (exact=False).")
@@ -189,39 +171,12 @@ def _merge_values(values: _Values) -> dict[int, list[float]]:
     return merged
 
 
-def _sum_series(per_series: _Counts) -> dict[int, int]:
+def _sum_series(per_series: Counts) -> dict[int, int]:
     total: dict[int, int] = defaultdict(int)
     for per in per_series.values():
         for b, c in per.items():
             total[b] += c
     return total
-
-
-def _unsettled_counts(conn: Connection, workspace: Workspace, source: str, start: dt.datetime, end: dt.datetime,
-                      bucket_seconds: int, start_b: int, n: int, now: dt.datetime) -> tuple[_Counts, _Counts]:
-    """Failed and pending counts per series and bucket, counted in the database."""
-    dialect = backend(conn)
-    failed: _Counts = defaultdict(dict)
-    pending: _Counts = defaultdict(dict)
-    if source == "dispatch":
-        t = dispatch_log.c
-        bexpr = bucket_expr(t.created_at, bucket_seconds, dialect).label("b")
-        stmt = select(t.status, t.dispatch_type, bexpr, func.count()).where(
-            t.status.in_(("failed", "pending")), t.created_at >= start, t.created_at < end) \
-            .group_by(t.status, t.dispatch_type, bexpr)
-        for status, dtype, b, c in conn.execute(stmt):
-            target = failed if status == "failed" else pending
-            target[dtype][int(b) - start_b] = int(c)
-    else:
-        t = cart_log.c
-        in_progress = now - dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
-        bexpr = bucket_expr(t.created_at, bucket_seconds, dialect).label("b")
-        stmt = select((t.created_at < in_progress).label("old"), bexpr, func.count()).where(
-            t.email_sent == 0, t.created_at >= start, t.created_at < end).group_by("old", bexpr)
-        for old, b, c in conn.execute(stmt):
-            target = failed if old else pending
-            target["cart"][int(b) - start_b] = target["cart"].get(int(b) - start_b, 0) + int(c)
-    return failed, pending
 
 
 def throughput(series: StatsSeries) -> list[tuple[dt.datetime, float]]:

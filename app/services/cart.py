@@ -35,8 +35,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
+from ..read.cart_reads import refresh_cart_ids, refresh_cart_keys
 from ..read.cart_supersede import SentRow, sent_rows_of, superseded_reason, superseding, superseding_row
-from ..read.duplicates import refresh_cart_ids, refresh_cart_keys
 from ..read.rules import group_cart_rows
 from ..schema import cart_log, cart_users, nc_cart_claim
 from ..sqlutil import shared_now

@@ -49,7 +49,8 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from .. import registry
 from ..errors import ConsoleError, OperationFailed, UsageError
-from ..read.duplicates import StatusChanges, group_dispatch_rows_in
+from ..read.dispatch_reads import group_dispatch_rows_in
+from ..read.rules import StatusChanges
 from ..schema import dispatch_log, dispatch_users, issue_watchers, issues, nc_dispatch_attempt, notifications
 from ..sources import describe_db_error
 from ..sqlutil import backend, db_now, insert_ignore, shared_now, with_retry

@@ -33,7 +33,7 @@ from pymongo import ReturnDocument
 
 from .. import registry
 from ..errors import OperationFailed, UsageError
-from ..read.failures import STAGES, first_image_at, stage_images
+from ..read.order_docs import STAGES, first_image_at, stage_images
 from ..read.rules import group_order_logs
 from ..schema_setup import require_order_schema
 from .audit import operator_identity

@@ -27,7 +27,7 @@ from pymongo import DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..errors import OperationFailed
-from ..read.failures import stage_images
+from ..read.order_docs import stage_images
 from ..services import orders as service
 from ..services.mail import MemoryTransport
 from ..sqlutil import utcnow

@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select, update
 
 from app.config import Thresholds
-from app.read import cart_members
+from app.read import cart_members, cart_reads
 from app.read.duplicates import (
-    _cart_spec,
     _finish,
     _scan_sql,
     rebuild_cart_members,
@@ -51,8 +50,8 @@ def insert_rows(ws, rows):
 def log_scan(ws, **kw):
     """The two-phase scan over the production log (what the index must reproduce)."""
     with ws.engine("cart").connect() as conn:
-        return _finish(_scan_sql(conn, _cart_spec(ws), since=kw.get("since"), limit=None, filter_text=None),
-                       kw.get("since"), kw.get("limit"))
+        groups = _scan_sql(conn, cart_reads.builtin_rule_spec(ws), since=kw.get("since"), limit=None, filter_text=None)
+        return _finish(groups, kw.get("since"), kw.get("limit"))
 
 
 def assert_exact(ws):

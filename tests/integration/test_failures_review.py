@@ -6,7 +6,7 @@ import datetime as dt
 import pytest
 from sqlalchemy import insert
 
-from app.read import failures
+from app.read import order_reads
 from app.read.failures import failed_items
 from app.schema import cart_log
 from app.sqlutil import db_now
@@ -81,7 +81,7 @@ def _order(oid, first_at, updated_at, stage="pickup", extra_images=0):
 
 @pytest.fixture
 def orders_ws(workspace_factory, order_store_url, monkeypatch):
-    monkeypatch.setattr(failures, "ORDER_PAGE", 2)
+    monkeypatch.setattr(order_reads, "ORDER_PAGE", 2)
     ws = workspace_factory(orders=order_store_url)
     now = ws.orders().now().replace(microsecond=0)
     return ws, now

@@ -13,6 +13,7 @@ from sqlalchemy import insert
 
 from app import cli
 from app.config import BUILTIN_RULE_NAMES, load_config
+from app.read import cart_reads
 from app.read import duplicates as dup
 from app.read.duplicates import apply_scan as merge
 from app.read.duplicates import scan_duplicates, scan_duplicates_incremental
@@ -58,7 +59,7 @@ def test_a_filter_narrows_phase_one_instead_of_widening_it(workspace_factory, sq
             cart_row(3, HB, T0), cart_row(3, HB, T0 + dt.timedelta(hours=2), sent=0)]     # one sent row only
     rows += [cart_row(100 + i, HA, T0) for i in range(40)]                                 # 40 single keys
     insert_rows(ws, "cart", cart_log, rows)
-    spec = dup._cart_spec(ws)
+    spec = cart_reads.builtin_rule_spec(ws)
     with ws.engine("cart").connect() as conn:
         assert dup._candidate_keys(conn, spec, since=None, filter_text="aaa") == [(2, HA), (1, HA)]
         assert dup._candidate_keys(conn, spec, since=T0 + dt.timedelta(days=2), filter_text="AAA") == [(2, HA)]
