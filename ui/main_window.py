@@ -315,6 +315,10 @@ class MainWindow(QMainWindow):
         changed = role != self.ctx.role
         self.ctx.database_role = role
         self.role_label.setText(role_line(ws.role, results))
+        # Why each source allows what it does, where it said (or why it could not say).
+        notes = [f"{SOURCE_TITLES.get(s.name, s.name)}: {s.database_role_reason}." for s in results
+                 if s.database_role_reason]
+        self.role_label.setToolTip("\n".join(["What the database users may do:"] + notes) if notes else "")
         self.role_label.setProperty("role", role)
         repolish(self.role_label)
         if changed:
