@@ -36,7 +36,9 @@ window_hours = 24
 
 Passwords never live in the file: they come from ``NC_<SOURCE>_PASSWORD`` or
 the OS keyring (service ``notification-console``, user = source name). A
-source's ``read_url`` (a read replica) logs in with the same password.
+source's ``read_url`` (a read replica) logs in with a password of its own where
+one is set (``NC_<SOURCE>_READ_PASSWORD``, or the keyring's ``<source>.read_url``
+entry), else with the primary's.
 """
 from __future__ import annotations
 
@@ -98,6 +100,8 @@ class SourceConfig:
     read_url: str | None = None
     # A password typed into the Connections dialog, for its Test button (never written anywhere).
     secret: str | None = field(default=None, repr=False, compare=False)
+    # This is a source's read replica (``Config.for_reading``): its own password first.
+    replica: bool = False
 
     @property
     def scheme(self) -> str:
@@ -108,19 +112,43 @@ class SourceConfig:
         return "mongo" if self.scheme in MONGO_SCHEMES else "sql"
 
     def password(self) -> str | None:
-        """The password typed for a test, else NC_<SOURCE>_PASSWORD, else the OS keyring, else None."""
+        """The password typed for a test, else NC_<SOURCE>_PASSWORD, else the OS keyring, else None.
+
+        A read replica's own password (``replica_password``) comes first; without one it logs in
+        with the primary's."""
         if self.secret is not None:
             return self.secret
+        if self.replica:
+            own = self.replica_password()
+            if own is not None:
+                return own
         env = os.environ.get(f"NC_{self.name.upper()}_PASSWORD")
         if env is not None:
             return env
-        if os.environ.get("NC_NO_KEYRING"):
-            return None
-        try:
-            import keyring
-            return keyring.get_password(APP_NAME, self.name)
-        except Exception:  # no keyring backend on this machine: not an error
-            return None
+        return _keyring_password(keyring_user(self.name))
+
+    def replica_password(self) -> str | None:
+        """The read replica's own password: NC_<SOURCE>_READ_PASSWORD, else the keyring's
+        ``<source>.read_url`` entry, else None (then the replica uses the primary's)."""
+        env = os.environ.get(f"NC_{self.name.upper()}_READ_PASSWORD")
+        if env is not None:
+            return env
+        return _keyring_password(keyring_user(self.name, replica=True))
+
+
+def keyring_user(source: str, replica: bool = False) -> str:
+    """The keyring entry's user name: the source (``cart``), or its read replica's (``cart.read_url``)."""
+    return f"{source}.read_url" if replica else source
+
+
+def _keyring_password(user: str) -> str | None:
+    if os.environ.get("NC_NO_KEYRING"):
+        return None
+    try:
+        import keyring
+        return keyring.get_password(APP_NAME, user)
+    except Exception:  # no keyring backend on this machine: not an error
+        return None
 
 
 @dataclass(frozen=True)
@@ -201,7 +229,7 @@ class Config:
 
     def for_reading(self) -> Config:
         """The same configuration with each source's read replica (where it has one) as its URL."""
-        return replace(self, sources={name: replace(s, url=s.read_url, read_url=None) if s.read_url else s
+        return replace(self, sources={name: replace(s, url=s.read_url, read_url=None, replica=True) if s.read_url else s
                                       for name, s in self.sources.items()})
 
 

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from .config import APP_NAME, SOURCE_NAMES, Config, ConfigError, default_config_path, parse_config
+from .config import APP_NAME, SOURCE_NAMES, Config, ConfigError, default_config_path, keyring_user, parse_config
 
 NO_HOST_SCHEMES = ("sqlite", "sqlite+pysqlite", "mongomock")
 
@@ -99,26 +99,29 @@ def save_sources(entries: dict[str, SourceEntry | None], path: Path | None = Non
     return config
 
 
-def store_password(source: str, password: str | None) -> None:
-    """The source's password into the OS keyring (service ``notification-console``, user = source);
-    an empty password removes it. Raises ConfigError when the machine has no usable keyring."""
+def store_password(source: str, password: str | None, replica: bool = False) -> None:
+    """The source's password into the OS keyring (service ``notification-console``, user = source,
+    or ``<source>.read_url`` for its read replica's own); an empty password removes it. Raises
+    ConfigError when the machine has no usable keyring."""
     import keyring
     import keyring.errors
+    user = keyring_user(source, replica)
+    what = f"{source} read replica" if replica else source
+    env = f"NC_{source.upper()}_READ_PASSWORD" if replica else f"NC_{source.upper()}_PASSWORD"
     try:
         if password:
-            keyring.set_password(APP_NAME, source, password)
-        elif keyring.get_password(APP_NAME, source) is not None:
-            keyring.delete_password(APP_NAME, source)
+            keyring.set_password(APP_NAME, user, password)
+        elif keyring.get_password(APP_NAME, user) is not None:
+            keyring.delete_password(APP_NAME, user)
     except keyring.errors.KeyringError as exc:
-        raise ConfigError(f"The {source} password cannot be stored in the system keyring ({exc}): install "
-                          f"and unlock one (GNOME Keyring, KWallet), or set NC_{source.upper()}_PASSWORD "
-                          "instead.") from None
+        raise ConfigError(f"The {what} password cannot be stored in the system keyring ({exc}): install "
+                          f"and unlock one (GNOME Keyring, KWallet), or set {env} instead.") from None
 
 
-def stored_password(source: str) -> str | None:
-    """The password the keyring holds for ``source`` (None if none, or no keyring)."""
+def stored_password(source: str, replica: bool = False) -> str | None:
+    """The password the keyring holds for ``source`` (or its read replica's own; None if none, or no keyring)."""
     try:
         import keyring
-        return keyring.get_password(APP_NAME, source)
+        return keyring.get_password(APP_NAME, keyring_user(source, replica))
     except Exception:  # no keyring backend on this machine: nothing stored
         return None

@@ -137,7 +137,7 @@ def database_role(conn, source: str) -> tuple[str, str | None]:
     MySQL/MariaDB: the user's privileges as ``information_schema`` shows them (global, database,
     table and column grants) and ``@@read_only``; PostgreSQL: ``has_table_privilege`` /
     ``has_any_column_privilege`` and recovery or read-only transactions; SQLite: whether the file
-    may be written.
+    may be written. The order store: ``order_store_role``.
     """
     dialect = conn.dialect.name
     if dialect in ("mysql", "mariadb"):
@@ -158,6 +158,66 @@ def database_role(conn, source: str) -> tuple[str, str | None]:
             break
         role = candidate
     return role, why
+
+
+# The order store (MongoDB): what each role's first writes need, as (action, collection, words).
+ORDER_ROLE_NEEDS: dict[str, list[tuple[str, str, str]]] = {
+    "operator": [("insert", "email_log", "insert into email_log"), ("update", "nc_email_claims", "claim emails"),
+                 ("update", "nc_actions", "record actions")],
+    "admin": [("remove", "email_log", "delete"), ("insert", "nc_archive", "archive")],
+}
+
+
+def order_store_role(db) -> tuple[str | None, str | None]:
+    """The highest console role the order store's user may act as, and why not higher; or (None, why
+    the server did not say), when the configured role holds.
+
+    Reads ``connectionStatus`` with ``showPrivileges``: the privileges of the authenticated users
+    (their roles resolved by the server). No authenticated user on a server that let the console read
+    means access control is off: every connection may do everything.
+    """
+    import pymongo.errors
+    try:
+        status = db.command("connectionStatus", showPrivileges=True)
+    except NotImplementedError:      # mongomock: it has no users and no privileges to tell
+        return None, ("the orders database does not say what its user may do (it answers no "
+                      "connectionStatus); the configured role holds")
+    except pymongo.errors.PyMongoError as exc:
+        first = str(exc).split("\n")[0].split(",")[0]
+        return None, f"the orders database did not say what its user may do ({first}); the configured role holds"
+    info = status.get("authInfo") or {}
+    if not info.get("authenticatedUsers"):
+        return "admin", "the orders database runs without access control: its connections may do everything"
+    privileges = info.get("authenticatedUserPrivileges")
+    if privileges is None:
+        return None, "the orders database did not list its user's privileges; the configured role holds"
+    may = _mongo_checker(privileges, db.name)
+    role, why = "viewer", None
+    for candidate in ("operator", "admin"):
+        missing = [words for action, coll, words in ORDER_ROLE_NEEDS[candidate] if not may(action, coll)]
+        if missing:
+            why = f"the orders database user cannot {missing[0]}"
+            break
+        role = candidate
+    return role, why
+
+
+def _mongo_checker(privileges: list[dict], database: str):
+    grants: list[tuple[dict, set[str]]] = [(p.get("resource") or {}, set(p.get("actions") or ()))
+                                           for p in privileges]
+
+    def covers(resource: dict, collection: str) -> bool:
+        if resource.get("anyResource"):
+            return True
+        if "db" not in resource or "collection" not in resource:
+            return False               # the cluster, or a system buffer: not a collection
+        return resource["db"] in ("", database) and resource["collection"] in ("", collection) \
+            and not collection.startswith("system.")
+
+    def may(action: str, collection: str) -> bool:
+        return any((action in actions or "anyAction" in actions) and covers(resource, collection)
+                   for resource, actions in grants)
+    return may
 
 
 def lower_role(a: str, b: str) -> str:

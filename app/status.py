@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from . import migrate
 from .config import SOURCE_NAMES, SourceConfig
 from .errors import ConsoleError
-from .grants import database_role, lower_role
+from .grants import database_role, lower_role, order_store_role
 from .schema import PRODUCTION_TABLES
 from .schema_setup import order_schema_ready
 from .sources import check_order_store, describe_db_error
@@ -64,7 +64,8 @@ class SourceStatus:
     replica_target: str | None = None
     replica_reachable: bool | None = None
     replica_reason: str | None = None
-    # The highest console role the database user may act as here (SQL sources), and why not higher.
+    # The highest console role the database user may act as here, and why not higher; None (with the
+    # reason) when the database does not say, and the configured role holds.
     database_role: str | None = None
     database_role_reason: str | None = None
 
@@ -336,6 +337,7 @@ def _check_orders(workspace, connected: threading.Event, exact: bool = False) ->
                 if guessed:
                     estimated.append(c)
         console = order_schema_ready(store)
+        db_role, db_role_reason = order_store_role(store.db)
     except pymongo.errors.PyMongoError as exc:
         first = str(exc).split(",")[0].split("\n")[0]
         return {"reachable": False, "reason": f"The orders database failed: {first}."}
@@ -346,7 +348,8 @@ def _check_orders(workspace, connected: threading.Event, exact: bool = False) ->
     if not console:
         reason = f"The orders database lacks the console's own collections and indexes: run `{migrate.UPGRADE_HINT}`."
     return {"reachable": True, "reason": reason, "production_schema": production,
-            "console_schema": console, "counts": counts, "estimated": tuple(estimated)}
+            "console_schema": console, "counts": counts, "estimated": tuple(estimated),
+            "database_role": db_role, "database_role_reason": db_role_reason}
 
 
 def configured_sources(workspace) -> list[str]:

@@ -1,4 +1,4 @@
-"""The About box: what this console is, which versions it runs on, and where its log file is."""
+"""The About box: what this console is, which versions it runs on, where its log file is, and its keys."""
 from __future__ import annotations
 
 import platform
@@ -17,6 +17,15 @@ from .log import log_path
 DISTRIBUTIONS = (("Notification Console", "notification-console"), ("PySide6", "PySide6-Essentials"),
                  ("SQLAlchemy", "SQLAlchemy"), ("PyMySQL", "PyMySQL"), ("psycopg2", "psycopg2-binary"),
                  ("pymongo", "pymongo"), ("pyqtgraph", "pyqtgraph"), ("keyring", "keyring"))
+
+
+# The keys of the whole window (each list page adds Ctrl+F, F5, Ctrl+E, Ctrl+A and Ctrl+C).
+SHORTCUTS = (("Ctrl+1 … Ctrl+6", "Open a page, in the sidebar's order"),
+             ("Ctrl+T", "Start or stop the traffic simulator"),
+             ("Ctrl+Shift+A", "Desktop alerts: threshold and sources"),
+             ("Ctrl+Shift+T", "Next theme: system, light, dark"),
+             ("F1", "This box"),
+             ("Ctrl+Q", "Quit (asks first while an action runs)"))
 
 
 def versions() -> list[tuple[str, str]]:
@@ -73,6 +82,20 @@ class AboutDialog(QDialog):
             self.values[name] = val
         grid.setColumnStretch(1, 1)
         v.addLayout(grid)
+        keys_head = QLabel("<b>Keys</b>")
+        v.addWidget(keys_head)
+        keys = QGridLayout()
+        keys.setHorizontalSpacing(16)
+        keys.setVerticalSpacing(2)
+        self.keys: dict[str, str] = {}
+        for r, (seq, what) in enumerate(SHORTCUTS):
+            key = QLabel(seq)
+            key.setObjectName("muted")
+            keys.addWidget(key, r, 0)
+            keys.addWidget(QLabel(what), r, 1)
+            self.keys[seq] = what
+        keys.setColumnStretch(1, 1)
+        v.addLayout(keys)
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
         self.copy_button = QPushButton("Copy")
         self.copy_button.setObjectName("secondary")

@@ -12,7 +12,9 @@ The child opens its own workspace from the same configuration (its own
 connections; passwords from the environment or the keyring as usual) and
 runs a function of the service layer. Cancel is a process-shared event the
 action checks between chunks. The order store of the demo is a file one
-process owns, so an action on the order store runs in the window's process.
+process owns, so an action on the order store runs in the window's process,
+inside ``running_here``: it counts among the running actions all the same, so
+closing the window asks first and waits for its next safe point.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import multiprocessing as mp
 import os
 import queue as queue_mod
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from app.errors import ConsoleError, OperationFailed
@@ -104,6 +107,22 @@ def cancel_running() -> None:
         procs = [proc for proc, _name in _RUNNING.values()]
     for proc in procs:
         proc.cancel()
+
+
+@contextmanager
+def running_here(name: str, proc: ActionProcess | None = None) -> Iterator[ActionProcess]:
+    """Run an action in this process (the order store's) as a running action: closing the window asks
+    first and waits for it, and ``cancel_running`` sets ``proc``'s cancel, which the action checks
+    between items (``cancel=lambda: proc.cancelled``)."""
+    proc = proc if proc is not None else ActionProcess()
+    token = object()
+    with _RUNNING_LOCK:
+        _RUNNING[id(token)] = (proc, name)
+    try:
+        yield proc
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.pop(id(token), None)
 
 
 class ActionProcess:

@@ -1,4 +1,4 @@
-"""The Connections dialog: each source's URL, user, password (keyring), read replica, and a Test.
+"""The Connections dialog: each source's URL, user, password (keyring), read replica and its password, and a Test.
 
 Everything that touches the network, the keyring or the file runs on the
 task pool: Test is the ``status`` check of that one source (the same
@@ -39,13 +39,16 @@ from .widgets import repolish
 PLACEHOLDERS = {"mongo": "mongodb://db.example.com:27017/orders",
                 "sql": "mysql+pymysql://db.example.com:3306/{name}"}
 KEYRING_HINT = "stored in the system keyring"
+REPLICA_HINT = "empty: the replica logs in with the primary's password"
 
 
-def test_connection(name: str, url: str, read_url: str, password: str | None) -> list[tuple[str, bool, str]]:
+def test_connection(name: str, url: str, read_url: str, password: str | None,
+                    read_password: str | None = None) -> list[tuple[str, bool, str]]:
     """The ``status`` check of one source as typed (and of its replica): [(which, ok, sentence)].
 
-    Runs in a task. The typed password is used for this test only; without one the stored one
-    (environment, keyring) is used, as the console will.
+    Runs in a task. The typed passwords are used for this test only; without one the stored one
+    (environment, keyring) is used, as the console will. The replica logs in with its own password
+    where one is typed or stored, else with the primary's.
     """
     validate_url(None, name, url)
     if read_url:
@@ -54,7 +57,13 @@ def test_connection(name: str, url: str, read_url: str, password: str | None) ->
     for which, target in (("primary", url), ("read replica", read_url)):
         if not target:
             continue
-        ws = Workspace(config=Config(path=None, sources={name: SourceConfig(name, target, secret=password)}))
+        secret = password
+        if which != "primary":
+            secret = read_password if read_password is not None else SourceConfig(name, target).replica_password()
+            if secret is None:
+                secret = password
+        ws = Workspace(config=Config(path=None, sources={name: SourceConfig(name, target, secret=secret,
+                                                                            replica=which != "primary")}))
         started = time.monotonic()
         try:
             status = check_source(ws, name)
@@ -111,10 +120,15 @@ class SourceForm(QFrame):
         self.read_url = QLineEdit()
         self.read_url.setObjectName(f"{self.name}ReadUrl")
         self.read_url.setPlaceholderText("optional read replica: lists, counts and charts read there")
+        self.read_password = QLineEdit()
+        self.read_password.setObjectName(f"{self.name}ReadPassword")
+        self.read_password.setEchoMode(QLineEdit.Password)
+        self.read_password.setPlaceholderText(REPLICA_HINT)
         form.addRow("URL", self.url)
         form.addRow("User", self.user)
         form.addRow("Password", self.password)
         form.addRow("Read replica", self.read_url)
+        form.addRow("Replica password", self.read_password)
         v.addLayout(form)
         self.result = QLabel()
         self.result.setObjectName("testResult")
@@ -139,6 +153,9 @@ class SourceForm(QFrame):
 
     def typed_password(self) -> str | None:
         return self.password.text() or None
+
+    def typed_read_password(self) -> str | None:
+        return self.read_password.text() or None
 
     def show_result(self, state: str, text: str) -> None:
         self.result.setText(text)
@@ -200,13 +217,16 @@ class ConnectionsDialog(QDialog):
                 for name, form in self.forms.items():
                     form.load(config.sources.get(name))
         # The keyring may ask the desktop (D-Bus): off the GUI thread.
-        self.ctx.tasks.submit(lambda: {n: stored_password(n) is not None for n in self.forms},
+        self.ctx.tasks.submit(lambda: {n: (stored_password(n) is not None,
+                                           stored_password(n, replica=True) is not None) for n in self.forms},
                               on_done=self._stored, key="connections-keyring")
 
-    def _stored(self, stored: dict[str, bool]) -> None:
-        for name, has in stored.items():
-            if has:
+    def _stored(self, stored: dict[str, tuple[bool, bool]]) -> None:
+        for name, (primary, replica) in stored.items():
+            if primary:
                 self.forms[name].password.setPlaceholderText(f"{KEYRING_HINT} (type to replace)")
+            if replica:
+                self.forms[name].read_password.setPlaceholderText(f"{KEYRING_HINT} (type to replace)")
 
     def show_problem(self, text: str) -> None:
         self.problem.setText(text)
@@ -232,12 +252,14 @@ class ConnectionsDialog(QDialog):
             form.test_button.setEnabled(True)
             form.show_result("down", err.message)
         self.ctx.tasks.submit(test_connection, name, entry.url, entry.read_url, form.typed_password(),
-                              on_done=done, on_error=failed, key=f"connection-test:{name}")
+                              form.typed_read_password(), on_done=done, on_error=failed, key=f"connection-test:{name}")
 
     # Save -------------------------------------------------------------------------
     def save(self) -> None:
         entries = {name: form.entry() for name, form in self.forms.items()}
         passwords = {name: form.typed_password() for name, form in self.forms.items() if form.typed_password()}
+        read_passwords = {name: form.typed_read_password() for name, form in self.forms.items()
+                          if form.typed_read_password()}
         path = self.path
         self.save_button.setEnabled(False)
 
@@ -245,6 +267,8 @@ class ConnectionsDialog(QDialog):
             config = save_sources(entries, path)
             for name, password in passwords.items():
                 store_password(name, password)
+            for name, password in read_passwords.items():
+                store_password(name, password, replica=True)
             return config
 
         def done(config: Config) -> None:

@@ -5,7 +5,7 @@ import logging
 from argparse import Namespace
 
 from PySide6.QtCore import QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QMessageBox,
     QStackedWidget,
     QToolButton,
@@ -27,13 +28,16 @@ from app.status import effective_role, role_line
 
 from .about import AboutDialog
 from .action_process import cancel_running, running_actions
+from .alerts import AlertsDialog, AlertWatcher
 from .connections import ConnectionsDialog
 from .context import AppContext
 from .icons import icon
 from .log import setup_logging
 from .pages import PAGES, Page
-from .settings import save_window
+from .settings import save_window, saved_theme, settings
 from .status_monitor import SourceMonitor, source_named
+from .theme import THEME_WORDS, THEMES, valid_choice
+from .theme import manager as theme_manager
 from .traffic import traffic_button
 from .welcome import WelcomePage
 from .widgets import SOURCE_TITLES, Banner, SourceIndicator, repolish
@@ -127,6 +131,18 @@ class MainWindow(QMainWindow):
         self.about_action.setShortcutContext(Qt.ApplicationShortcut)
         self.about_action.triggered.connect(self.show_about)
         self.addAction(self.about_action)
+        self._build_theme_actions()
+        # Desktop alerts (Ctrl+Shift+A): the threshold and each source's switch.
+        self.alerts_action = QAction("Desktop alerts…", self)
+        self.alerts_action.setShortcut(QKeySequence("Ctrl+Shift+A"))
+        self.alerts_action.setShortcutContext(Qt.WindowShortcut)
+        self.alerts_action.triggered.connect(self.show_alerts)
+        self.addAction(self.alerts_action)
+        self.alerts_button.setDefaultAction(self.alerts_action)
+        self.alerts_button.setText("Alerts…")
+        self.alerts_button.setToolTip("Desktop alerts: the threshold and each source's switch (Ctrl+Shift+A)")
+        self.alerts = AlertWatcher(self)
+        self.alerts_dialog: AlertsDialog | None = None
         self.nav.setCurrentRow(0)
 
     # Layout ----------------------------------------------------------------
@@ -176,7 +192,59 @@ class MainWindow(QMainWindow):
         foot.addWidget(self.about_button)
         foot.addStretch(1)
         v.addLayout(foot)
+        looks = QHBoxLayout()
+        looks.setSpacing(6)
+        self.alerts_button = QToolButton()
+        self.alerts_button.setObjectName("sideButton")
+        self.theme_button = QToolButton()
+        self.theme_button.setObjectName("sideButton")
+        self.theme_button.setText("Theme")
+        self.theme_button.setPopupMode(QToolButton.InstantPopup)
+        looks.addWidget(self.alerts_button)
+        looks.addWidget(self.theme_button)
+        looks.addStretch(1)
+        v.addLayout(looks)
         return side
+
+    def _build_theme_actions(self) -> None:
+        """Light, dark or the system's (the default); the menu of the sidebar's Theme button, and Ctrl+Shift+T."""
+        self.theme = theme_manager()
+        self.theme_choice = valid_choice(saved_theme())
+        group = QActionGroup(self)
+        group.setExclusive(True)
+        self.theme_actions: dict[str, QAction] = {}
+        menu = QMenu(self)
+        for choice in THEMES:
+            action = QAction(THEME_WORDS[choice], self, checkable=True)
+            action.setData(choice)
+            action.triggered.connect(lambda _checked=False, c=choice: self.set_theme(c))
+            group.addAction(action)
+            menu.addAction(action)
+            self.theme_actions[choice] = action
+        menu.addSeparator()
+        self.next_theme_action = QAction("Next theme", self)
+        self.next_theme_action.setShortcut(QKeySequence("Ctrl+Shift+T"))
+        self.next_theme_action.setShortcutContext(Qt.WindowShortcut)
+        self.next_theme_action.triggered.connect(self.next_theme)
+        menu.addAction(self.next_theme_action)
+        self.addAction(self.next_theme_action)
+        self.theme_menu = menu
+        self.theme_button.setMenu(menu)
+        self.set_theme(self.theme_choice, save=False)
+
+    def set_theme(self, choice: str, save: bool = True) -> str:
+        """Use ``choice`` (system, light, dark); a launched console keeps it for the next start."""
+        self.theme_choice = valid_choice(choice)
+        effective = self.theme.apply(self.theme_choice)
+        self.theme_actions[self.theme_choice].setChecked(True)
+        shown = THEME_WORDS[self.theme_choice] + (f" (now {effective})" if self.theme_choice == "system" else "")
+        self.theme_button.setToolTip(f"Theme: {shown}. Ctrl+Shift+T switches to the next one")
+        if save and self.remember:
+            settings().setValue("window/theme", self.theme_choice)
+        return effective
+
+    def next_theme(self) -> str:
+        return self.set_theme(THEMES[(THEMES.index(self.theme_choice) + 1) % len(THEMES)])
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
@@ -315,6 +383,10 @@ class MainWindow(QMainWindow):
         changed = role != self.ctx.role
         self.ctx.database_role = role
         self.role_label.setText(role_line(ws.role, results))
+        # Why each source allows what it does, where it said (or why it could not say).
+        notes = [f"{SOURCE_TITLES.get(s.name, s.name)}: {s.database_role_reason}." for s in results
+                 if s.database_role_reason]
+        self.role_label.setToolTip("\n".join(["What the database users may do:"] + notes) if notes else "")
         self.role_label.setProperty("role", role)
         repolish(self.role_label)
         if changed:
@@ -339,6 +411,14 @@ class MainWindow(QMainWindow):
         self.about.raise_()
         return self.about
 
+    def show_alerts(self) -> AlertsDialog:
+        """The Alerts dialog; where the desktop has no system tray it says so, and alerts stay off."""
+        dialog = AlertsDialog(self.alerts.settings, self.alerts.available, self)
+        dialog.sig_saved.connect(self.alerts.set_settings)
+        self.alerts_dialog = dialog
+        dialog.open()
+        return dialog
+
     def closeEvent(self, event) -> None:
         running = running_actions()
         if running:
@@ -348,6 +428,7 @@ class MainWindow(QMainWindow):
             return
         if self.remember:
             save_window(self)
+        self.alerts.close()
         self.monitor.timer.stop()
         self.traffic.stop()
         self.ctx.close()

@@ -22,7 +22,7 @@ class WelcomePage(QWidget):
         super().__init__(parent)
         self.setObjectName("page_welcome")
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(48, 48, 48, 48)
+        outer.setContentsMargins(24, 48, 24, 48)
         outer.addStretch(1)
         card = Card()
         card.setObjectName("card")
@@ -35,6 +35,7 @@ class WelcomePage(QWidget):
         logo.setPixmap(icon("app").pixmap(40, 40))
         heading = QLabel("Welcome to Notification Console")
         heading.setObjectName("pageTitle")
+        heading.setWordWrap(True)      # in a narrow window the heading wraps rather than widen the window
         top.addWidget(logo)
         top.addSpacing(8)
         top.addWidget(heading, 1)

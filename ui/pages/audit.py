@@ -22,7 +22,7 @@ from app.services.audit import audit_entries, audit_position, find_action
 from app.services.cleanup import undo
 from app.services.ledger import AuditEntry, AuditPosition
 
-from ..action_process import ActionProcess
+from ..action_process import ActionProcess, running_here
 from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, muted, plain_table, titled_panel
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
@@ -76,7 +76,8 @@ def export_audit(workspace, filters: dict[str, Any]) -> tuple[list[str], list[li
 def run_undo(workspace, entry: AuditEntry) -> dict[str, Any]:
     if registry.source(entry.source).is_sql:
         return ActionProcess().run(workspace.config, "undo", entry.action_id)
-    return undo(workspace, entry.action_id)
+    with running_here("undo"):
+        return undo(workspace, entry.action_id)
 
 
 class AuditPage(ListPage):

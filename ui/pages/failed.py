@@ -30,7 +30,7 @@ from app.read.models import FAILED_KINDS, FailedItem
 from app.services.ledger import LastRetry, ledger_for
 from app.services.retry import retry_plan, retryable_snapshot
 
-from ..action_process import ActionProcess
+from ..action_process import ActionProcess, running_here
 from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources, muted, plain_table
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
@@ -143,7 +143,8 @@ def count_matching(workspace, filters: dict[str, Any]) -> dict[str, list[int]]:
         out.update(ActionProcess().run(workspace.config, "count_matching",
                                        dict(filters, sources=sql)))
     if here:
-        out.update(retryable_snapshot(workspace, here, kind=filters.get("kind"), filter_text=filters.get("text")))
+        with running_here("count_matching"):
+            out.update(retryable_snapshot(workspace, here, kind=filters.get("kind"), filter_text=filters.get("text")))
     return {s: out[s] for s in sources if s in out}
 
 
@@ -199,9 +200,10 @@ def run_retry(workspace, plan: RetryPlan, proc: ActionProcess, progress) -> Retr
                             filter_text=plan.filter_text, kind=plan.kind,
                             progress=lambda d, _t: progress(d, plan.total))
     if here:
-        results += retry_plan(workspace, here, snapshot=plan.snapshot, filter_text=plan.filter_text, kind=plan.kind,
-                              progress=lambda d, _t: progress(offset + d, plan.total),
-                              cancel=lambda: proc.cancelled)
+        with running_here("retry_plan", proc):
+            results += retry_plan(workspace, here, snapshot=plan.snapshot, filter_text=plan.filter_text,
+                                  kind=plan.kind, progress=lambda d, _t: progress(offset + d, plan.total),
+                                  cancel=lambda: proc.cancelled)
     text, rows = summarize(results)
     marks: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
