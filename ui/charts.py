@@ -27,6 +27,9 @@ from PySide6.QtWidgets import QWidget
 from app import registry
 from app.read.series import EPOCH, POINT_FIELDS, SeriesData, Summary, Window, bucket_label
 
+from .theme import CHART_COLOURS
+from .theme import manager as theme_manager
+
 # How many buckets a live window may slide before its buffer is moved back to the start.
 LIVE_ROOM = 512
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#475569",
@@ -216,7 +219,6 @@ class ChartView(QObject):
         super().__init__(parent)
         self.widget = pg.GraphicsLayoutWidget(parent)
         self.widget.setObjectName("chartPlots")
-        self.widget.setBackground("#ffffff")
         self.widget.ci.setSpacing(6)
         self.plots: dict[str, pg.PlotItem] = {}
         self.lines: dict[str, pg.InfiniteLine] = {}
@@ -236,8 +238,6 @@ class ChartView(QObject):
             row, col, span = GRID[spec.key]
             axis = pg.DateAxisItem(orientation="bottom", utcOffset=0)
             plot = self.widget.addPlot(row=row + 1, col=col, colspan=span, axisItems={"bottom": axis})
-            plot.setTitle(f"<span style='color:#0f172a;font-size:10pt'>{spec.title}</span>"
-                          f"<span style='color:#64748b;font-size:9pt'> · {spec.unit}</span>")
             # No grid: its lines, blended across every plot, were half of each frame (20 of 40 ms here).
             plot.setMenuEnabled(False)
             plot.hideButtons()
@@ -246,20 +246,20 @@ class ChartView(QObject):
             plot.setAutoVisible(y=True)
             if spec.log_y:
                 plot.setLogMode(y=True)
-            for name in ("left", "bottom"):
-                ax = plot.getAxis(name)
-                ax.setPen(pg.mkPen("#94a3b8"))
-                ax.setTextPen(pg.mkPen("#475569"))
             plot.getAxis("left").setWidth(52)
             if spec.key in ("throughput", "failure"):
                 # The row below carries the same times: its labels are enough (tick labels are most of a frame).
                 plot.getAxis("bottom").setStyle(showValues=False)
-            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#64748b", width=1, style=Qt.DashLine))
+            line = pg.InfiniteLine(angle=90, movable=False)
             line.hide()
             plot.addItem(line, ignoreBounds=True)
             # Linked by hand: pyqtgraph's X link aligns side-by-side plots by screen position.
             plot.getViewBox().sigXRangeChanged.connect(lambda _vb, rng, k=spec.key: self._x_range_changed(k, rng))
             self.plots[spec.key], self.lines[spec.key] = plot, line
+        self.colours: dict[str, str] = {}
+        theme = theme_manager()
+        self.apply_colours(CHART_COLOURS[theme.effective or "light"])
+        theme.theme_changed.connect(self._theme_changed)   # a slot of this object: gone with it
         self.widget.ci.layout.setRowStretchFactor(1, 3)
         self.widget.ci.layout.setRowStretchFactor(2, 2)
         self.widget.ci.layout.setRowStretchFactor(3, 2)
@@ -280,6 +280,26 @@ class ChartView(QObject):
         self.crosshair_x: float | None = None
         self.readout: list[tuple[str, str]] = []
         self._mouse = pg.SignalProxy(self.widget.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+
+    # Looks --------------------------------------------------------------------------
+    def apply_colours(self, colours: dict[str, str]) -> None:
+        """Background, titles, axes, legend and crosshair in ``colours`` (``ui.theme.CHART_COLOURS``): the window's
+        theme, or the light look for an export."""
+        self.colours = dict(colours)
+        self.widget.setBackground(colours["background"])
+        for spec in PLOTS:
+            plot = self.plots[spec.key]
+            plot.setTitle(f"<span style='color:{colours['title']};font-size:10pt'>{spec.title}</span>"
+                          f"<span style='color:{colours['muted']};font-size:9pt'> · {spec.unit}</span>")
+            for name in ("left", "bottom"):
+                ax = plot.getAxis(name)
+                ax.setPen(pg.mkPen(colours["axis"]))
+                ax.setTextPen(pg.mkPen(colours["foreground"]))
+            self.lines[spec.key].setPen(pg.mkPen(colours["muted"], width=1, style=Qt.DashLine))
+        self.legend.setLabelTextColor(colours["foreground"])
+
+    def _theme_changed(self, kind: str) -> None:
+        self.apply_colours(CHART_COLOURS[kind])
 
     # Curves ------------------------------------------------------------------------
     def ensure_series(self, key: SeriesKey) -> SeriesBuffer:
@@ -456,14 +476,21 @@ class ChartView(QObject):
 
     # Exports ------------------------------------------------------------------------
     def image(self, scale: float = 2.0) -> QImage:
-        """The plots as an image (GUI thread; the image can be saved or printed anywhere)."""
-        size = self.widget.size()
-        img = QImage(int(size.width() * scale), int(size.height() * scale), QImage.Format_ARGB32)
-        img.fill(QColor("#ffffff"))
-        painter = QPainter(img)
-        painter.setRenderHint(QPainter.Antialiasing)
-        self.widget.render(painter, QRectF(0, 0, img.width(), img.height()))
-        painter.end()
+        """The plots as an image, always in the light look (it is printed and forwarded; GUI thread)."""
+        shown = self.colours
+        if shown != CHART_COLOURS["light"]:
+            self.apply_colours(CHART_COLOURS["light"])
+        try:
+            size = self.widget.size()
+            img = QImage(int(size.width() * scale), int(size.height() * scale), QImage.Format_ARGB32)
+            img.fill(QColor(CHART_COLOURS["light"]["background"]))
+            painter = QPainter(img)
+            painter.setRenderHint(QPainter.Antialiasing)
+            self.widget.render(painter, QRectF(0, 0, img.width(), img.height()))
+            painter.end()
+        finally:
+            if shown != self.colours:
+                self.apply_colours(shown)
         return img
 
     def plotted_rows(self) -> list[list[Any]]:

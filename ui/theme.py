@@ -96,11 +96,20 @@ QBalloonTip, QBalloonTip QLabel { color: #0f172a; }   /* the tray message Qt dra
 #testResult { background: #1e293b; color: #cbd5e1; }
 #testResult[state="ok"] { background: #052e16; color: #bbf7d0; border: 1px solid #166534; }
 #testResult[state="down"] { background: #2a1114; color: #fecaca; border: 1px solid #7f1d1d; }
+#rangeButtons QPushButton { background: #1e293b; color: #e2e8f0; border: 1px solid #334155; }
+#rangeButtons QPushButton:checked { background: #3b82f6; color: #ffffff; border-color: #3b82f6; }
+QToolButton#trafficButton { background: #1e293b; color: #e2e8f0; border: 1px solid #334155; }
+QToolButton#trafficButton:checked { background: #052e16; color: #86efac; border-color: #166534; }
+QToolButton#trafficButton:disabled { color: #64748b; background: #172033; }
 """
 
 # What a pyqtgraph plot paints with, per theme: background, axes and text, grid.
-CHART_COLOURS = {"light": {"background": "#ffffff", "foreground": "#334155", "grid": "#e2e8f0"},
-                 "dark": {"background": "#111a2b", "foreground": "#cbd5e1", "grid": "#1f2a3d"}}
+CHART_COLOURS = {
+    "light": {"background": "#ffffff", "title": "#0f172a", "muted": "#64748b", "axis": "#94a3b8",
+              "foreground": "#475569"},
+    "dark": {"background": "#111a2b", "title": "#f1f5f9", "muted": "#94a3b8", "axis": "#475569",
+             "foreground": "#cbd5e1"},
+}
 
 
 def system_theme() -> str:

@@ -359,13 +359,6 @@ def traffic_actions(parent: QWidget, controller: TrafficController, panel: Traff
     return [run, *mode_actions.values()]
 
 
-BUTTON_STYLE = """
-QToolButton#trafficButton { background: #ffffff; color: #334155; border: 1px solid #cbd5e1;
-                            border-radius: 9px; padding: 1px 20px 1px 10px; margin-right: 6px; font-size: 11px; }
-QToolButton#trafficButton:checked { background: #dcfce7; color: #166534; border-color: #86efac; font-weight: 600; }
-QToolButton#trafficButton:disabled { color: #94a3b8; background: #f8fafc; }
-QToolButton#trafficButton::menu-button { border: none; width: 16px; }
-"""
 
 
 def traffic_button(parent: QWidget, controller: TrafficController, panel: TrafficPanel) -> QToolButton:
@@ -380,7 +373,7 @@ def traffic_button(parent: QWidget, controller: TrafficController, panel: Traffi
     button.setMenu(menu)
     button.setPopupMode(QToolButton.MenuButtonPopup)
     button.setToolButtonStyle(Qt.ToolButtonTextOnly)
-    button.setStyleSheet(BUTTON_STYLE)
+    # Styled in resources/style.qss (and its dark overlay in ui/theme.py).
     # Room for the longest label in bold plus the menu arrow, so the bar does not jump.
     bold = button.font()
     bold.setBold(True)

@@ -107,3 +107,18 @@ def test_with_the_consoles_style_sheet_the_window_fits_780_px_in_either_theme(qt
         window.set_theme(choice)
         window.resize(780, 580)
         assert window.minimumSizeHint().width() <= 780 and window.width() == 780
+
+
+def test_the_charts_follow_the_theme_and_their_exports_stay_light(qtbot, data_dir):
+    window = new_window(qtbot)
+    chart = window.pages["charts"].chart
+    background = lambda: chart.widget.backgroundBrush().color().name()  # noqa: E731
+    assert background() == chart_colours("light")["background"]
+    window.set_theme("dark")
+    assert background() == chart_colours("dark")["background"]
+    assert chart.plots["latency"].getAxis("left").textPen().color().name() == chart_colours("dark")["foreground"]
+    image = chart.image(scale=1.0)            # printed and forwarded: the light look, whatever the window shows
+    assert image.pixelColor(2, 2).name() == chart_colours("light")["background"]
+    assert background() == chart_colours("dark")["background"]
+    window.set_theme("light")
+    assert background() == chart_colours("light")["background"]

@@ -166,10 +166,7 @@ class ChartsPage(Page):
         self.range_buttons.setExclusive(True)
         holder = QWidget()
         holder.setObjectName("rangeButtons")
-        holder.setStyleSheet(
-            "#rangeButtons QPushButton { background:#ffffff; color:#334155; border:1px solid #cbd5e1;"
-            " border-radius:6px; padding:6px 12px; font-weight:500; }"
-            "#rangeButtons QPushButton:checked { background:#2563eb; color:#ffffff; border-color:#2563eb; }")
+        # Styled in resources/style.qss (and its dark overlay in ui/theme.py).
         hl = QHBoxLayout(holder)
         hl.setContentsMargins(0, 0, 0, 0)
         hl.setSpacing(4)
