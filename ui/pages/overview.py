@@ -32,7 +32,7 @@ HEALTH_SPAN = dt.timedelta(hours=24)
 # The sparkline: the last hour's p95 per 5 minutes (per minute, a quiet source is mostly gaps).
 SPARK_BUCKET_S = 300
 SPARK_POINTS = 12
-LINK_STYLE = "color:#1d4ed8;text-decoration:none;font-weight:600"
+LINK_STYLE = "text-decoration:none;font-weight:600"   # the colour is the palette's link colour (the theme's)
 
 
 @dataclass(frozen=True)
