@@ -83,8 +83,7 @@ class SourceStatus:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["estimated"] = list(self.estimated)
-        for key in ("replica_target", "replica_reachable", "replica_reason", "database_role",
-                    "database_role_reason"):
+        for key in ("replica_target", "replica_reachable", "replica_reason"):
             del d[key]
         if self.replica_target is not None:   # only where a read replica is configured
             d["replica"] = {"target": self.replica_target, "reachable": self.replica_reachable,

@@ -46,6 +46,11 @@ def format_report(report) -> str:
                     + ("   (~ estimated; status --exact counts every row)" if estimated else ""))
         if s.reason:
             lines.append(f"          {s.reason}")
+        if s.reachable and s.database_role is not None:
+            lines.append(f"          database user may act as: {s.database_role}"
+                         + (f" ({s.database_role_reason})" if s.database_role_reason else ""))
+        elif s.reachable and s.database_role_reason:
+            lines.append(f"          database user: {s.database_role_reason}")
         if s.replica_target is not None:
             rstate = "reachable" if s.replica_reachable else "UNREACHABLE"
             lines.append(f"          read replica: {rstate}  {s.replica_target}"

@@ -20,7 +20,8 @@ from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_KEYS = {"name", "kind", "backend", "target", "reachable", "reason", "production_schema",
-               "console_schema", "counts", "estimated", "elapsed_ms", "ok", "state"}
+               "console_schema", "counts", "estimated", "elapsed_ms", "ok", "state",
+               "database_role", "database_role_reason"}   # what the database user may do, and why not more
 
 
 def run_main(args, tmp_path, timeout=60):
@@ -83,6 +84,13 @@ def test_status_json_on_the_demo(tmp_path):
     assert report["sources"][1]["counts"]["cart_abandonment_log"] == marker["counts"]["cart"]["cart_abandonment_log"]
     assert report["sources"][2]["counts"]["notifications"] == marker["counts"]["dispatch"]["notifications"]
     assert report["sources"][0]["counts"] == marker["counts"]["orders"]
+    # The demo's order store (mongomock) does not say what its user may do: the configured role holds,
+    # and the report says so; the SQLite files may do anything.
+    orders, cart = report["sources"][0], report["sources"][1]
+    assert orders["database_role"] is None and "configured role holds" in orders["database_role_reason"]
+    assert cart["database_role"] == "admin"
+    text = run_main(["--demo", "status"], tmp_path).stdout
+    assert f"database user: {orders['database_role_reason']}" in text and "may act as: admin" in text
 
 
 def test_status_exit_2_when_one_source_is_down_after_the_full_report(tmp_path):
