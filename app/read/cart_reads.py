@@ -211,7 +211,7 @@ def builtin_rule_spec(workspace: Workspace) -> SqlRuleSpec:
         time_col=t.created_at, id_col=t.id,
         fetch_cols=(t.id, t.user_id, t.cart_hash, t.created_at, t.sent_at, t.email_sent, t.cart_value),
         where=(t.email_sent == 1,), group=lambda rows: group_cart_rows(rows, window),
-        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
+        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,), member_index=True)
 
 
 def refresh_cart_keys(conn: Connection, keys: Iterable[Key]) -> int:
