@@ -16,6 +16,8 @@ functions the generic read modules look up through ``READS``.
 * Latency statistics: ``sent_at − created_at`` of sent rows (series
   ``cart``); unsent rows counted per bucket, failed once past the
   in-progress window, pending before.
+* Charts: the one series ``cart``; unsent rows past the in-progress window
+  per bucket, failed with an error message, stuck without one.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, literal, select, tuple_
+from sqlalchemy import Select, and_, func, literal, select, tuple_
 from sqlalchemy.engine import Connection
 
 from .. import registry
@@ -32,6 +34,7 @@ from ..schema import cart_log, cart_metadata, cart_users
 from ..sqlutil import backend, db_now
 from . import cart_members
 from .cart_supersede import sent_rows_of, superseded_reason, superseding
+from .chart_window import RawSeries, Window, counts_into
 from .common import Since, bucket_expr, resolve_since, text_filter
 from .failed_parts import age_seconds, error_class, newest_page
 from .feed_parts import (
@@ -47,7 +50,7 @@ from .feed_parts import (
 )
 from .histogram import latency_ms
 from .hooks import Counts, FeedKeyset, LatencyReads, SourceReads, SourceSpec
-from .models import FailedItem, FeedItem, FeedPage
+from .models import DuplicateGroup, FailedItem, FeedItem, FeedPage
 from .rule_specs import Key, SqlRuleSpec
 from .rules import CART_RULE, group_cart_rows
 
@@ -208,7 +211,7 @@ def builtin_rule_spec(workspace: Workspace) -> SqlRuleSpec:
         time_col=t.created_at, id_col=t.id,
         fetch_cols=(t.id, t.user_id, t.cart_hash, t.created_at, t.sent_at, t.email_sent, t.cart_value),
         where=(t.email_sent == 1,), group=lambda rows: group_cart_rows(rows, window),
-        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,))
+        filter_cols=(t.cart_hash,), filter_int_cols=(t.user_id,), changed_cols=(t.sent_at,), member_index=True)
 
 
 def refresh_cart_keys(conn: Connection, keys: Iterable[Key]) -> int:
@@ -278,11 +281,38 @@ def _unsettled_counts(conn: Connection, workspace: Workspace, start: dt.datetime
     return failed, pending
 
 
+# --------------------------------------------------------------------------
+# Charts: the failed and stuck counts of a window, the series of a duplicate group
+
+def _chart_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime,
+                     raw: RawSeries) -> None:
+    """Unsent rows past the in-progress window: failed with an error message, stuck without one.
+
+    A failed send counts as failed even when a later row of the same cart
+    was emailed (the Failed & Stuck list calls that row superseded): the
+    attempt did fail, and the failure rate is about attempts.
+    """
+    t = cart_log.c
+    until = now - dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
+    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
+    has_error = t.error_message.is_not(None).label("has_error")
+    stmt = select(has_error, b, func.count()).where(
+        and_(t.email_sent == 0, t.created_at < until, t.created_at >= window.start, t.created_at < window.end)) \
+        .group_by(has_error, b)
+    for err, bucket, c in conn.execute(stmt):
+        counts_into(raw.failed if err else raw.stuck, "cart", int(bucket) - window.start_b, window.n, int(c))
+
+
+def _dup_series(_g: DuplicateGroup) -> str:
+    return "cart"
+
+
 READS = SourceReads(
     source=registry.source("cart"), failed_list=_failed_list,
     feed=_cart_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("cart", cart_metadata),
+    series_names=("cart",), dup_series=_dup_series,
     feed_keyset=FeedKeyset(cart_log, cart_log.c.sent_at, cart_log.c.id,
                            (cart_log.c.email_sent == 1, cart_log.c.sent_at.is_not(None))),
     sql_rule_spec=builtin_rule_spec,
-    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts))
+    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts, _chart_unsettled))

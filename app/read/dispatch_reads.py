@@ -13,6 +13,9 @@ notifications), as the functions the generic read modules look up through ``READ
 * Latency statistics: ``completed_at − created_at`` of completed rows, one
   series per dispatch_type (``dispatch:<type>``); failed and pending rows
   counted per bucket.
+* Charts: one series per dispatch type (``DISPATCH_TYPES``, and any other the
+  rows hold); failed rows, and pending ones older than the stuck threshold,
+  per type and bucket; a duplicate group's copies count under its type.
 """
 from __future__ import annotations
 
@@ -27,8 +30,17 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import registry
-from ..schema import dispatch_log, dispatch_metadata, dispatch_users, issues, nc_dispatch_attempt, notifications
+from ..schema import (
+    DISPATCH_TYPES,
+    dispatch_log,
+    dispatch_metadata,
+    dispatch_users,
+    issues,
+    nc_dispatch_attempt,
+    notifications,
+)
 from ..sqlutil import backend, db_now
+from .chart_window import RawSeries, Window, counts_into
 from .common import KEY_BATCH, Since, as_time, batched, bucket_expr, id_key, resolve_since, text_filter, time_key
 from .failed_parts import age_seconds, error_class, newest_first, newest_page
 from .feed_parts import (
@@ -333,10 +345,36 @@ def _unsettled_counts(conn: Connection, workspace: Workspace, start: dt.datetime
     return failed, pending
 
 
+# --------------------------------------------------------------------------
+# Charts: the failed and stuck counts of a window, the series of a duplicate group
+
+def _chart_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime,
+                     raw: RawSeries) -> None:
+    """Failed rows, and pending ones older than the stuck threshold, per dispatch type and bucket."""
+    t = dispatch_log.c
+    stuck_before = now - dt.timedelta(minutes=workspace.config.thresholds.dispatch_stuck_minutes)
+    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
+    old = (t.created_at < stuck_before).label("old")
+    stmt = select(t.status, t.dispatch_type, old, b, func.count()).where(
+        t.status.in_(("failed", "pending")), t.created_at >= window.start, t.created_at < window.end) \
+        .group_by(t.status, t.dispatch_type, old, b)
+    for status, dtype, is_old, bucket, c in conn.execute(stmt):
+        i = int(bucket) - window.start_b
+        if status == "failed":
+            counts_into(raw.failed, str(dtype), i, window.n, int(c))
+        elif is_old:
+            counts_into(raw.stuck, str(dtype), i, window.n, int(c))
+
+
+def _dup_series(g: DuplicateGroup) -> str:
+    return str(g.key.get("type") or g.key.get("dispatch_type") or "other")
+
+
 READS = SourceReads(
     source=registry.source("dispatch"), failed_list=_failed_list,
     feed=_dispatch_notifications, feed_kind=FEED_KIND, feed_types=FEED_TYPES,
     raw_record=sql_raw_record("dispatch", dispatch_metadata),
+    series_names=DISPATCH_TYPES, dup_series=_dup_series,
     feed_keyset=FeedKeyset(notifications, notifications.c.created_at, notifications.c.id),
     sql_rule_spec=builtin_rule_spec,
-    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts))
+    latency=LatencyReads(_ROLLUP, _settled, _exact_rows, _unsettled_counts, _chart_unsettled))

@@ -40,7 +40,7 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import registry
 from ..config import DuplicateRule
-from ..schema import cart_log, nc_action, nc_archive
+from ..schema import nc_action, nc_archive
 from ..sqlutil import db_now, is_permission_denied
 from . import cart_members
 from .by_source import reads_for
@@ -59,11 +59,13 @@ from .common import (
 )
 from .models import DuplicateGroup
 from .rule_specs import Key, MongoRuleSpec, OrderDb, Point, SqlRuleSpec
-from .rules import CART_RULE, group_rule_rows
 
-# The built-in rules' names, re-exported for the tests that check them against the config's.
+# The built-in rules' names (re-exported for the tests that check them against the config's), and the
+# config rules' grouping.
+from .rules import CART_RULE as CART_RULE
 from .rules import DISPATCH_RULE as DISPATCH_RULE
 from .rules import ORDER_RULE as ORDER_RULE
+from .rules import group_rule_rows
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -305,7 +307,7 @@ def _bulk_objects() -> Iterator[None]:
 
 def _uses_member_index(spec: SqlRuleSpec, filter_text: str | None) -> bool:
     # A filter keeps the two-phase scan: its LIKE is the database's own.
-    return spec.rule == CART_RULE and spec.table is cart_log and not filter_text
+    return spec.member_index and not filter_text
 
 
 def _advance_member_index(workspace: Workspace, specs: Sequence[SqlRuleSpec], filter_text: str | None) -> bool:
@@ -323,7 +325,8 @@ def _advance_member_index(workspace: Workspace, specs: Sequence[SqlRuleSpec], fi
 
 def _scan_spec(workspace: Workspace, conn: Connection, spec: SqlRuleSpec, *, since: dt.datetime | None,
                limit: int | None, filter_text: str | None, index_current: bool = True) -> list[DuplicateGroup]:
-    """One rule's groups: the cart rule from the member index, the others by a two-phase scan.
+    """One rule's groups: a rule kept in the member index (``spec.member_index``: the cart rule) from the
+    index, the others by a two-phase scan.
 
     ``index_current`` False (a database user that may not write the index):
     the index as stored plus what an advance would change, in memory; or,

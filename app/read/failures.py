@@ -24,11 +24,7 @@ from .by_source import reads_for
 from .common import Since
 from .failed_parts import error_class as error_class  # re-exported for the Failed page (ui/pages/failed.py)
 from .models import FAILED_KINDS, FailedItem
-
-# Re-exported for app.read.order_stats, app.read.series and tests, which read order documents through this module.
-from .order_docs import STAGES as STAGES
-from .order_docs import first_image_at as first_image_at
-from .order_docs import stage_images as stage_images
+from .order_docs import stage_images as stage_images  # re-exported for tests (test_demo)
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace

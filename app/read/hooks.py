@@ -2,10 +2,11 @@
 
 The registry (``app.registry``) states what the console knows of a source;
 this record adds how the read side reads it, so the generic read modules
-(``failures``, ``feeds``, ``duplicates``, ``rollup``, ``stats``) look a
-source's readers up (``app.read.by_source.reads_for``) instead of naming
-sources. Each per-source read module (``app.read.dispatch_reads``,
-``.cart_reads``, ``.order_reads``) builds its own record as ``READS``.
+(``failures``, ``feeds``, ``duplicates``, ``rollup``, ``stats``,
+``series``) look a source's readers up (``app.read.by_source.reads_for``)
+instead of naming sources. Each per-source read module
+(``app.read.dispatch_reads``, ``.cart_reads``, ``.order_reads``) builds its
+own record as ``READS``.
 """
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import registry
+from .chart_window import RawSeries, Window
 from .failed_parts import FailedList
 from .feed_parts import FeedReader, RawRecord
+from .models import DuplicateGroup
 from .rule_specs import MongoRuleSpec, SqlRuleSpec
 
 if TYPE_CHECKING:
@@ -55,6 +58,9 @@ class LatencyReads:
     # bucket, counted in the database.
     unsettled_counts: Callable[[Connection, Workspace, dt.datetime, dt.datetime, int, int, dt.datetime],
                                tuple[Counts, Counts]]
+    # (conn, workspace, window, now, raw): the charts' failed and stuck counts per series and bucket, into
+    # ``raw.failed`` and ``raw.stuck`` (the histograms come from the rollup).
+    chart_unsettled: Callable[[Connection, Workspace, Window, dt.datetime, RawSeries], None]
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,13 @@ class SourceReads:
     feed_kind: tuple[str, str]            # the kind of those entries, and what it is called (sorting by kind)
     feed_types: tuple[tuple[str, str], ...]   # the feed's type filter: (type, what it is called) of this source
     raw_record: RawRecord                 # the row or document behind a feed entry (the detail pane)
+    series_names: tuple[str, ...]         # the charts' series the source always has (the data may hold more)
+    dup_series: Callable[[DuplicateGroup], str]   # the chart series a duplicate group's copies count under
     feed_keyset: FeedKeyset | None = None  # SQL sources: what the feed's late-commit narrowing counts
     # How the source's built-in duplicate rule reads its rows: a SQL table, or a collection of the order store.
     sql_rule_spec: Callable[[Workspace], SqlRuleSpec] | None = None
     mongo_rule_spec: Callable[[Workspace], MongoRuleSpec] | None = None
     latency: LatencyReads | None = None   # the sources with latency statistics (rollup, exact, failed/pending)
+    # A source without a rollup (the order store): (workspace, window, now or None for its own clock) -> the
+    # charts' histograms and failed counts, read from the store itself.
+    store_series: Callable[[Workspace, Window, dt.datetime | None], RawSeries] | None = None

@@ -11,6 +11,10 @@
   ``nc_updated_at_id``: documents change) and, in the unified feed, the
   admin emails of ``email_log`` ((sent_at, _id), index ``nc_sent_at``).
 * Duplicates: the built-in rule's spec (``email_log`` by order and event).
+* Charts: one series per stage (``STAGES``); the store keeps no rollup, so
+  a window's histograms and missed counts are read from the orders touched
+  in it (``order_stats``); a duplicate group's copies count under the stage
+  of its event.
 """
 from __future__ import annotations
 
@@ -20,12 +24,14 @@ from typing import TYPE_CHECKING, Any, cast
 from bson import ObjectId
 
 from .. import registry
+from .chart_window import RawSeries, Window
 from .common import Since, mongo_text_filter, resolve_since
 from .failed_parts import age_seconds, newest_first
 from .feed_parts import LIVE_ORDER, FeedMark, FeedOrder, FeedPosition, SortPosition, feed_limit
 from .hooks import SourceReads
-from .models import FailedItem, FeedItem, FeedPage
+from .models import DuplicateGroup, FailedItem, FeedItem, FeedPage
 from .order_docs import STAGES, first_image_at, stage_images
+from .order_stats import order_stage_hists
 from .rule_specs import MongoRuleSpec
 from .rules import ORDER_KEY, ORDER_RULE, group_order_logs
 
@@ -273,7 +279,28 @@ def builtin_rule_spec(workspace: Workspace) -> MongoRuleSpec:
                          filter_int_fields=("order_id",))
 
 
+# --------------------------------------------------------------------------
+# Charts: a window's histograms and missed counts, the series of a duplicate group
+
+def _store_series(workspace: Workspace, window: Window, now: dt.datetime | None) -> RawSeries:
+    """Per stage and bucket: latency histograms of the emailed stages, counts of the missed ones."""
+    store = workspace.orders()
+    grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
+    hists, missed = order_stage_hists(store.db, window.start, window.end, window.bucket_seconds, window.start_b,
+                                      window.n, now or store.now(), grace)
+    return RawSeries(hists=hists, failed=missed)
+
+
+_STAGE_OF_EVENT = {event: stage for stage, (event, _before, _after) in STAGES.items()}
+
+
+def _dup_series(g: DuplicateGroup) -> str:
+    event = str(g.key.get("event") or "")
+    return _STAGE_OF_EVENT.get(event, event or "other")
+
+
 READS = SourceReads(
     source=registry.source("orders"), failed_list=_failed_list,
     feed=_order_emails, feed_kind=FEED_KIND, feed_types=FEED_TYPES, raw_record=_raw_record,
-    mongo_rule_spec=builtin_rule_spec)
+    series_names=tuple(STAGES), dup_series=_dup_series,
+    mongo_rule_spec=builtin_rule_spec, store_series=_store_series)

@@ -4,7 +4,7 @@ The order store keeps no rollup: each call reads the orders changed since
 the window's start (the ``nc_updated_at_id`` index, in keyset pages) and
 their ``email_log`` documents. That holds because an order's
 ``updated_at`` is never earlier than a stage's first image (the first image
-moves the status, which stamps ``updated_at``; ``failures._orders_missed``
+moves the status, which stamps ``updated_at``; ``order_reads._orders_missed``
 relies on the same). A stage counts in the bucket of its first image:
 
 * emailed: its latency (the earliest email of the stage's event, minus the
@@ -26,8 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .common import batched, epoch_seconds
-from .failures import STAGES, first_image_at, stage_images
 from .histogram import NBINS, bin_index, latency_ms
+from .order_docs import STAGES, first_image_at, stage_images
 
 PAGE = 2000
 

@@ -46,6 +46,9 @@ class SqlRuleSpec:
     group_in: Callable[[Connection, list[dict[str, Any]]], list[DuplicateGroup]] | None = None
     # (conn, [(key, time)] of touched rows) -> more keys to re-examine
     related_keys: Callable[[Connection, list[Point]], set[Key]] | None = None
+    # The rule's groups are kept in the console's member index (``cart_members``: the built-in cart rule):
+    # its scans without a text filter read the index instead of the table.
+    member_index: bool = False
 
     def groups_of(self, conn: Connection, rows: list[dict[str, Any]]) -> list[DuplicateGroup]:
         if self.group_in is not None:

@@ -12,7 +12,8 @@ since 1970, UTC) each series has:
   ``HIST_RELATIVE_ERROR``, 4.9 %, of the exact inverted-CDF value, or 0.5 ms
   below 1 ms). Cart and dispatch read the console's rollup
   (``app.read.rollup``); the order store has none, so its histograms are
-  built in memory from the orders touched in the window (``order_stats``);
+  built in memory from the orders touched in the window (its read record's
+  ``store_series``: ``order_reads``, ``order_stats``);
 * ``failed`` (given up, or for orders a missed stage email), ``stuck``
   (still pending past its threshold) and ``failure_rate`` = failed /
   (settled + failed);
@@ -27,49 +28,40 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import numpy.typing as npt
-from sqlalchemy import and_, func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from .. import registry
 from ..errors import UsageError
-from ..schema import DISPATCH_TYPES, cart_log, dispatch_log
-from ..sqlutil import backend, db_now, is_permission_denied
-from .common import epoch_seconds
+from ..sqlutil import db_now, is_permission_denied
+from .by_source import ALL_READS, reads_for
+from .chart_window import EPOCH as EPOCH  # re-exported for ui/charts.py, ui/pages/charts.py and tests
+from .chart_window import F64, I64, RawSeries, counts_into
+from .chart_window import MAX_BUCKETS as MAX_BUCKETS  # re-exported for tests
+from .chart_window import Window as Window  # re-exported for ui/ and tests
 from .duplicates import scan_duplicates
-from .failures import STAGES
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, NBINS, QUANTILES, hist_percentiles
-from .models import DuplicateGroup
-from .order_stats import order_stage_hists
-from .rollup import advance_rollup, read_hists
-from .stats import bucket_expr
+from .rollup import advance_rollup, read_hists, source_latency
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
 
-EPOCH = dt.datetime(1970, 1, 1)
 # The named ranges and bucket sizes of the charts and ``stats`` (seconds).
 RANGES: dict[str, dt.timedelta] = {"1h": dt.timedelta(hours=1), "24h": dt.timedelta(hours=24),
                                    "7d": dt.timedelta(days=7)}
 BUCKETS: dict[str, int] = {"1m": 60, "5m": 300, "1h": 3600}
 DEFAULT_BUCKET: dict[str, str] = {"1h": "1m", "24h": "5m", "7d": "1h"}
-# At most seven days of minutes (the rollup keeps eight days).
-MAX_BUCKETS = 7 * 24 * 60 + 1
 ERROR_NOTE = (f"percentiles from latency histograms: within {HIST_RELATIVE_ERROR:.1%} of the exact value, "
               f"or {HIST_ABSOLUTE_ERROR_MS} ms below 1 ms")
+# Each source's series, the ones it always has (more appear when the data holds others).
+SERIES: dict[str, tuple[str, ...]] = {r.source.name: r.series_names for r in ALL_READS}
 # The JSON fields of one point, in the order the CSV writes them.
 POINT_FIELDS = ("source", "series", "bucket_start", "count", "p50_ms", "p95_ms", "p99_ms", "failed",
                 "failure_rate", "stuck", "duplicates")
-
-I64 = npt.NDArray[np.int64]
-F64 = npt.NDArray[np.float64]
-
 
 def parse_range(text: str) -> dt.timedelta:
     """``1h``, ``24h`` or ``7d``; anything else is one sentence (exit 2)."""
@@ -98,57 +90,6 @@ def auto_bucket(span: dt.timedelta) -> int:
 
 def bucket_label(seconds: int) -> str:
     return {60: "1 min", 300: "5 min", 3600: "1 h"}.get(seconds, f"{seconds} s")
-
-
-@dataclass(frozen=True)
-class Window:
-    """``n`` buckets of ``bucket_seconds``, the first numbered ``start_b`` (epoch seconds // bucket)."""
-
-    start_b: int
-    n: int
-    bucket_seconds: int
-
-    def __post_init__(self) -> None:
-        if self.bucket_seconds < 60 or self.bucket_seconds % 60:
-            raise UsageError("Chart buckets are whole minutes.")
-        if not 1 <= self.n <= MAX_BUCKETS:
-            raise UsageError(f"A chart holds 1 to {MAX_BUCKETS:,} buckets, not {self.n:,}: choose a larger bucket.")
-
-    @classmethod
-    def ending(cls, now: dt.datetime, span: dt.timedelta, bucket_seconds: int) -> Window:
-        """The last ``span`` up to ``now``: its last bucket is the one holding ``now``."""
-        end_b = epoch_seconds(now) // bucket_seconds + 1
-        n = max(1, math.ceil(span.total_seconds() / bucket_seconds))
-        return cls(end_b - n, n, bucket_seconds)
-
-    @classmethod
-    def covering(cls, start: dt.datetime, end: dt.datetime, bucket_seconds: int) -> Window:
-        """The buckets that cover ``start``..``end`` (at least one)."""
-        start_b = epoch_seconds(start) // bucket_seconds
-        end_b = max(start_b + 1, -(-epoch_seconds(end) // bucket_seconds))
-        return cls(start_b, end_b - start_b, bucket_seconds)
-
-    @property
-    def start(self) -> dt.datetime:
-        return EPOCH + dt.timedelta(seconds=self.start_b * self.bucket_seconds)
-
-    @property
-    def end(self) -> dt.datetime:
-        return EPOCH + dt.timedelta(seconds=(self.start_b + self.n) * self.bucket_seconds)
-
-    def bucket_start(self, i: int) -> dt.datetime:
-        return EPOCH + dt.timedelta(seconds=(self.start_b + i) * self.bucket_seconds)
-
-    def epochs(self) -> F64:
-        """Each bucket's start as epoch seconds (the charts' x values)."""
-        return (np.arange(self.n, dtype=np.float64) + self.start_b) * self.bucket_seconds
-
-    def index(self, t: dt.datetime) -> int | None:
-        b = epoch_seconds(t) // self.bucket_seconds - self.start_b
-        return b if 0 <= b < self.n else None
-
-    def to_json(self) -> dict[str, Any]:
-        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "bucket_seconds": self.bucket_seconds}
 
 
 @dataclass(frozen=True)
@@ -303,59 +244,10 @@ def _series(name: str, n: int, hists: I64 | None, failed: I64 | None, stuck: I64
 # --------------------------------------------------------------------------
 # What each source's statistics read
 
-@dataclass
-class _Raw:
-    """Per series: latency histograms (n × NBINS), failed and stuck counts (n)."""
-
-    hists: dict[str, I64] = field(default_factory=dict)
-    failed: dict[str, I64] = field(default_factory=dict)
-    stuck: dict[str, I64] = field(default_factory=dict)
-
-
-def _counts_into(target: dict[str, I64], series: str, b: int, n: int, c: int) -> None:
-    arr = target.get(series)
-    if arr is None:
-        arr = target[series] = np.zeros(n, dtype=np.int64)
-    if 0 <= b < n:
-        arr[b] += c
-
-
-def _dispatch_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime, raw: _Raw) -> None:
-    """Failed rows, and pending ones older than the stuck threshold, per dispatch type and bucket."""
-    t = dispatch_log.c
-    stuck_before = now - dt.timedelta(minutes=workspace.config.thresholds.dispatch_stuck_minutes)
-    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
-    old = (t.created_at < stuck_before).label("old")
-    stmt = select(t.status, t.dispatch_type, old, b, func.count()).where(
-        t.status.in_(("failed", "pending")), t.created_at >= window.start, t.created_at < window.end) \
-        .group_by(t.status, t.dispatch_type, old, b)
-    for status, dtype, is_old, bucket, c in conn.execute(stmt):
-        i = int(bucket) - window.start_b
-        if status == "failed":
-            _counts_into(raw.failed, str(dtype), i, window.n, int(c))
-        elif is_old:
-            _counts_into(raw.stuck, str(dtype), i, window.n, int(c))
-
-
-def _cart_unsettled(conn: Connection, workspace: Workspace, window: Window, now: dt.datetime, raw: _Raw) -> None:
-    """Unsent rows past the in-progress window: failed with an error message, stuck without one.
-
-    A failed send counts as failed even when a later row of the same cart
-    was emailed (the Failed & Stuck list calls that row superseded): the
-    attempt did fail, and the failure rate is about attempts.
-    """
-    t = cart_log.c
-    until = now - dt.timedelta(minutes=workspace.config.thresholds.cart_in_progress_minutes)
-    b = bucket_expr(t.created_at, window.bucket_seconds, backend(conn)).label("b")
-    has_error = t.error_message.is_not(None).label("has_error")
-    stmt = select(has_error, b, func.count()).where(
-        and_(t.email_sent == 0, t.created_at < until, t.created_at >= window.start, t.created_at < window.end)) \
-        .group_by(has_error, b)
-    for err, bucket, c in conn.execute(stmt):
-        _counts_into(raw.failed if err else raw.stuck, "cart", int(bucket) - window.start_b, window.n, int(c))
-
-
-def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime | None, advance: bool) -> _Raw:
+def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime | None, advance: bool) -> RawSeries:
+    """A SQL source's series: histograms from the rollup (advanced first, when ``advance``), failed and stuck
+    counts from the log (its record's ``chart_unsettled``)."""
+    latency = source_latency(source)
     persisted = True
     if advance:
         try:
@@ -364,44 +256,13 @@ def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime
             if not is_permission_denied(exc):
                 raise
             persisted = False  # this database user may not write the rollup: add the tail in memory
-    raw = _Raw()
+    raw = RawSeries()
     with workspace.engine(source).connect() as conn:
         now = now or db_now(conn)
         raw.hists = read_hists(conn, source, window.start, window.end, window.bucket_seconds, window.start_b,
                                window.n, tail=not persisted)
-        _UNSETTLED[source](conn, workspace, window, now, raw)
+        latency.chart_unsettled(conn, workspace, window, now, raw)
     return raw
-
-
-def _orders_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime | None, advance: bool) -> _Raw:
-    store = workspace.orders()
-    grace = dt.timedelta(minutes=workspace.config.thresholds.order_missed_minutes)
-    hists, missed = order_stage_hists(store.db, window.start, window.end, window.bucket_seconds, window.start_b,
-                                      window.n, now or store.now(), grace)
-    return _Raw(hists=hists, failed=missed)
-
-
-_Unsettled = Callable[[Connection, "Workspace", Window, dt.datetime, _Raw], None]
-_UNSETTLED: dict[str, _Unsettled] = {"dispatch": _dispatch_unsettled, "cart": _cart_unsettled}
-_RawReader = Callable[["Workspace", str, Window, "dt.datetime | None", bool], _Raw]
-# Each source's reader, and the series it always has (more appear when the data holds others).
-_READERS: dict[str, _RawReader] = {"dispatch": _sql_raw, "cart": _sql_raw, "orders": _orders_raw}
-SERIES: dict[str, tuple[str, ...]] = {"dispatch": DISPATCH_TYPES, "cart": ("cart",), "orders": tuple(STAGES)}
-_STAGE_OF_EVENT = {event: stage for stage, (event, _before, _after) in STAGES.items()}
-
-
-def _dispatch_dup_series(g: DuplicateGroup) -> str:
-    return str(g.key.get("type") or g.key.get("dispatch_type") or "other")
-
-
-def _order_dup_series(g: DuplicateGroup) -> str:
-    event = str(g.key.get("event") or "")
-    return _STAGE_OF_EVENT.get(event, event or "other")
-
-
-# The series a duplicate group's copies count under.
-_DUP_SERIES: dict[str, Callable[[DuplicateGroup], str]] = {
-    "dispatch": _dispatch_dup_series, "cart": lambda _g: "cart", "orders": _order_dup_series}
 
 
 def _member_time(source: str, member: dict[str, Any]) -> dt.datetime | None:
@@ -415,24 +276,28 @@ def _member_time(source: str, member: dict[str, Any]) -> dt.datetime | None:
 def source_duplicates(workspace: Workspace, source: str, window: Window) -> dict[str, I64]:
     """Extra copies per series and bucket: every member of a duplicate group but the kept one, at its time."""
     out: dict[str, I64] = {}
-    series_of = _DUP_SERIES[source]
+    series_of = reads_for(source).dup_series
     for g in scan_duplicates(workspace, source, since=window.start):
         name = series_of(g)
         for member in g.evidence[1:]:
             at = _member_time(source, member)
             i = window.index(at) if at is not None else None
             if i is not None:
-                _counts_into(out, name, i, window.n, 1)
+                counts_into(out, name, i, window.n, 1)
     return out
 
 
 def source_stats(workspace: Workspace, source: str, window: Window, *, now: dt.datetime | None = None,
                  duplicates: bool = True, advance: bool = True) -> SourceStats:
     """Every series of ``source`` over ``window`` (duplicates too, unless ``duplicates`` is False)."""
-    raw = _READERS[registry.source(source).name](workspace, source, window, now, advance)
+    reads = reads_for(source)
+    if reads.store_series is not None:
+        raw = reads.store_series(workspace, window, now)
+    else:
+        raw = _sql_raw(workspace, source, window, now, advance)
     dups = source_duplicates(workspace, source, window) if duplicates else {}
-    names = list(SERIES[source]) + sorted((set(raw.hists) | set(raw.failed) | set(raw.stuck) | set(dups))
-                                          - set(SERIES[source]))
+    names = list(reads.series_names) + sorted((set(raw.hists) | set(raw.failed) | set(raw.stuck) | set(dups))
+                                              - set(reads.series_names))
     n = window.n
     series = {name: _series(name, n, raw.hists.get(name), raw.failed.get(name), raw.stuck.get(name),
                             dups.get(name)) for name in names}

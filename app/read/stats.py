@@ -31,7 +31,6 @@ from ..schema import nc_cursor as nc_cursor  # re-exported, see below
 from ..schema import nc_latency_minute as nc_latency_minute  # re-exported, see below
 from ..schema import nc_rollup_unsettled as nc_rollup_unsettled  # re-exported, see below
 from ..sqlutil import db_now, is_permission_denied
-from .common import bucket_expr as bucket_expr  # re-exported for app.read.series
 from .common import epoch_seconds
 from .duplicates import scan_duplicates
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, exact_percentiles, hist_percentiles, latency_ms

@@ -152,5 +152,6 @@ def test_the_read_side_is_layered_bottom_modules_then_per_source_modules_then_th
         assert lookup not in below and not (below & (per_source | generic)), module
     assert per_source <= graph[lookup]
     for module in ("app.read.hooks", "app.read.failed_parts", "app.read.feed_parts", "app.read.rule_specs",
-                   "app.read.order_docs", "app.read.common", "app.read.models", "app.read.rules"):
+                   "app.read.chart_window", "app.read.order_docs", "app.read.common", "app.read.models",
+                   "app.read.rules"):
         assert not (_reach(graph, module) & (per_source | {lookup})), module
