@@ -257,7 +257,9 @@ def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime
                 raise
             persisted = False  # this database user may not write the rollup: add the tail in memory
     raw = RawSeries()
-    with workspace.engine(source).connect() as conn:
+    # Read where lists and counts read (the read replica, if configured); the advance above wrote the
+    # primary, which the replica follows.
+    with workspace.reader().engine(source).connect() as conn:
         now = now or db_now(conn)
         raw.hists = read_hists(conn, source, window.start, window.end, window.bucket_seconds, window.start_b,
                                window.n, tail=not persisted)
@@ -289,10 +291,14 @@ def source_duplicates(workspace: Workspace, source: str, window: Window) -> dict
 
 def source_stats(workspace: Workspace, source: str, window: Window, *, now: dt.datetime | None = None,
                  duplicates: bool = True, advance: bool = True) -> SourceStats:
-    """Every series of ``source`` over ``window`` (duplicates too, unless ``duplicates`` is False)."""
+    """Every series of ``source`` over ``window`` (duplicates too, unless ``duplicates`` is False).
+
+    ``workspace`` is the primaries' (the rollup is advanced there); the numbers are read from its
+    ``reader()``: the read replicas where configured. The duplicate scan stays on the primary: it keeps
+    the console's own member index current as it reads."""
     reads = reads_for(source)
     if reads.store_series is not None:
-        raw = reads.store_series(workspace, window, now)
+        raw = reads.store_series(workspace.reader(), window, now)
     else:
         raw = _sql_raw(workspace, source, window, now, advance)
     dups = source_duplicates(workspace, source, window) if duplicates else {}
