@@ -32,12 +32,13 @@ import numpy as np
 import numpy.typing as npt
 from sqlalchemy import and_, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.elements import ColumnElement
 
 from .. import registry
 from ..errors import UsageError
 from ..schema import nc_cursor, nc_latency_minute, nc_rollup_unsettled
-from ..sqlutil import db_now, insert_ignore, with_retry
+from ..sqlutil import db_now, insert_ignore, is_permission_denied, with_retry
 from . import idwindow
 from .by_source import reads_for
 from .common import LATE_COMMIT_MARGIN, epoch_seconds
@@ -160,6 +161,18 @@ def advance_rollup(workspace: Workspace, source: str, *, max_rows: int = 500_000
     """
     engine = workspace.engine(source)
     return with_retry(lambda: _advance(engine, source, max_rows, force_recheck))
+
+
+def advance_if_allowed(workspace: Workspace, source: str) -> bool:
+    """``advance_rollup``; False when this database user may not write the rollup (the reader then
+    adds the unwritten tail in memory: ``read_hists(..., tail=True)``)."""
+    try:
+        advance_rollup(workspace, source)
+    except DBAPIError as exc:
+        if not is_permission_denied(exc):
+            raise
+        return False
+    return True
 
 
 def _settle_clock(t: dt.datetime) -> float:

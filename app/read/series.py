@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy.exc import DBAPIError
 
 from .. import registry
 from ..errors import UsageError
-from ..sqlutil import db_now, is_permission_denied
+from ..sqlutil import db_now
 from .by_source import ALL_READS, reads_for
 from .chart_window import EPOCH as EPOCH  # re-exported for ui/charts.py, ui/pages/charts.py and tests
 from .chart_window import F64, I64, RawSeries, counts_into
@@ -45,7 +44,7 @@ from .chart_window import MAX_BUCKETS as MAX_BUCKETS  # re-exported for tests
 from .chart_window import Window as Window  # re-exported for ui/ and tests
 from .duplicates import scan_duplicates
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, NBINS, QUANTILES, hist_percentiles
-from .rollup import advance_rollup, read_hists, source_latency
+from .rollup import advance_if_allowed, read_hists, source_latency
 
 if TYPE_CHECKING:
     from ..bootstrap import Workspace
@@ -248,14 +247,7 @@ def _sql_raw(workspace: Workspace, source: str, window: Window, now: dt.datetime
     """A SQL source's series: histograms from the rollup (advanced first, when ``advance``), failed and stuck
     counts from the log (its record's ``chart_unsettled``)."""
     latency = source_latency(source)
-    persisted = True
-    if advance:
-        try:
-            advance_rollup(workspace, source)
-        except DBAPIError as exc:
-            if not is_permission_denied(exc):
-                raise
-            persisted = False  # this database user may not write the rollup: add the tail in memory
+    persisted = advance_if_allowed(workspace, source) if advance else True
     raw = RawSeries()
     # Read where lists and counts read (the read replica, if configured); the advance above wrote the
     # primary, which the replica follows.

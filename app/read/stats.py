@@ -23,20 +23,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError
 
 from .. import registry
 from ..errors import UsageError
 from ..schema import nc_cursor as nc_cursor  # re-exported, see below
 from ..schema import nc_latency_minute as nc_latency_minute  # re-exported, see below
 from ..schema import nc_rollup_unsettled as nc_rollup_unsettled  # re-exported, see below
-from ..sqlutil import db_now, is_permission_denied
+from ..sqlutil import db_now
 from .common import epoch_seconds
 from .duplicates import scan_duplicates
 from .histogram import HIST_ABSOLUTE_ERROR_MS, HIST_RELATIVE_ERROR, exact_percentiles, hist_percentiles, latency_ms
 from .hooks import Counts, LatencyReads
 from .models import LatencyBucket, StatsSeries
-from .rollup import advance_rollup, read_hists, source_latency
+from .rollup import advance_if_allowed, read_hists, source_latency
+from .rollup import advance_rollup as advance_rollup  # re-exported, see below
 from .rollup import catch_up as catch_up  # re-exported, see below
 
 # Re-exported (``X as X``) for callers outside app/read that reach them through this module:
@@ -86,14 +86,7 @@ def latency_stats(workspace: Workspace, source: str, *, window: dt.timedelta | s
         raise UsageError("Statistics buckets are whole minutes (60 s, 300 s, 3600 s, ...).")
     engine = workspace.engine(source)
     latency = source_latency(source)
-    persisted = True
-    if advance and not exact:
-        try:
-            advance_rollup(workspace, source)
-        except DBAPIError as exc:
-            if not is_permission_denied(exc):
-                raise
-            persisted = False  # this database user may not write the rollup: add the tail in memory
+    persisted = advance_if_allowed(workspace, source) if advance and not exact else True
     with engine.connect() as conn:
         now = now or db_now(conn)
         start_b, n, start, end = _window(now, window, bucket_seconds)
