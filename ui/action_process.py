@@ -12,9 +12,10 @@ The child opens its own workspace from the same configuration (its own
 connections; passwords from the environment or the keyring as usual) and
 runs a function of the service layer. Cancel is a process-shared event the
 action checks between chunks. The order store of the demo is a file one
-process owns, so an action on the order store runs in the window's process,
-inside ``running_here``: it counts among the running actions all the same, so
-closing the window asks first and waits for its next safe point.
+process owns, so an action on the order store runs in the window's process
+(``run_here``: the same action by name): it counts among the running actions
+all the same, so closing the window asks first and waits for its next safe
+point.
 """
 from __future__ import annotations
 
@@ -109,22 +110,6 @@ def cancel_running() -> None:
         proc.cancel()
 
 
-@contextmanager
-def running_here(name: str, proc: ActionProcess | None = None) -> Iterator[ActionProcess]:
-    """Run an action in this process (the order store's) as a running action: closing the window asks
-    first and waits for it, and ``cancel_running`` sets ``proc``'s cancel, which the action checks
-    between items (``cancel=lambda: proc.cancelled``)."""
-    proc = proc if proc is not None else ActionProcess()
-    token = object()
-    with _RUNNING_LOCK:
-        _RUNNING[id(token)] = (proc, name)
-    try:
-        yield proc
-    finally:
-        with _RUNNING_LOCK:
-            _RUNNING.pop(id(token), None)
-
-
 class ActionProcess:
     """One action in a child process; ``run`` blocks (call it from a task), ``cancel`` from anywhere."""
 
@@ -139,34 +124,50 @@ class ActionProcess:
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @contextmanager
+    def _running(self, name: str) -> Iterator[None]:
+        """Counted among the running actions while inside: closing the window asks first."""
+        with _RUNNING_LOCK:
+            _RUNNING[id(self)] = (self, name)
+        try:
+            yield
+        finally:
+            with _RUNNING_LOCK:
+                _RUNNING.pop(id(self), None)
+
+    def run_here(self, workspace, name: str, *args, progress: Callable[[int, int], None] | None = None,
+                 **kwargs) -> Any:
+        """Action ``name`` in this process, on ``workspace`` (the order store's: its demo file belongs to
+        one process); ``cancel`` reaches it as it does a child's, between items."""
+        with self._running(name):
+            return ACTIONS[name](workspace, *args, progress=progress or (lambda _d, _t: None),
+                                 cancel=lambda: self.cancelled, **kwargs)
+
     def run(self, config, name: str, *args, progress: Callable[[int, int], None] | None = None,
             **kwargs) -> Any:
         out = self._ctx.Queue()
         child = self._ctx.Process(target=_child, args=(config, name, args, kwargs, out, self._cancel),
                                   name=f"nc-{name}", daemon=True)
         child.start()
-        with _RUNNING_LOCK:
-            _RUNNING[id(self)] = (self, name)
         try:
-            while True:
-                try:
-                    msg = out.get(timeout=POLL_SECONDS)
-                except queue_mod.Empty:
-                    if not child.is_alive():
-                        raise OperationFailed(f"The {name.replace('_', ' ')} stopped without a result "
-                                              f"(exit code {child.exitcode}); the audit log shows what it did.") \
-                            from None
-                    continue
-                if msg[0] == "progress":
-                    if progress is not None:
-                        progress(msg[1], msg[2])
-                elif msg[0] == "done":
-                    return msg[1]
-                else:
-                    raise _ChildFailed(msg[1], msg[2], msg[3])
+            with self._running(name):
+                while True:
+                    try:
+                        msg = out.get(timeout=POLL_SECONDS)
+                    except queue_mod.Empty:
+                        if not child.is_alive():
+                            raise OperationFailed(f"The {name.replace('_', ' ')} stopped without a result "
+                                                  f"(exit code {child.exitcode}); the audit log shows what it did.") \
+                                from None
+                        continue
+                    if msg[0] == "progress":
+                        if progress is not None:
+                            progress(msg[1], msg[2])
+                    elif msg[0] == "done":
+                        return msg[1]
+                    else:
+                        raise _ChildFailed(msg[1], msg[2], msg[3])
         finally:
-            with _RUNNING_LOCK:
-                _RUNNING.pop(id(self), None)
             child.join(timeout=10)
             if child.is_alive():
                 child.terminate()

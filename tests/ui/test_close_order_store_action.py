@@ -5,8 +5,9 @@ import threading
 
 from PySide6.QtCore import Qt
 
+import app.services.cleanup as cleanup_service
+import app.services.retry as retry_service
 import ui.pages.duplicates as duplicates_page
-import ui.pages.failed as failed_page
 from tests.helpers import open_console
 from ui.action_process import running_actions
 from ui.pages.failed import RetryPlan
@@ -31,7 +32,7 @@ def test_closing_while_an_order_store_retry_runs_asks_then_quits_once_it_stopped
         calls.append(done)
         return [{"source": "orders", "retried_ids": ids["orders"][:done], "skipped": [], "failed": [],
                  "retried": done, "not_attempted": len(ids["orders"]) - done}]
-    monkeypatch.setattr(failed_page, "retry_plan", slow_retry_plan)
+    monkeypatch.setattr(retry_service, "retry_plan", slow_retry_plan)
     ws = workspace_factory(orders=order_store_url)
     window, page = open_console(qtbot, ws, "failed")
     page.start_retry(RetryPlan(ids={"orders": [101, 102, 103, 104]}, snapshot=False))
@@ -65,7 +66,7 @@ def test_an_order_store_cleanup_counts_as_running_while_it_runs(qtbot, workspace
         seen.append(running_actions())
         gate.wait(10)
         return {"removed": 0}
-    monkeypatch.setattr(duplicates_page, "cleanup", slow_cleanup)
+    monkeypatch.setattr(cleanup_service, "cleanup", slow_cleanup)
     ws = workspace_factory(orders=order_store_url)
     worker = threading.Thread(target=duplicates_page.apply_cleanup, args=(ws, {"orders": [1]}))
     worker.start()

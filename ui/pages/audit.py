@@ -19,10 +19,9 @@ from PySide6.QtWidgets import (
 
 from app import registry
 from app.services.audit import audit_entries, audit_position, find_action
-from app.services.cleanup import undo
 from app.services.ledger import AuditEntry, AuditPosition
 
-from ..action_process import ActionProcess, running_here
+from ..action_process import ActionProcess
 from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, muted, plain_table, titled_panel
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
@@ -76,8 +75,7 @@ def export_audit(workspace, filters: dict[str, Any]) -> tuple[list[str], list[li
 def run_undo(workspace, entry: AuditEntry) -> dict[str, Any]:
     if registry.source(entry.source).is_sql:
         return ActionProcess().run(workspace.config, "undo", entry.action_id)
-    with running_here("undo"):
-        return undo(workspace, entry.action_id)
+    return ActionProcess().run_here(workspace, "undo", entry.action_id)
 
 
 class AuditPage(ListPage):

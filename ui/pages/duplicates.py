@@ -31,7 +31,7 @@ from app.read.why import explain
 from app.services.cleanup import cleanup
 from app.services.ledger import ledger_for
 
-from ..action_process import ActionProcess, running_here
+from ..action_process import ActionProcess
 from ..list_page import PAGE_SIZE, ListPage, chosen_sources, muted, titled_panel
 from ..table_model import Column
 from ..tasks import TaskError
@@ -135,8 +135,7 @@ def apply_cleanup(workspace, keep: dict[str, list[Any]]) -> dict[str, dict[str, 
         if registry.source(source).is_sql:
             out[source] = ActionProcess().run(workspace.config, "cleanup", source, ids)
         else:
-            with running_here("cleanup"):
-                out[source] = cleanup(workspace, source, dry_run=False, keep_ids=ids)
+            out[source] = ActionProcess().run_here(workspace, "cleanup", source, ids)
     return out
 
 

@@ -28,9 +28,8 @@ from app import registry
 from app.read.failures import error_class, failed_page
 from app.read.models import FAILED_KINDS, FailedItem
 from app.services.ledger import LastRetry, ledger_for
-from app.services.retry import retry_plan, retryable_snapshot
 
-from ..action_process import ActionProcess, running_here
+from ..action_process import ActionProcess
 from ..list_page import EXPORT_LIMIT, PAGE_SIZE, ListPage, chosen_sources, muted, plain_table
 from ..table_model import Column, RowTableModel
 from ..tasks import TaskError
@@ -143,8 +142,7 @@ def count_matching(workspace, filters: dict[str, Any]) -> dict[str, list[int]]:
         out.update(ActionProcess().run(workspace.config, "count_matching",
                                        dict(filters, sources=sql)))
     if here:
-        with running_here("count_matching"):
-            out.update(retryable_snapshot(workspace, here, kind=filters.get("kind"), filter_text=filters.get("text")))
+        out.update(ActionProcess().run_here(workspace, "count_matching", dict(filters, sources=here)))
     return {s: out[s] for s in sources if s in out}
 
 
@@ -200,10 +198,9 @@ def run_retry(workspace, plan: RetryPlan, proc: ActionProcess, progress) -> Retr
                             filter_text=plan.filter_text, kind=plan.kind,
                             progress=lambda d, _t: progress(d, plan.total))
     if here:
-        with running_here("retry_plan", proc):
-            results += retry_plan(workspace, here, snapshot=plan.snapshot, filter_text=plan.filter_text,
-                                  kind=plan.kind, progress=lambda d, _t: progress(offset + d, plan.total),
-                                  cancel=lambda: proc.cancelled)
+        results += proc.run_here(workspace, "retry_plan", here, snapshot=plan.snapshot,
+                                 filter_text=plan.filter_text, kind=plan.kind,
+                                 progress=lambda d, _t: progress(offset + d, plan.total))
     text, rows = summarize(results)
     marks: dict[str, list[tuple[str, str]]] = {}
     for r in rows:
