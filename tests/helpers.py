@@ -144,3 +144,23 @@ def open_console(qtbot, ws, page: str, timeout: int = 30_000):
     shown = window.pages[page]
     qtbot.waitUntil(shown.is_loaded, timeout=timeout)
     return window, shown
+
+
+def activate(window) -> None:
+    """The window in front, as a person's click makes it: application shortcuts reach it."""
+    import warnings
+
+    from PySide6.QtWidgets import QApplication
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)   # offscreen has no window manager to ask
+        QApplication.setActiveWindow(window)
+
+
+def dialog_on(qtbot, path):
+    """The Connections dialog on the config file ``path``, shown."""
+    from ui.connections import ConnectionsDialog
+    from ui.context import AppContext
+    dialog = ConnectionsDialog(AppContext(), path)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    return dialog

@@ -59,15 +59,16 @@ def _assemble(per: dict[str, tuple[list[I64], list[I64], list[bytes]]]) -> Minut
 
 def _plain(conn: Connection, series_like: str, start: dt.datetime, end: dt.datetime) -> MinuteHists:
     m = nc_latency_minute.c
-    per: dict[str, tuple[list[I64], list[I64], list[bytes]]] = {}
+    rows: dict[str, tuple[list[int], list[int], list[bytes]]] = {}
     for series, minute, blob in conn.execute(select(m.series, m.minute, m.hist).where(
             m.minute >= start, m.minute < end, m.series.like(series_like))):
-        minutes, lengths, blobs = per.setdefault(series, ([], [], []))
+        minutes, lengths, blobs = rows.setdefault(series, ([], [], []))
         blob = bytes(blob or b"")
-        minutes.append(np.array([epoch_seconds(minute) // 60], dtype=np.int64))
-        lengths.append(np.array([len(blob)], dtype=np.int64))
+        minutes.append(epoch_seconds(minute) // 60)
+        lengths.append(len(blob))
         blobs.append(blob)
-    return _assemble(per)
+    return _assemble({series: ([np.array(minutes, dtype=np.int64)], [np.array(lengths, dtype=np.int64)], blobs)
+                      for series, (minutes, lengths, blobs) in rows.items()})
 
 
 def _int_list(raw: Any) -> I64:

@@ -7,8 +7,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 import ui.alerts as alerts
-from tests.helpers import add_row, add_user, cart_hash, open_console
-from tests.ui.test_window_shell import activate
+from tests.helpers import activate, add_row, add_user, cart_hash, open_console
 from ui.alerts import UNAVAILABLE, AlertSettings, load_alert_settings
 from ui.main_window import MainWindow
 from ui.settings import settings

@@ -15,9 +15,7 @@ from sqlalchemy import text
 from app.bootstrap import Workspace
 from app.config import APP_NAME, load_config
 from app.services.retry import retry
-from tests.helpers import add_failed_dispatches, log_rows, open_console, seed_people
-from ui.connections import ConnectionsDialog
-from ui.context import AppContext
+from tests.helpers import add_failed_dispatches, dialog_on, log_rows, open_console, seed_people
 from ui.main_window import MainWindow
 
 WAIT = 30_000
@@ -78,14 +76,6 @@ def host_url(url: str) -> tuple[str, str]:
     """(``mysql+pymysql://127.0.0.1:3306/db`` without the user, the database name)."""
     rest = url.split("://", 1)[1].split("@", 1)[-1]
     return f"mysql+pymysql://{rest}", rest.rsplit("/", 1)[1]
-
-
-def dialog_on(qtbot, path) -> ConnectionsDialog:
-    ctx = AppContext()
-    dialog = ConnectionsDialog(ctx, path)
-    qtbot.addWidget(dialog)
-    dialog.show()
-    return dialog
 
 
 def test_save_writes_the_file_keeping_comments_and_the_password_into_the_keyring(

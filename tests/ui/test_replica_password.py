@@ -9,8 +9,8 @@ import ui.connections as connections
 from app.bootstrap import Workspace
 from app.config import APP_NAME, load_config
 from app.status import SourceStatus
+from tests.helpers import dialog_on
 from tests.ui import test_connections
-from tests.ui.test_connections import dialog_on
 
 WAIT = 10_000
 memory_keyring = test_connections.memory_keyring   # the Connections tests' keyring of this run only

@@ -7,7 +7,7 @@ from PySide6.QtGui import QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
 import ui.theme as theme
-from tests.ui.test_window_shell import activate
+from tests.helpers import activate
 from ui.launch import load_style
 from ui.main_window import MainWindow
 from ui.settings import restore_window, settings

@@ -8,21 +8,11 @@ from PySide6.QtGui import QGuiApplication
 from sqlalchemy import select
 
 from app.schema import nc_action
-from tests.helpers import add_failed_dispatches, log_rows, open_console, seed_people
+from tests.helpers import activate, add_failed_dispatches, log_rows, open_console, seed_people
 from ui.log import log_path
 from ui.main_window import MainWindow
 
 WAIT = 30_000
-
-
-def activate(window) -> None:
-    """The window in front, as a person's click makes it: application shortcuts reach it."""
-    import warnings
-
-    from PySide6.QtWidgets import QApplication
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)   # offscreen has no window manager to ask
-        QApplication.setActiveWindow(window)
 
 
 def broken_query():
