@@ -122,23 +122,25 @@ class SourceConfig:
             own = self.replica_password()
             if own is not None:
                 return own
-        env = os.environ.get(f"NC_{self.name.upper()}_PASSWORD")
-        if env is not None:
-            return env
-        return _keyring_password(keyring_user(self.name))
+        return _stored_password(self.name, replica=False)
 
     def replica_password(self) -> str | None:
         """The read replica's own password: NC_<SOURCE>_READ_PASSWORD, else the keyring's
         ``<source>.read_url`` entry, else None (then the replica uses the primary's)."""
-        env = os.environ.get(f"NC_{self.name.upper()}_READ_PASSWORD")
-        if env is not None:
-            return env
-        return _keyring_password(keyring_user(self.name, replica=True))
+        return _stored_password(self.name, replica=True)
 
 
 def keyring_user(source: str, replica: bool = False) -> str:
     """The keyring entry's user name: the source (``cart``), or its read replica's (``cart.read_url``)."""
     return f"{source}.read_url" if replica else source
+
+
+def _stored_password(source: str, *, replica: bool) -> str | None:
+    """NC_<SOURCE>_PASSWORD (NC_<SOURCE>_READ_PASSWORD for the replica), else the keyring's entry."""
+    env = os.environ.get(f"NC_{source.upper()}_{'READ_' if replica else ''}PASSWORD")
+    if env is not None:
+        return env
+    return _keyring_password(keyring_user(source, replica=replica))
 
 
 def _keyring_password(user: str) -> str | None:
